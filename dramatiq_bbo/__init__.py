@@ -1,0 +1,66 @@
+"""dramatiq-bbo: batched background operations on PostgreSQL.
+
+The public API lives here and only here; everything else is an implementation detail.
+Names are imported lazily (PEP 562) so that ``import dramatiq_bbo`` stays cheap and a worker
+that only needs the actors does not import the CLI.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from . import errors
+from .config import configure, reset, settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .batching import SubBatch
+    from .enqueue import EnqueueResult, enqueue
+    from .execution import run_to_completion
+    from .operation import BaseOperation, register
+    from .records import JobRecord, JobStatus, OperationRecord, OperationStatus
+    from .store import get_operation, list_jobs
+
+_LAZY = {
+    "BaseOperation": "operation",
+    "register": "operation",
+    "OperationRecord": "records",
+    "JobRecord": "records",
+    "OperationStatus": "records",
+    "JobStatus": "records",
+    "enqueue": "enqueue",
+    "EnqueueResult": "enqueue",
+    "get_operation": "store",
+    "list_jobs": "store",
+    "run_to_completion": "execution",
+    "SubBatch": "batching",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dramatiq_bbo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "BaseOperation",
+    "EnqueueResult",
+    "JobRecord",
+    "JobStatus",
+    "OperationRecord",
+    "OperationStatus",
+    "SubBatch",
+    "configure",
+    "enqueue",
+    "errors",
+    "get_operation",
+    "list_jobs",
+    "register",
+    "reset",
+    "run_to_completion",
+    "settings",
+]

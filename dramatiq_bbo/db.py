@@ -1,0 +1,177 @@
+"""The databases registry and the connections our own code uses.
+
+A cell may hold several databases; each has a name (``"main"`` by default) and either a DSN
+or an application-owned peewee database. The state tables live in the same database as the
+rows an operation changes, which is what lets a sub-batch and its checkpoint commit in one
+transaction.
+
+Our code talks to Postgres through psycopg 3 connections taken from a small per-process pool
+(pools are rebuilt after ``fork`` so dramatiq's worker processes never share a socket).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from .errors import ConfigurationError, ConnectionFailed, UnknownDatabase
+from .settings import Settings
+
+DEFAULT_DATABASE = "main"
+
+
+@dataclass
+class DatabaseEntry:
+    """One named database: its DSN, and the peewee database bound to it."""
+
+    name: str
+    dsn: str
+    peewee: Any = None  # a playhouse Psycopg3Database; typed loosely to keep peewee optional
+    _pool: ConnectionPool | None = field(default=None, repr=False)
+    _pool_pid: int = field(default=0, repr=False)
+
+
+class Registry:
+    """Names → databases, plus the settings in force. One per process (``REGISTRY``)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, DatabaseEntry] = {}
+        self._lock = threading.Lock()
+        self.settings = Settings()
+
+    # -- configuration -----------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget every database and setting (closes pools); used by tests and reconfigure."""
+        with self._lock:
+            for entry in self._entries.values():
+                if entry._pool is not None and entry._pool_pid == os.getpid():
+                    entry._pool.close()
+            self._entries.clear()
+            self.settings = Settings()
+
+    def add(self, name: str, *, dsn: str | None = None, database: Any = None) -> DatabaseEntry:
+        """Register ``name`` from a DSN or from an application's peewee database."""
+        if not name or len(name) > 63:
+            raise ConfigurationError(f"database name must be 1..63 characters, got {name!r}")
+        if (dsn is None) == (database is None):
+            raise ConfigurationError(
+                f"database {name!r}: give exactly one of dsn= or database= (a peewee database)"
+            )
+        if database is not None:
+            dsn = dsn_of_peewee(database)
+        assert dsn is not None
+        validate_dsn(dsn)
+        entry = DatabaseEntry(name=name, dsn=dsn, peewee=database)
+        with self._lock:
+            old = self._entries.get(name)
+            if old is not None and old._pool is not None and old._pool_pid == os.getpid():
+                old._pool.close()
+            self._entries[name] = entry
+        return entry
+
+    def get(self, name: str = DEFAULT_DATABASE) -> DatabaseEntry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            if not self._entries:
+                raise ConfigurationError(
+                    "dramatiq-bbo is not configured: call dramatiq_bbo.configure(dsn=...) first"
+                ) from None
+            raise UnknownDatabase(
+                f"unknown database {name!r}; configured: {', '.join(sorted(self._entries))}"
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    # -- connections ---------------------------------------------------------------------------
+    def pool(self, name: str = DEFAULT_DATABASE) -> ConnectionPool:
+        entry = self.get(name)
+        pid = os.getpid()
+        if entry._pool is None or entry._pool_pid != pid:
+            with self._lock:
+                if entry._pool is None or entry._pool_pid != pid:
+                    if entry._pool is not None:
+                        # Inherited through fork: its sockets belong to the parent. Keep a
+                        # reference so garbage collection never closes them from here.
+                        _INHERITED_POOLS.append(entry._pool)
+                    entry._pool = ConnectionPool(
+                        entry.dsn,
+                        min_size=0,
+                        max_size=int(os.environ.get("BBO_POOL_MAX_SIZE", "8")),
+                        kwargs={"autocommit": True},
+                        check=ConnectionPool.check_connection,
+                        name=f"bbo-{name}",
+                        open=True,
+                        timeout=30,
+                    )
+                    entry._pool_pid = pid
+        return entry._pool
+
+    @contextlib.contextmanager
+    def connection(self, name: str = DEFAULT_DATABASE) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled autocommit connection; open ``conn.transaction()`` for atomic work."""
+        pool = self.pool(name)
+        try:
+            cm = pool.connection()
+            conn = cm.__enter__()
+        except psycopg.OperationalError as exc:
+            raise ConnectionFailed(f"cannot connect to database {name!r}: {exc}") from None
+        except Exception as exc:  # PoolTimeout and friends
+            raise ConnectionFailed(f"cannot connect to database {name!r}: {exc}") from None
+        try:
+            yield conn
+        except BaseException as exc:
+            cm.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        else:
+            cm.__exit__(None, None, None)
+
+
+REGISTRY = Registry()
+
+#: pools inherited from a parent process, kept alive on purpose (see Registry.pool)
+_INHERITED_POOLS: list[ConnectionPool] = []
+
+
+def validate_dsn(dsn: str) -> None:
+    """Refuse a malformed DSN early, with the parser's reason (never the password)."""
+    try:
+        psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise ConnectionFailed(f"invalid DSN: {str(exc).strip()}") from None
+
+
+def dsn_of_peewee(database: Any) -> str:
+    """Rebuild a libpq DSN from a peewee Postgres database's connect parameters."""
+    name = getattr(database, "database", None)
+    params = dict(getattr(database, "connect_params", {}) or {})
+    if name is None:
+        raise ConfigurationError("the peewee database is not initialised (database name is None)")
+    if "=" in str(name) or "://" in str(name):
+        base = psycopg.conninfo.conninfo_to_dict(str(name))
+    else:
+        base = {"dbname": name}
+    base.update({k: v for k, v in params.items() if v is not None})
+    if "database" in base:
+        base["dbname"] = base.pop("database")
+    if "passwd" in base:
+        base["password"] = base.pop("passwd")
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in base.items()})
+
+
+def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    """A standalone connection (CLI, migrate) with a typed error instead of a traceback."""
+    validate_dsn(dsn)
+    kwargs.setdefault("connect_timeout", 10)
+    try:
+        return psycopg.connect(dsn, **kwargs)
+    except psycopg.OperationalError as exc:
+        raise ConnectionFailed(f"cannot connect: {str(exc).strip()}") from None

@@ -1,0 +1,152 @@
+"""Every error a caller of dramatiq-bbo can catch.
+
+All of them derive from :class:`BBOError`, so ``except bbo.errors.BBOError`` catches anything
+the library raises on purpose. Messages name the offending value and say what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class BBOError(Exception):
+    """Base class of every error raised on purpose by dramatiq-bbo."""
+
+
+# -- configuration and connectivity -------------------------------------------------------
+
+
+class ConfigurationError(BBOError):
+    """The library was used before ``configure()`` or with contradictory settings."""
+
+
+class ConnectionFailed(BBOError):
+    """The database could not be reached or refused the connection (bad DSN, server down)."""
+
+
+class UnknownDatabase(ConfigurationError):
+    """An operation or command named a database that is not in the databases registry."""
+
+
+# -- schema migrations -----------------------------------------------------------------------
+
+
+class MigrationError(BBOError):
+    """Applying the schema failed; the failing file is named and nothing of it was kept."""
+
+
+class SchemaTooNew(MigrationError):
+    """The database holds migrations this version of dramatiq-bbo does not know."""
+
+
+class SchemaNotInstalled(MigrationError):
+    """The ``bbo`` schema is missing or behind: run ``dramatiq-bbo migrate``."""
+
+
+# -- operations: definition and enqueue ------------------------------------------------------
+
+
+class ValidationError(BBOError):
+    """An enqueue or an operation definition was refused before anything was written."""
+
+
+class UnknownOperationClass(ValidationError):
+    """No operation class is registered under the given name."""
+
+
+class OperationDefinitionError(ValidationError):
+    """An operation class is malformed (bad cursor, missing perform, duplicate name...)."""
+
+
+class TableNotFound(ValidationError):
+    """The target table does not exist in the catalog."""
+
+
+class ColumnNotFound(ValidationError):
+    """A cursor or batching column does not exist on the target table."""
+
+
+class CursorNotIndexed(ValidationError):
+    """The cursor columns are not unique together, or do not lead a btree index."""
+
+
+class InvalidArguments(ValidationError):
+    """Operation arguments are not JSON-serialisable, not an object or list, or too large."""
+
+
+class InvalidBatchSizes(ValidationError):
+    """Batch sizes, pause or interval are not positive or not ordered sensibly."""
+
+
+class InvalidScope(ValidationError):
+    """Organization scope is half-given (organization_id without user_id, or the reverse)."""
+
+
+class InvalidCronExpression(ValidationError):
+    """A cron expression is malformed, out of range, or one periodiq cannot run faithfully."""
+
+
+class ColumnNotInCursor(ValidationError):
+    """``column_name`` is not one of the operation class's cursor columns."""
+
+
+class InvalidPriority(ValidationError):
+    """The priority is not an int in the smallint range."""
+
+
+class InvalidConnection(ValidationError):
+    """``connection=`` is neither a psycopg 3 connection nor a peewee psycopg 3 database."""
+
+
+class ConcurrentEnqueue(BBOError):
+    """An identical operation was committed by a concurrent enqueue that this transaction
+    cannot see (its snapshot is older): retry the whole transaction."""
+
+
+# -- running operations ----------------------------------------------------------------------
+
+
+class OperationNotFound(BBOError):
+    """No operation exists with the given id."""
+
+
+class InvalidOperationId(OperationNotFound, ValidationError):
+    """The value given as an operation id is neither an int (cell-local) nor a uuid
+    (organization-scoped)."""
+
+
+class InvalidTransition(BBOError):
+    """The requested state change is not allowed from the operation's current status."""
+
+
+class SubBatchTimeout(BBOError):
+    """A sub-batch hit ``statement_timeout`` or ``lock_timeout``; its transaction rolled back.
+
+    The pipeline reacts to this one specifically: it shrinks the sub-batch size and, on the
+    last attempt of a job, splits the job's range in two.
+    """
+
+    def __init__(self, message: str, *, kind: str = "statement_timeout") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class LeaseLost(BBOError):
+    """Another runner took this job over (its lease had expired): this runner stops at once,
+    before touching the job again, so no sub-batch is ever applied twice."""
+
+
+class IncompleteJob(BBOError):
+    """``perform()`` returned before ``each_sub_batch()`` reached the end of the job's range
+    (a ``break`` in the loop): the current sub-batch was rolled back, the rest of the range
+    was not walked, so the job is failed (and retried from its checkpoint) rather than
+    silently skipping rows."""
+
+
+class OperationInterrupted(BBOError):
+    """A job stopped early at a checkpoint (pause, cancel, disable, health stop, time budget).
+
+    Not a failure: the rest of the range becomes the next job.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

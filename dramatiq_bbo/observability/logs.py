@@ -1,0 +1,58 @@
+"""Structured logs: one JSON object per event, with a stable ``message`` name.
+
+Operators filter on ``message`` (``background_operation_worker_transition_event``...), so the
+names here are part of the public contract. Events go through the standard ``logging``
+module (logger ``dramatiq_bbo``); :class:`JsonFormatter` renders any record as one JSON line,
+and events carry their fields in ``record.bbo`` so an application's own formatter can use them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+from typing import Any
+
+logger = logging.getLogger("dramatiq_bbo")
+
+WORKER_TRANSITION = "background_operation_worker_transition_event"
+JOB_TRANSITION = "background_operation_job_transition_event"
+OPTIMIZATION = "background_operation_worker_optimization_event"
+DUPLICATE_ENQUEUE = "background_operation_duplicate_enqueue"
+HEALTH_SIGNAL = "background_operation_health_signal"
+
+
+def event(message: str, *, level: int = logging.INFO, **fields: Any) -> None:
+    """Log one structured event named ``message`` with ``fields``."""
+    if not logger.isEnabledFor(level):
+        return
+    payload = {"message": message, **fields}
+    logger.log(level, message, extra={"bbo": payload})
+
+
+class JsonFormatter(logging.Formatter):
+    """Render a log record as one JSON object per line (ISO time, level, logger, fields)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        fields = getattr(record, "bbo", None)
+        if isinstance(fields, dict):
+            payload.update(fields)
+        else:
+            payload["message"] = record.getMessage()
+        if record.exc_info:
+            payload["exception"] = self.formatException(record.exc_info)
+        return json.dumps(payload, default=str, ensure_ascii=False)
+
+
+def install_json_handler(level: int = logging.INFO) -> logging.Handler:
+    """Attach a JSON stderr handler to the ``dramatiq_bbo`` logger (CLI, demo, examples)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    return handler
