@@ -13,11 +13,16 @@ from typing import TYPE_CHECKING, Any
 from . import errors
 from .config import configure, reset, settings
 
+# Imported eagerly: ``dramatiq_bbo.enqueue`` is both a module and the public function, and
+# importing the module (as the pipeline does) would otherwise shadow the lazy function.
+from .enqueue import EnqueueResult, enqueue  # noqa: E402
+
 if TYPE_CHECKING:  # pragma: no cover
     from .batching import SubBatch
-    from .enqueue import EnqueueResult, enqueue
+    from .control import cancel, pause, resume
     from .execution import run_to_completion
     from .operation import BaseOperation, register
+    from .pipeline.actors import setup
     from .records import JobRecord, JobStatus, OperationRecord, OperationStatus
     from .store import get_operation, list_jobs
 
@@ -28,12 +33,14 @@ _LAZY = {
     "JobRecord": "records",
     "OperationStatus": "records",
     "JobStatus": "records",
-    "enqueue": "enqueue",
-    "EnqueueResult": "enqueue",
     "get_operation": "store",
     "list_jobs": "store",
     "run_to_completion": "execution",
     "SubBatch": "batching",
+    "pause": "control",
+    "resume": "control",
+    "cancel": "control",
+    "setup": "pipeline.actors",
 }
 
 
@@ -48,6 +55,10 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BaseOperation",
+    "cancel",
+    "pause",
+    "resume",
+    "setup",
     "EnqueueResult",
     "JobRecord",
     "JobStatus",

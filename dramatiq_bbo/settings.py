@@ -50,8 +50,9 @@ class Settings:
     max_running_jobs: int = 10
     #: attempts per job before it counts as failed for good
     max_attempts: int = 3
-    #: a job's time budget as a fraction of the operation interval
-    job_budget_fraction: float = 0.9
+    #: a job's time budget as a fraction of the operation interval. Above the optimizer's
+    #: target (0.95): the budget is a guard against a job gone slow, not the sizing target.
+    job_budget_fraction: float = 1.5
     #: a job's time budget when the interval is 0 (seconds)
     min_job_budget_seconds: float = 30.0
     #: how long a health stop holds an operation, in seconds

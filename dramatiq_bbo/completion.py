@@ -1,0 +1,153 @@
+"""``run_to_completion()``: one operation from where it stands to its end, in the calling
+thread, with no broker — for tests, data-migration finalizers and the CLI.
+
+It follows the same rules as the pipeline: resume an unfinished job before creating a new one
+(a pending one; a failed one with attempts left, from its checkpoint, with a smaller sub-batch
+if it timed out; a running one only once its lease expired, i.e. abandoned by a killed
+process), and never run two jobs of one operation at once (a job running elsewhere under a
+live lease is waited for). When the range is exhausted and nothing is left to run, the
+operation finishes — or fails if jobs failed for good. A paused, cancelled, finished or failed
+operation is returned untouched, and a pause or cancel while it runs stops it at the next
+sub-batch checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from psycopg.rows import dict_row
+
+from . import retries
+from .db import DEFAULT_DATABASE, REGISTRY
+from .errors import InvalidTransition, LeaseLost, OperationNotFound
+from .execution import StopCheck, create_next_job, prepare_retry, run_job, worker_event
+from .queries import query
+from .records import JobRecord, JobStatus, OperationRecord, OperationStatus
+from .store import fetch_operation, get_operation, tables_for
+
+#: how often, at most, a running operation's status is re-read between sub-batches (seconds)
+STATUS_CHECK_SECONDS = 1.0
+
+
+def run_to_completion(
+    operation_id: Any, *, stop_check: StopCheck | None = None, database: str | None = None
+) -> OperationRecord:
+    """Run the operation until its range is done (or it is paused, cancelled, or
+    ``stop_check()`` returns a reason between sub-batches); returns its record then."""
+    name = database or DEFAULT_DATABASE
+    operation = _activate(name, operation_id)
+    if operation.status != OperationStatus.ACTIVE:
+        return operation
+    check = _status_stop_check(name, operation, stop_check)
+    max_attempts = int(REGISTRY.settings.max_attempts)
+    while True:
+        current = get_operation(operation.id, database=name)
+        if current.status != OperationStatus.ACTIVE:
+            return current
+        job = _job_to_run(name, current, max_attempts)
+        if job is None:
+            return _end(name, current, max_attempts)
+        try:
+            outcome = run_job(current.id, job.id, stop_check=check, database=name)
+        except (InvalidTransition, LeaseLost):
+            continue  # another runner claimed or took over the job: look again
+        if outcome.interrupted_reason is not None:
+            return get_operation(current.id, database=name)
+        if outcome.status == JobStatus.FAILED and outcome.job.attempts >= max_attempts:
+            total, failed = _job_counts(name, current, max_attempts)
+            if retries.operation_should_fail(total, failed):
+                return _end(name, current, max_attempts, failed=True)
+
+
+def _activate(name: str, operation_id: Any) -> OperationRecord:
+    """queued → active (started_at once); any other status is returned as it is."""
+    with REGISTRY.connection(name) as conn:
+        operation = fetch_operation(conn, operation_id)
+        if operation is None:
+            raise OperationNotFound(f"no operation {operation_id!s} in database {name!r}")
+        if operation.status != OperationStatus.QUEUED:
+            return operation
+        operations, _ = tables_for(operation)
+        with conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(
+                query("execution_activate_operation", operations=operations),
+                {"id": operation.id},
+            ).fetchone()
+        if row is None:  # changed under us (paused, cancelled, or activated elsewhere)
+            return fetch_operation(conn, operation.id) or operation
+    active = OperationRecord.from_row(row)
+    worker_event(active, OperationStatus.QUEUED)
+    return active
+
+
+def _job_to_run(name: str, operation: OperationRecord, max_attempts: int) -> JobRecord | None:
+    """The job to run next: an unfinished one first, else a new one; None when done."""
+    _, jobs = tables_for(operation)
+    key = {"worker_id": operation.id, "max_attempts": max_attempts}
+    with REGISTRY.connection(name) as conn:
+        while True:
+            with conn.cursor(row_factory=dict_row) as cur:
+                row = cur.execute(query("execution_resumable_job", jobs=jobs), key).fetchone()
+                if row is not None:
+                    return prepare_retry(conn, operation, JobRecord.from_row(row))
+                live = cur.execute(query("execution_live_job", jobs=jobs), key).fetchone()
+            if live is None:
+                return create_next_job(conn, operation)
+            # One job per operation at a time: wait for the one running elsewhere.
+            time.sleep(min(max(float(live["lease_left"]), 0.05), 1.0))
+
+
+def _job_counts(name: str, operation: OperationRecord, max_attempts: int) -> tuple[int, int]:
+    _, jobs = tables_for(operation)
+    with REGISTRY.connection(name) as conn:
+        row = conn.execute(
+            query("execution_job_counts", jobs=jobs),
+            {"worker_id": operation.id, "max_attempts": max_attempts},
+        ).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def _end(
+    name: str, operation: OperationRecord, max_attempts: int, *, failed: bool = False
+) -> OperationRecord:
+    """active → finished, or failed when jobs failed for good; a concurrent pause or cancel
+    wins (the update only moves an active operation)."""
+    if not failed:
+        failed = _job_counts(name, operation, max_attempts)[1] > 0
+    status = OperationStatus.FAILED if failed else OperationStatus.FINISHED
+    operations, _ = tables_for(operation)
+    with REGISTRY.connection(name) as conn:
+        with conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(
+                query("execution_end_operation", operations=operations),
+                {"status": int(status), "id": operation.id},
+            ).fetchone()
+        if row is None:
+            return fetch_operation(conn, operation.id) or operation
+    ended = OperationRecord.from_row(row)
+    worker_event(ended, OperationStatus.ACTIVE)
+    return ended
+
+
+def _status_stop_check(
+    name: str, operation: OperationRecord, stop_check: StopCheck | None
+) -> StopCheck:
+    """The caller's stop check, plus: stop when the operation is no longer active (paused or
+    cancelled meanwhile), re-read at most every STATUS_CHECK_SECONDS."""
+    last_read = time.monotonic()
+
+    def check() -> str | None:
+        nonlocal last_read
+        if stop_check is not None:
+            reason = stop_check()
+            if reason:
+                return reason
+        now = time.monotonic()
+        if now - last_read < STATUS_CHECK_SECONDS:
+            return None
+        last_read = now
+        status = get_operation(operation.id, database=name).status
+        return None if status == OperationStatus.ACTIVE else status.name.lower()
+
+    return check

@@ -1,0 +1,265 @@
+"""``enqueue()``: validate an operation, detect a duplicate, and create it.
+
+Everything is checked before anything is written, each failure a typed error naming the
+offending value: the class, the arguments, the sizes, the scope, the database
+(:mod:`dramatiq_bbo.enqueue_checks`), then the table and its cursor
+(:mod:`dramatiq_bbo.catalog`, inside the transaction, before the first write).
+
+Duplicates. An unfinished operation (queued, active or paused) with the same class, table,
+column, arguments (``jsonb`` equality, so key order does not matter), organization and
+database is returned instead of a new one, with ``duplicate=True`` and a warning event. A
+unique index on a partitioned table must include the partition key, so the partial unique
+index cannot see a duplicate in another partition: enqueue first takes a transaction-scoped
+advisory lock on a hash of the configuration, then looks in every partition, then inserts.
+Racing enqueues of one configuration therefore queue on the lock and create exactly one row.
+
+Transactions. Without ``connection=``, enqueue runs in its own READ COMMITTED transaction on a
+pooled connection, then calls :data:`after_enqueue_hooks` (the pipeline wakes its scheduler
+there). With ``connection=`` (a psycopg 3 connection, or a peewee ``Psycopg3Database`` whose
+current connection is used), enqueue joins the transaction in progress, so the operation
+exists only if the caller commits — and then hooks are *not* called (the operation is not
+committed yet; the scheduler's periodic tick picks it up). A non-autocommit psycopg connection
+counts as the caller's transaction too (the caller commits). An idle autocommit connection gets
+a transaction of ours, committed before returning, and hooks run. The connection must point
+at the database the operation names (``database=``); that cannot be checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+from psycopg.pq import TransactionStatus
+from psycopg.rows import dict_row
+
+from .catalog import (
+    TableInfo,
+    cursor_bounds,
+    estimate_tuples,
+    resolve_table,
+    validate_cursor,
+)
+from .db import REGISTRY
+from .enqueue_checks import EnqueueRequest, check_request, psycopg_connection
+from .errors import ConcurrentEnqueue, OperationDefinitionError
+from .observability.logs import DUPLICATE_ENQUEUE, WORKER_TRANSITION, event, logger
+from .operation import BaseOperation, resolve
+from .queries import query
+from .records import OperationRecord
+from .store import CELL_LOCAL_TABLES, ORGANIZATION_TABLES
+
+#: Called with the new operation after enqueue's own transaction committed (not for
+#: duplicates, not inside a caller's transaction). A failing hook is logged, never raised.
+after_enqueue_hooks: list[Callable[[OperationRecord], None]] = []
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    """The operation enqueue created, or the unfinished one it duplicates."""
+
+    operation: OperationRecord
+    duplicate: bool
+
+
+def enqueue(
+    operation_class_or_name: type[BaseOperation] | str,
+    table_name: str,
+    column_name: str,
+    *,
+    arguments: Any = None,
+    organization_id: int | None = None,
+    user_id: int | None = None,
+    user: Any = None,
+    database: str | None = None,
+    batch_size: int | None = None,
+    sub_batch_size: int | None = None,
+    pause_ms: int | None = None,
+    interval_seconds: float | None = None,
+    min_batch_size: int | None = None,
+    max_batch_size: int | None = None,
+    priority: int = 0,
+    connection: Any = None,
+) -> EnqueueResult:
+    """Create an operation over ``table_name`` batched on ``column_name`` (or return the
+    unfinished duplicate). Sizes: this call's value, else the class attribute, else the
+    setting. Scope: ``organization_id`` + ``user_id`` (or ``user=``), or neither for a
+    cell-local operation. See the module docstring for ``connection=`` and duplicates."""
+    request = check_request(
+        resolve(operation_class_or_name),
+        table_name,
+        column_name,
+        arguments=arguments,
+        organization_id=organization_id,
+        user_id=user_id,
+        user=user,
+        database=database,
+        sizes={
+            "batch_size": batch_size,
+            "sub_batch_size": sub_batch_size,
+            "pause_ms": pause_ms,
+            "interval_seconds": interval_seconds,
+            "min_batch_size": min_batch_size,
+            "max_batch_size": max_batch_size,
+        },
+        priority=priority,
+    )
+    if connection is None:
+        with REGISTRY.connection(request.database) as conn:
+            result = _enqueue_in_own_transaction(conn, request)
+    else:
+        conn = psycopg_connection(connection)
+        if not conn.autocommit or conn.info.transaction_status != TransactionStatus.IDLE:
+            result = _enqueue(conn, request)  # the caller's transaction: the caller commits
+            _announce(result)
+            return result
+        result = _enqueue_in_own_transaction(conn, request)
+    if not result.duplicate:  # committed: wake whoever listens (the pool connection is back)
+        for hook in list(after_enqueue_hooks):
+            try:
+                hook(result.operation)
+            except Exception:
+                logger.exception("after-enqueue hook %r failed", hook)
+    return result
+
+
+# -- the transaction ----------------------------------------------------------------------------
+def _enqueue_in_own_transaction(
+    conn: psycopg.Connection[Any], request: EnqueueRequest
+) -> EnqueueResult:
+    with conn.transaction():
+        # Each statement sees what committed before it: after waiting on the advisory lock,
+        # the duplicate check sees the operation the lock holder just created.
+        conn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        result = _enqueue(conn, request)
+    _announce(result)
+    return result
+
+
+def _enqueue(conn: psycopg.Connection[Any], request: EnqueueRequest) -> EnqueueResult:
+    """Catalog checks, then lock → duplicate check → insert in a savepoint, twice at most:
+    a caller's older snapshot can miss a just-committed twin that the partial unique index
+    then catches; the retry (new statement snapshot under READ COMMITTED) finds it."""
+    table = resolve_table(conn, request.table_name)
+    validate_cursor(conn, table, request.cursor_columns)
+    failure: psycopg.Error | None = None
+    for _attempt in range(2):
+        try:
+            with conn.transaction():
+                return _lock_check_insert(conn, request, table)
+        except (pg_errors.UniqueViolation, pg_errors.SerializationFailure) as exc:
+            failure = exc
+    raise ConcurrentEnqueue(
+        f"an identical unfinished {request.operation_class.name} operation on "
+        f"{table.display}.{request.column_name} was committed concurrently and is not visible "
+        f"to this transaction ({type(failure).__name__}); retry the transaction"
+    ) from failure
+
+
+def _lock_check_insert(
+    conn: psycopg.Connection[Any], request: EnqueueRequest, table: TableInfo
+) -> EnqueueResult:
+    conn.execute(query("operation_lock_configuration"), {"key": lock_key(request, table)})
+    operations = _operations_table(request)
+    values: dict[str, Any] = {
+        "job_class_name": request.operation_class.name,
+        "table_name": table.qualified,
+        "column_name": request.column_name,
+        "database_name": request.database,
+        "job_arguments": request.arguments_json,
+        "organization_id": request.organization_id,
+    }
+    find = f"operation_find_unfinished_{request.scope}"
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(query(find, operations=operations), values).fetchone()
+        if row is not None:
+            return EnqueueResult(OperationRecord.from_row(row), duplicate=True)
+        bounds = _bounds(conn, request, table)
+        values.update(
+            request.sizes,
+            partition=current_partition(conn, request.scope),
+            user_id=request.user_id,
+            cursor_columns=list(request.cursor_columns),
+            priority=request.priority,
+            min_cursor=json.dumps(bounds[0] if bounds else []),
+            max_cursor=json.dumps(bounds[1]) if bounds else None,
+            total_tuple_count=estimate_tuples(conn, table),
+        )
+        insert = f"operation_insert_{request.scope}"
+        row = cur.execute(query(insert, operations=operations), values).fetchone()
+    assert row is not None
+    return EnqueueResult(OperationRecord.from_row(row), duplicate=False)
+
+
+def _operations_table(request: EnqueueRequest) -> sql.Identifier:
+    tables = CELL_LOCAL_TABLES if request.organization_id is None else ORGANIZATION_TABLES
+    return tables[0]
+
+
+def lock_key(request: EnqueueRequest, table: TableInfo) -> int:
+    """A stable signed 64-bit key for ``pg_advisory_xact_lock`` naming the configuration
+    (the same in every process and Python version, unlike ``hash()``)."""
+    parts = [
+        "dramatiq_bbo.enqueue",
+        request.operation_class.name,
+        table.qualified,
+        request.column_name,
+        request.arguments_json,
+        "-" if request.organization_id is None else str(request.organization_id),
+        request.database,
+    ]
+    digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def current_partition(conn: psycopg.Connection[Any], scope: str) -> int:
+    """The partition new ``scope`` operations go to. Always 1 until the partition manager
+    owns this decision (it will pick the newest open partition)."""
+    return 1
+
+
+def _bounds(
+    conn: psycopg.Connection[Any], request: EnqueueRequest, table: TableInfo
+) -> tuple[list[Any], list[Any]] | None:
+    """The keyset range at enqueue time, honouring the class's ``scope()`` when it has one:
+    the scoped peewee query becomes the subquery the bounds are read from."""
+    cls = request.operation_class
+    columns = request.cursor_columns
+    if cls.scope is BaseOperation.scope:
+        return cursor_bounds(conn, table, columns)
+    from .tables import column_field, table_model
+
+    model: Any = table_model(request.database, table, operation_class=cls)
+    instance = cls(json.loads(request.arguments_json), table=model)
+    try:
+        scoped = instance.scope(model.select(*[column_field(model, c) for c in columns]))
+        text, params = scoped.sql()
+    except Exception as exc:
+        raise OperationDefinitionError(
+            f"{cls.__name__}.scope() failed while computing the range of {table.display}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    relation = sql.SQL("({}) AS {}").format(sql.SQL(text), sql.Identifier("bbo_scoped"))
+    return cursor_bounds(conn, table, columns, params=params, relation=relation)
+
+
+def _announce(result: EnqueueResult) -> None:
+    op = result.operation
+    fields: dict[str, Any] = {
+        "operation_id": str(op.id),
+        "job_class_name": op.job_class_name,
+        "table_name": op.table_name,
+        "column_name": op.column_name,
+        "organization_id": op.organization_id,
+        "database_name": op.database_name,
+    }
+    if result.duplicate:
+        event(DUPLICATE_ENQUEUE, level=logging.WARNING, status=op.status.name.lower(), **fields)
+    else:
+        event(WORKER_TRANSITION, previous_state=None, new_state="queued", **fields)

@@ -1,0 +1,235 @@
+"""The keyset strategy: which rows a job covers, and where to split a range.
+
+A *keyset* is the walk over one table: the cursor columns in order, their SQL types and the
+operation's ``scope``. Cursors are stored as JSON arrays (see :mod:`dramatiq_bbo.catalog`), so
+every comparison casts each stored value back to its column's type — ``("a", "b") >
+(CAST(%s AS integer), CAST(%s AS uuid))`` — or a uuid or timestamp cursor would compare as
+text. Row comparisons over the leading columns of the cursor index are what Postgres scans as
+one index range; the scope narrows the walk inside it (index the scope too, e.g.
+``(user_id, partition_id, id)``, or the walk reads every row of the range to find the scoped
+ones).
+
+Bounds are inclusive: a job covers ``[min_cursor, max_cursor]``, its first and last row in
+keyset order. The operation's ``next_cursor`` is the exclusive lower bound of what no job has
+been given yet; a job's ``checkpoint_cursor`` is the last row of its last committed sub-batch.
+
+The sub-batch walk (one transaction per sub-batch, checkpoint included) is
+:mod:`dramatiq_bbo.batching`, which re-exports this module's public functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import peewee
+import psycopg
+from psycopg import sql
+
+from .catalog import TableInfo, json_values
+from .errors import OperationDefinitionError
+from .tables import column_field
+
+Cursor = list[Any]  # a stored cursor: JSON values in cursor-column order
+Range = tuple[Cursor, Cursor]  # inclusive (first, last)
+
+
+class Keyset:
+    """The keyset walk over one table, shared by job creation, splitting and sub-batches."""
+
+    def __init__(
+        self,
+        model: Any,
+        cursor_columns: Sequence[str],
+        type_names: Sequence[str],
+        scope: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.columns = tuple(cursor_columns)
+        self.fields = [column_field(model, column) for column in self.columns]
+        self.type_names = tuple(type_names)
+        self._scope = scope
+        self._scope_where: Any = None
+        self._scope_checked = False
+
+    @classmethod
+    def for_operation(
+        cls, operation: Any, table: TableInfo, cursor_columns: Sequence[str]
+    ) -> Keyset:
+        """The keyset of an operation instance (its ``table`` model and ``scope``)."""
+        scope = operation.scope if _overrides_scope(operation) else None
+        types = [table.columns[column].type_name for column in cursor_columns]
+        return cls(operation.table, cursor_columns, types, scope)
+
+    # -- expressions ---------------------------------------------------------------------------
+    @property
+    def composite(self) -> bool:
+        return len(self.fields) > 1
+
+    def key(self) -> Any:
+        """The cursor columns as one comparable expression."""
+        return peewee.Tuple(*self.fields) if self.composite else self.fields[0]
+
+    def row(self, cursor: Sequence[Any]) -> Any:
+        """A stored cursor as a value comparable with :meth:`key`, cast to the column types."""
+        if len(cursor) != len(self.fields):
+            raise OperationDefinitionError(
+                f"cursor {list(cursor)!r} has {len(cursor)} values, the keyset "
+                f"{self.columns!r} has {len(self.fields)} columns"
+            )
+        casts = [
+            peewee.Cast(peewee.Value(value, unpack=False), type_name)
+            for value, type_name in zip(cursor, self.type_names, strict=True)
+        ]
+        return peewee.Tuple(*casts) if self.composite else casts[0]
+
+    def between(
+        self, lower: Sequence[Any] | None, upper: Sequence[Any] | None, *, after: bool = False
+    ) -> Any:
+        """``lower <= key <= upper`` (``lower < key`` when ``after``); None bounds are open."""
+        condition: Any = None
+        if lower is not None and len(lower) > 0:
+            condition = self.key() > self.row(lower) if after else self.key() >= self.row(lower)
+        if upper is not None:
+            upper_condition = self.key() <= self.row(upper)
+            condition = upper_condition if condition is None else condition & upper_condition
+        return condition
+
+    def scoped(self, *fields: Any) -> Any:
+        """``SELECT <fields or the cursor columns> FROM table`` narrowed by the scope."""
+        query = self.model.select(*(fields or self.fields))
+        if self._scope is None:
+            return query
+        scoped = self._scope(query)
+        if not isinstance(scoped, peewee.SelectBase):
+            raise OperationDefinitionError(
+                f"scope() must return the query it was given, narrowed (query.where(...)); "
+                f"it returned {scoped!r}"
+            )
+        return scoped
+
+    def scope_condition(self, within: Any = None) -> Any:
+        """The scope as a condition on the table's rows: the scoped query's ``WHERE`` when it
+        has no join, else ``key IN (scoped query [WHERE within])``. None without a scope."""
+        if self._scope is None:
+            return None
+        if not self._scope_checked:
+            scoped = self.scoped()
+            self._scope_where = None if scoped._joins else ("where", scoped._where)
+            self._scope_checked = True
+        if self._scope_where is not None:
+            return self._scope_where[1]
+        subquery = self.scoped()
+        if within is not None:
+            subquery = subquery.where(within)
+        return self.key().in_(subquery)
+
+    def ordered(self, query: Any, *, descending: bool = False) -> Any:
+        return query.order_by(*[f.desc() if descending else f.asc() for f in self.fields])
+
+    # -- execution on a given psycopg connection ---------------------------------------------
+    def fetch(self, conn: psycopg.Connection[Any], query: Any) -> list[tuple[Any, ...]]:
+        """Run a peewee query on ``conn`` (which may be a pooled connection, not peewee's)."""
+        text, params = query.sql()
+        return conn.execute(text, params).fetchall()
+
+    def display(self, row: Sequence[Any]) -> Any:
+        """A row's cursor as authors use it: a scalar for one column, else a tuple."""
+        return tuple(row) if self.composite else row[0]
+
+
+def _overrides_scope(operation: Any) -> bool:
+    from .operation import BaseOperation
+
+    return type(operation).scope is not BaseOperation.scope
+
+
+def next_batch_bounds(
+    conn: psycopg.Connection[Any],
+    keyset: Keyset,
+    *,
+    min_cursor: Cursor | None,
+    max_cursor: Cursor | None,
+    next_cursor: Cursor | None,
+    batch_size: int,
+) -> Range | None:
+    """The next job's inclusive range: its first row is the first scoped row after
+    ``next_cursor`` (or from ``min_cursor`` inclusive when no job exists yet), its last the
+    ``batch_size``-th row from there, capped at ``max_cursor``, or the last row in range when
+    fewer remain. None when no row remains: the operation's range is exhausted.
+
+    Two index probes, never a count: ``OFFSET batch_size - 1 LIMIT 1`` walks the index only.
+    """
+    if max_cursor is None:  # the table (or scope) was empty at enqueue
+        return None
+    if next_cursor is not None:
+        remaining = keyset.between(next_cursor, max_cursor, after=True)
+    else:
+        remaining = keyset.between(min_cursor, max_cursor)
+    base = keyset.ordered(keyset.scoped().where(remaining))
+    first = keyset.fetch(conn, base.limit(1))
+    if not first:
+        return None
+    last = keyset.fetch(conn, base.offset(max(batch_size, 1) - 1).limit(1))
+    if not last:
+        tail = keyset.scoped().where(remaining)
+        last = keyset.fetch(conn, keyset.ordered(tail, descending=True).limit(1))
+    return json_values(first[0]), json_values(last[0])
+
+
+def split_range(
+    conn: psycopg.Connection[Any],
+    keyset: Keyset,
+    *,
+    min_cursor: Cursor,
+    max_cursor: Cursor,
+    checkpoint: Cursor | None = None,
+) -> tuple[Range, Range] | None:
+    """Split what is left of a job's range (after ``checkpoint``, else from ``min_cursor``)
+    at its median row into two inclusive ranges, for retrying a job that keeps timing out as
+    two smaller ones. None when fewer than two rows are left (nothing to split).
+
+    Counting is fine here: a job's range holds at most one batch.
+    """
+    if checkpoint is not None:
+        remaining = keyset.between(checkpoint, max_cursor, after=True)
+    else:
+        remaining = keyset.between(min_cursor, max_cursor)
+    rows_query = keyset.scoped().where(remaining)
+    text, params = rows_query.sql()
+    count_sql = sql.SQL("SELECT count(*) FROM ({}) AS {}").format(
+        sql.SQL(text),  # type: ignore[arg-type]
+        sql.Identifier("bbo_range"),
+    )
+    row = conn.execute(count_sql, params).fetchone()
+    count = int(row[0]) if row else 0
+    if count < 2:
+        return None
+    ordered = keyset.ordered(rows_query)
+    first = keyset.fetch(conn, ordered.limit(1))[0]
+    middle = keyset.fetch(conn, ordered.offset(count // 2 - 1).limit(2))
+    last = keyset.fetch(conn, keyset.ordered(rows_query, descending=True).limit(1))[0]
+    return (
+        (json_values(first), json_values(middle[0])),
+        (json_values(middle[1]), json_values(last)),
+    )
+
+
+def sub_batch_rows(
+    conn: psycopg.Connection[Any],
+    keyset: Keyset,
+    *,
+    min_cursor: Cursor,
+    max_cursor: Cursor,
+    checkpoint: Cursor | None,
+    limit: int,
+) -> list[tuple[Any, ...]]:
+    """The cursor values of the next sub-batch's rows in a job's range: up to ``limit``
+    scoped rows after the checkpoint (or from the job's first row), in keyset order. Reading
+    them, rather than probing only the last one, gives the sub-batch its exact row count."""
+    if checkpoint is not None:
+        remaining = keyset.between(checkpoint, max_cursor, after=True)
+    else:
+        remaining = keyset.between(min_cursor, max_cursor)
+    query = keyset.ordered(keyset.scoped().where(remaining)).limit(limit)
+    return keyset.fetch(conn, query)

@@ -1,0 +1,204 @@
+"""``BaseOperation``: what an author writes, and the registry that finds it by name.
+
+An operation class says *what to walk* (``cursor``, optional ``scope``) and *what to do with
+one sub-batch* (``perform``). Batching, checkpoints, pacing, retries and throttling belong to
+the framework: an operation class holds no plumbing.
+
+Classes register themselves by name when defined (``name`` attribute, default the class
+name), so the pipeline finds them from the name stored on the operation row, and an unknown
+name is refused at enqueue time rather than discovered by a worker.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .errors import OperationDefinitionError, UnknownOperationClass
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .batching import SubBatch
+    from .records import JobRecord, OperationRecord
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:]{0,254}$")
+
+_registry: dict[str, type[BaseOperation]] = {}
+_registry_lock = threading.Lock()
+
+
+class BaseOperation:
+    """Subclass this, set the class attributes, implement :meth:`perform`.
+
+    Class attributes (all optional but ``perform``):
+
+    - ``name``: registry name stored on the operation row (default: the class name).
+    - ``operation_name``: what the SQL does, for logs and metrics (``"delete_all"``...).
+    - ``feature_category``: the owning team or feature.
+    - ``cursor``: keyset columns, e.g. ``("id",)`` or ``("partition_id", "id")``. They must be
+      NOT NULL, unique together and lead a btree index. Default: ``(column_name,)``.
+    - ``database``: name of the configured database holding the table (default ``"main"``).
+    - ``model``: a peewee model for the table; if absent one is reflected from the catalog.
+    - ``batch_size``, ``sub_batch_size``, ``pause_ms``, ``interval_seconds``,
+      ``min_batch_size``, ``max_batch_size``: per-class defaults over the settings;
+      ``enqueue()`` may override them.
+    """
+
+    name: ClassVar[str]
+    operation_name: ClassVar[str] = "operation"
+    feature_category: ClassVar[str] = "unknown"
+    cursor: ClassVar[tuple[str, ...] | None] = None
+    database: ClassVar[str] = "main"
+    model: ClassVar[Any] = None
+
+    batch_size: ClassVar[int | None] = None
+    sub_batch_size: ClassVar[int | None] = None
+    pause_ms: ClassVar[int | None] = None
+    interval_seconds: ClassVar[float | None] = None
+    min_batch_size: ClassVar[int | None] = None
+    max_batch_size: ClassVar[int | None] = None
+
+    #: set by the framework before ``perform`` runs
+    table: Any
+    arguments: Any
+    operation: OperationRecord
+    job: JobRecord
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = cls.__name__
+        _validate_class(cls)
+        register(cls)
+
+    def __init__(self, arguments: Any = None, *, table: Any = None) -> None:
+        self.arguments = {} if arguments is None else arguments
+        self.table = table
+        # Filled by the batching engine while a job runs.
+        self._engine: Any = None
+
+    # -- what the author overrides -----------------------------------------------------------
+    def scope(self, query: Any) -> Any:
+        """Narrow the walk (``query.where(...)``); the narrowing must be indexed."""
+        return query
+
+    def perform(self) -> None:
+        """Process the current job's range; usually ``for sb in self.each_sub_batch(): ...``."""
+        raise NotImplementedError(f"{type(self).__name__}.perform() is not implemented")
+
+    # -- what the author calls -----------------------------------------------------------------
+    def each_sub_batch(self) -> Iterator[SubBatch]:
+        """Yield the current job's sub-batches, each inside its own short transaction.
+
+        Leaving the loop body normally commits the sub-batch together with the job's
+        checkpoint; an exception (or ``break``) rolls the current sub-batch back.
+        """
+        if self._engine is None:
+            raise OperationDefinitionError(
+                f"{type(self).__name__}.each_sub_batch() can only be called while a job runs "
+                "(from perform(), driven by run_to_completion() or a worker)"
+            )
+        return self._engine.iterate()  # type: ignore[no-any-return]
+
+    @classmethod
+    def cursor_columns(cls, column_name: str) -> tuple[str, ...]:
+        """The keyset columns for an operation batching on ``column_name``."""
+        return tuple(cls.cursor) if cls.cursor else (column_name,)
+
+
+def _validate_class(cls: type[BaseOperation]) -> None:
+    if not isinstance(cls.name, str) or not _NAME.match(cls.name):
+        raise OperationDefinitionError(
+            f"{cls.__qualname__}: name must be 1..255 letters, digits, '_', '.', ':' "
+            f"and not start with a digit, got {cls.name!r}"
+        )
+    if cls.cursor is not None:
+        if isinstance(cls.cursor, str):
+            raise OperationDefinitionError(
+                f"{cls.__qualname__}: cursor must be a tuple of column names, e.g. "
+                f"({cls.cursor!r},), got the string {cls.cursor!r}"
+            )
+        columns = tuple(cls.cursor)
+        if not 1 <= len(columns) <= 8:
+            raise OperationDefinitionError(
+                f"{cls.__qualname__}: cursor needs 1..8 columns, got {columns!r}"
+            )
+        for column in columns:
+            if not isinstance(column, str) or not _IDENTIFIER.match(column):
+                raise OperationDefinitionError(
+                    f"{cls.__qualname__}: cursor column {column!r} is not a valid identifier"
+                )
+        if len(set(columns)) != len(columns):
+            raise OperationDefinitionError(
+                f"{cls.__qualname__}: cursor repeats a column: {columns!r}"
+            )
+        cls.cursor = columns
+    for attribute in ("batch_size", "sub_batch_size", "min_batch_size", "max_batch_size"):
+        value = getattr(cls, attribute)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise OperationDefinitionError(
+                f"{cls.__qualname__}: {attribute} must be an int, got {value!r}"
+            )
+    if cls.perform is BaseOperation.perform:
+        raise OperationDefinitionError(f"{cls.__qualname__} must implement perform()")
+
+
+def register(cls: type[BaseOperation], name: str | None = None) -> type[BaseOperation]:
+    """Register ``cls`` under ``name`` (default ``cls.name``). Usable as a decorator too.
+
+    Redefining the same class (same module and qualified name, e.g. on reload) replaces it;
+    a *different* class under a taken name is refused.
+    """
+    key = name or cls.name
+    with _registry_lock:
+        existing = _registry.get(key)
+        if (
+            existing is not None
+            and existing is not cls
+            and (
+                existing.__module__,
+                existing.__qualname__,
+            )
+            != (cls.__module__, cls.__qualname__)
+        ):
+            raise OperationDefinitionError(
+                f"operation name {key!r} is already used by "
+                f"{existing.__module__}.{existing.__qualname__}; set a distinct `name`"
+            )
+        _registry[key] = cls
+    return cls
+
+
+def unregister(name: str) -> None:
+    """Forget a registered class (tests define throw-away classes)."""
+    with _registry_lock:
+        _registry.pop(name, None)
+
+
+def resolve(class_or_name: type[BaseOperation] | str) -> type[BaseOperation]:
+    """The registered class for a class or a name; unknown → UnknownOperationClass."""
+    if isinstance(class_or_name, type):
+        if not issubclass(class_or_name, BaseOperation):
+            raise UnknownOperationClass(
+                f"{class_or_name.__qualname__} is not a subclass of dramatiq_bbo.BaseOperation"
+            )
+        return class_or_name
+    if not isinstance(class_or_name, str):
+        raise UnknownOperationClass(
+            f"expected an operation class or its registered name, got {class_or_name!r}"
+        )
+    try:
+        return _registry[class_or_name]
+    except KeyError:
+        known = ", ".join(sorted(_registry)) or "none"
+        raise UnknownOperationClass(
+            f"no operation class is registered as {class_or_name!r} (registered: {known}); "
+            "import the module that defines it before enqueueing or running"
+        ) from None
+
+
+def registered() -> dict[str, type[BaseOperation]]:
+    with _registry_lock:
+        return dict(_registry)

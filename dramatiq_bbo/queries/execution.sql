@@ -1,0 +1,127 @@
+-- Named queries of the job runner (dramatiq_bbo.execution): creating a job from the
+-- operation's resume cursor, claiming it under a lease, finishing it, and the operation's
+-- own transitions.
+--
+-- {operations} and {jobs} are filled by dramatiq_bbo.queries.query() with the bbo tables of
+-- the operation's scope (dramatiq_bbo.store.tables_for); every value is a parameter.
+
+-- name: execution_insert_job_cell_local
+-- description: Create a pending job over an inclusive keyset range of a cell-local operation.
+INSERT INTO {jobs} (
+    partition, worker_id, worker_partition, status, batch_size, sub_batch_size, pause_ms,
+    min_cursor, max_cursor
+) VALUES (
+    %(partition)s, %(worker_id)s, %(worker_partition)s, 0, %(batch_size)s, %(sub_batch_size)s,
+    %(pause_ms)s, %(min_cursor)s::jsonb, %(max_cursor)s::jsonb
+)
+RETURNING *;
+
+-- name: execution_insert_job_organization
+-- description: Create a pending job over an inclusive keyset range of an organization operation.
+INSERT INTO {jobs} (
+    partition, organization_id, worker_id, worker_partition, status, batch_size,
+    sub_batch_size, pause_ms, min_cursor, max_cursor
+) VALUES (
+    %(partition)s, %(organization_id)s, %(worker_id)s, %(worker_partition)s, 0, %(batch_size)s,
+    %(sub_batch_size)s, %(pause_ms)s, %(min_cursor)s::jsonb, %(max_cursor)s::jsonb
+)
+RETURNING *;
+
+-- name: execution_advance_operation
+-- description: Move the operation's resume cursor past the range just handed to a job.
+UPDATE {operations}
+SET next_cursor = %(next_cursor)s::jsonb, updated_at = now()
+WHERE partition = %(partition)s AND id = %(id)s;
+
+-- name: execution_claim_job
+-- description: Take a job to run (pending, failed, or running with an expired lease): one more attempt, under a lease.
+UPDATE {jobs}
+SET status = 1,
+    attempts = attempts + 1,
+    lease_owner = %(lease_owner)s,
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+    heartbeat_at = now(),
+    started_at = coalesce(started_at, now()),
+    finished_at = NULL,
+    exception_class = NULL,
+    exception_message = NULL,
+    updated_at = now()
+WHERE worker_id = %(worker_id)s
+  AND id = %(id)s
+  AND (status IN (0, 2) OR (status = 1 AND lease_expires_at < now()))
+RETURNING *;
+
+-- name: execution_job_by_id
+-- description: One job of an operation, whatever its partition.
+SELECT * FROM {jobs} WHERE worker_id = %(worker_id)s AND id = %(id)s;
+
+-- name: execution_touch_operation
+-- description: Record that a job of the operation started (the scheduler runs the least recently run first).
+UPDATE {operations}
+SET last_run_at = now(), updated_at = now()
+WHERE partition = %(partition)s AND id = %(id)s;
+
+-- name: execution_finish_job
+-- description: End a run of a job (succeeded, failed, or back to pending), if this runner still holds it.
+UPDATE {jobs}
+SET status = %(status)s,
+    attempts = attempts - %(refund)s,
+    lease_owner = NULL,
+    lease_expires_at = NULL,
+    finished_at = CASE WHEN %(status)s IN (2, 3) THEN now() END,
+    exception_class = %(exception_class)s,
+    exception_message = %(exception_message)s,
+    metrics = %(metrics)s::jsonb,
+    updated_at = now()
+WHERE partition = %(partition)s AND id = %(id)s AND lease_owner = %(lease_owner)s
+RETURNING *;
+
+-- name: execution_resumable_job
+-- description: The oldest job to run again: pending, failed with attempts left, or running with an expired lease.
+SELECT *
+FROM {jobs}
+WHERE worker_id = %(worker_id)s
+  AND (status = 0
+       OR (status = 2 AND attempts < %(max_attempts)s)
+       OR (status = 1 AND lease_expires_at < now()))
+ORDER BY created_at, id
+LIMIT 1;
+
+-- name: execution_live_job
+-- description: A job of the operation running elsewhere under a lease that has not expired.
+SELECT *, greatest(extract(epoch FROM lease_expires_at - now()), 0)::float8 AS lease_left
+FROM {jobs}
+WHERE worker_id = %(worker_id)s AND status = 1 AND lease_expires_at >= now()
+LIMIT 1;
+
+-- name: execution_job_counts
+-- description: Jobs of an operation, and those failed for good (no attempt left, not replaced by split halves; a job too small to split, split_into [], stays failed).
+SELECT count(*)::bigint AS total,
+       count(*) FILTER (
+           WHERE status = 2 AND attempts >= %(max_attempts)s
+             AND coalesce(metrics -> 'split_into', '[]'::jsonb) = '[]'::jsonb
+       )::bigint AS failed
+FROM {jobs}
+WHERE worker_id = %(worker_id)s;
+
+-- name: execution_set_job_sub_batch_size
+-- description: Shrink a job's sub-batch size before retrying it after a timeout.
+UPDATE {jobs}
+SET sub_batch_size = %(sub_batch_size)s, updated_at = now()
+WHERE partition = %(partition)s AND id = %(id)s
+RETURNING *;
+
+-- name: execution_activate_operation
+-- description: queued -> active when its first job is about to run; started_at is set once.
+UPDATE {operations}
+SET status = 1, started_at = coalesce(started_at, now()), updated_at = now()
+WHERE id = %(id)s AND status = 0
+RETURNING *;
+
+-- name: execution_end_operation
+-- description: active -> finished or failed once its range is exhausted (or too many jobs failed).
+UPDATE {operations}
+SET status = %(status)s, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL,
+    updated_at = now()
+WHERE id = %(id)s AND status = 1
+RETURNING *;

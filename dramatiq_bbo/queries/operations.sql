@@ -1,0 +1,123 @@
+-- Named queries of the enqueue side: catalog checks on the target table, duplicate
+-- detection, inserting an operation, reading operations and their jobs.
+--
+-- {operations} and {jobs} are filled by dramatiq_bbo.queries.query() with the bbo table of
+-- the right scope (dramatiq_bbo.store.tables_for); every value is a parameter.
+
+-- name: catalog_resolve_table
+-- description: The relation a [schema.]table name resolves to, through search_path when unqualified.
+SELECT c.oid::bigint AS oid, n.nspname AS schema, c.relname AS name, c.relkind::text AS relkind
+FROM pg_catalog.pg_class AS c
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE c.oid = to_regclass(
+    CASE WHEN %(schema)s::text IS NULL THEN '' ELSE quote_ident(%(schema)s::text) || '.' END
+    || quote_ident(%(name)s::text)
+);
+
+-- name: catalog_table_columns
+-- description: The live columns of a table with their SQL type (for casts) and nullability.
+SELECT a.attname AS name,
+       format_type(a.atttypid, a.atttypmod) AS type_name,
+       a.attnotnull AS not_null,
+       a.attnum::int AS attnum
+FROM pg_catalog.pg_attribute AS a
+WHERE a.attrelid = %(oid)s::oid AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum;
+
+-- name: catalog_table_indexes
+-- description: Every index of a table with what the cursor checks need (method, keys, flags).
+SELECT ic.relname AS name,
+       am.amname AS method,
+       i.indisunique AS is_unique,
+       i.indisvalid AS is_valid,
+       i.indpred IS NULL AS is_total,
+       i.indexprs IS NULL AS is_plain,
+       i.indnkeyatts::int AS key_count,
+       i.indkey::int2[] AS keys,
+       i.indoption::int2[] AS options
+FROM pg_catalog.pg_index AS i
+JOIN pg_catalog.pg_class AS ic ON ic.oid = i.indexrelid
+JOIN pg_catalog.pg_am AS am ON am.oid = ic.relam
+WHERE i.indrelid = %(oid)s::oid
+ORDER BY ic.relname;
+
+-- name: catalog_estimate_tuples
+-- description: pg_class.reltuples of a table, or summed over the leaves of a partitioned one.
+SELECT sum(c.reltuples) FILTER (WHERE c.reltuples >= 0)::float8 AS tuples,
+       count(*) FILTER (WHERE c.reltuples >= 0)::int AS analysed
+FROM pg_catalog.pg_class AS c
+WHERE (c.oid = %(oid)s::oid AND c.relkind <> 'p')
+   OR c.oid IN (SELECT t.relid FROM pg_partition_tree(%(oid)s::oid::regclass) AS t WHERE t.isleaf);
+
+-- name: operation_lock_configuration
+-- description: Serialise enqueues of one configuration until the transaction ends.
+SELECT pg_advisory_xact_lock(%(key)s::bigint);
+
+-- name: operation_find_unfinished_cell_local
+-- description: An unfinished cell-local operation with the same configuration, in any partition.
+SELECT *
+FROM {operations}
+WHERE job_class_name = %(job_class_name)s
+  AND table_name = %(table_name)s
+  AND column_name = %(column_name)s
+  AND database_name = %(database_name)s
+  AND job_arguments = %(job_arguments)s::jsonb
+  AND status IN (0, 1, 2)
+ORDER BY created_at, id
+LIMIT 1;
+
+-- name: operation_find_unfinished_organization
+-- description: An unfinished operation of the organization with the same configuration, in any partition.
+SELECT *
+FROM {operations}
+WHERE organization_id = %(organization_id)s
+  AND job_class_name = %(job_class_name)s
+  AND table_name = %(table_name)s
+  AND column_name = %(column_name)s
+  AND database_name = %(database_name)s
+  AND job_arguments = %(job_arguments)s::jsonb
+  AND status IN (0, 1, 2)
+ORDER BY created_at, id
+LIMIT 1;
+
+-- name: operation_insert_cell_local
+-- description: Create a queued cell-local operation; returns the whole row.
+INSERT INTO {operations} (
+    partition, job_class_name, table_name, column_name, cursor_columns, job_arguments,
+    database_name, status, priority, batch_size, sub_batch_size, min_batch_size,
+    max_batch_size, pause_ms, interval_seconds, min_cursor, max_cursor, total_tuple_count
+) VALUES (
+    %(partition)s, %(job_class_name)s, %(table_name)s, %(column_name)s, %(cursor_columns)s,
+    %(job_arguments)s::jsonb, %(database_name)s, 0, %(priority)s, %(batch_size)s,
+    %(sub_batch_size)s, %(min_batch_size)s, %(max_batch_size)s, %(pause_ms)s,
+    %(interval_seconds)s, %(min_cursor)s::jsonb, %(max_cursor)s::jsonb, %(total_tuple_count)s
+)
+RETURNING *;
+
+-- name: operation_insert_organization
+-- description: Create a queued organization-scoped operation; returns the whole row.
+INSERT INTO {operations} (
+    partition, organization_id, user_id, job_class_name, table_name, column_name,
+    cursor_columns, job_arguments, database_name, status, priority, batch_size, sub_batch_size,
+    min_batch_size, max_batch_size, pause_ms, interval_seconds, min_cursor, max_cursor,
+    total_tuple_count
+) VALUES (
+    %(partition)s, %(organization_id)s, %(user_id)s, %(job_class_name)s, %(table_name)s,
+    %(column_name)s, %(cursor_columns)s, %(job_arguments)s::jsonb, %(database_name)s, 0,
+    %(priority)s, %(batch_size)s, %(sub_batch_size)s, %(min_batch_size)s, %(max_batch_size)s,
+    %(pause_ms)s, %(interval_seconds)s, %(min_cursor)s::jsonb, %(max_cursor)s::jsonb,
+    %(total_tuple_count)s
+)
+RETURNING *;
+
+-- name: operation_by_id
+-- description: One operation by id, whatever its partition.
+SELECT * FROM {operations} WHERE id = %(id)s;
+
+-- name: operation_by_id_for_update
+-- description: One operation by id, row-locked until the transaction ends.
+SELECT * FROM {operations} WHERE id = %(id)s FOR UPDATE;
+
+-- name: operation_jobs
+-- description: The jobs of one operation, oldest first.
+SELECT * FROM {jobs} WHERE worker_id = %(id)s ORDER BY created_at, id;

@@ -1,0 +1,116 @@
+"""Reading operations and their jobs by id, whichever scope they belong to.
+
+The id says the scope: an ``int`` is a cell-local operation (bigint identity), a
+:class:`uuid.UUID` (or its string) an organization-scoped one. Rows are read from the parent
+(partitioned) tables, so an operation is found whatever partition it lives in. Results are
+immutable :class:`~dramatiq_bbo.records.OperationRecord` / ``JobRecord`` snapshots: reading
+never leaves a connection or a lock behind.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from .db import DEFAULT_DATABASE, REGISTRY
+from .errors import InvalidOperationId, OperationNotFound
+from .queries import query
+from .records import JobRecord, OperationId, OperationRecord
+
+#: (operations table, jobs table) of each scope
+CELL_LOCAL_TABLES = (
+    sql.Identifier("bbo", "background_operation_workers_cell_local"),
+    sql.Identifier("bbo", "background_operation_jobs_cell_local"),
+)
+ORGANIZATION_TABLES = (
+    sql.Identifier("bbo", "background_operation_workers"),
+    sql.Identifier("bbo", "background_operation_jobs"),
+)
+
+_BIGINT = range(-(2**63), 2**63)
+
+
+def parse_operation_id(value: Any) -> OperationId:
+    """An operation id from what a caller (or the CLI) holds: int, UUID, or their strings."""
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value not in _BIGINT:
+            raise InvalidOperationId(f"operation id {value!r} is out of the bigint range")
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdecimal() and len(text) <= 19:
+            return parse_operation_id(int(text))
+        try:
+            return uuid.UUID(text)
+        except ValueError:
+            pass
+    raise InvalidOperationId(
+        f"{value!r} is not an operation id: expected an int (cell-local operation) or a uuid "
+        "(organization-scoped operation)"
+    )
+
+
+def tables_for(
+    operation: OperationId | str | OperationRecord | JobRecord,
+) -> tuple[sql.Identifier, sql.Identifier]:
+    """``(operations table, jobs table)`` of the scope ``operation`` (an id or a record)
+    belongs to, ready for :func:`dramatiq_bbo.queries.query` or ``sql.SQL.format``."""
+    if isinstance(operation, OperationRecord | JobRecord):
+        scoped = operation.organization_id is not None
+    else:
+        scoped = isinstance(parse_operation_id(operation), uuid.UUID)
+    return ORGANIZATION_TABLES if scoped else CELL_LOCAL_TABLES
+
+
+def fetch_operation(
+    conn: psycopg.Connection[Any], operation_id: Any, *, for_update: bool = False
+) -> OperationRecord | None:
+    """The operation on ``conn`` (None if absent). ``for_update`` locks its row until the
+    caller's transaction ends, for code that changes its state."""
+    key = parse_operation_id(operation_id)
+    operations, jobs = tables_for(key)
+    name = "operation_by_id_for_update" if for_update else "operation_by_id"
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(query(name, operations=operations, jobs=jobs), {"id": key}).fetchone()
+    return None if row is None else OperationRecord.from_row(row)
+
+
+def get_operation(operation_id: Any, *, database: str | None = None) -> OperationRecord:
+    """The operation ``operation_id`` in ``database`` (default ``"main"``)."""
+    key = parse_operation_id(operation_id)
+    name = database or DEFAULT_DATABASE
+    with REGISTRY.connection(name) as conn:
+        record = fetch_operation(conn, key)
+    if record is None:
+        raise OperationNotFound(f"no operation {str(key)!r} in database {name!r}")
+    return record
+
+
+def list_jobs(
+    operation: OperationId | str | OperationRecord, *, database: str | None = None
+) -> list[JobRecord]:
+    """The jobs of an operation, oldest first (pass the record to use its own database).
+
+    Jobs in dropped partitions are gone on purpose: the operation row keeps the cursor.
+    """
+    if isinstance(operation, OperationRecord):
+        key: OperationId = operation.id
+        name = database or operation.database_name
+    else:
+        key = parse_operation_id(operation)
+        name = database or DEFAULT_DATABASE
+    operations, jobs = tables_for(key)
+    with REGISTRY.connection(name) as conn:
+        with conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(
+                query("operation_jobs", operations=operations, jobs=jobs), {"id": key}
+            ).fetchall()
+        if not rows and fetch_operation(conn, key) is None:
+            raise OperationNotFound(f"no operation {str(key)!r} in database {name!r}")
+    return [JobRecord.from_row(row) for row in rows]
