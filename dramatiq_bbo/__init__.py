@@ -18,11 +18,13 @@ from .config import configure, reset, settings
 from .enqueue import EnqueueResult, enqueue  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
+    from . import health
     from .batching import SubBatch
     from .control import cancel, pause, resume
     from .execution import run_to_completion
     from .operation import BaseOperation, register
     from .pipeline.actors import setup
+    from .pipeline.cron_operations import schedule
     from .records import JobRecord, JobStatus, OperationRecord, OperationStatus
     from .store import get_operation, list_jobs
 
@@ -41,10 +43,19 @@ _LAZY = {
     "resume": "control",
     "cancel": "control",
     "setup": "pipeline.actors",
+    "schedule": "pipeline.cron_operations",
 }
 
 
+#: public subpackages, imported on first use: ``bbo.health`` or ``from dramatiq_bbo import health``
+_SUBPACKAGES = {"health"}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        package = importlib.import_module(f".{name}", __name__)
+        globals()[name] = package
+        return package
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'dramatiq_bbo' has no attribute {name!r}")
@@ -69,9 +80,11 @@ __all__ = [
     "enqueue",
     "errors",
     "get_operation",
+    "health",
     "list_jobs",
     "register",
     "reset",
     "run_to_completion",
+    "schedule",
     "settings",
 ]

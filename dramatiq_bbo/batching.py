@@ -4,10 +4,19 @@
 opens a transaction on the peewee database's connection for this thread — the connection the
 author's peewee queries on ``self.table`` use too — sets ``statement_timeout`` and
 ``lock_timeout`` locally, locks the job row (only the runner holding the job's lease may write
-it), reads the sub-batch's rows, and yields a :class:`SubBatch`. When the loop asks for the
-next one, it writes the checkpoint and the counters on the job and operation rows and commits,
-all in that one transaction. A crash therefore never re-applies a committed sub-batch and
-never skips one.
+it), finds the sub-batch's first and last row and its row count, and yields a
+:class:`SubBatch`. When the loop asks for the next one, it writes the checkpoint and the
+counters on the job and operation rows and commits, all in that one transaction. A crash
+therefore never re-applies a committed sub-batch and never skips one.
+
+Round trips. ``BEGIN``, the guards (``SET LOCAL``), and one statement that locks the job row and
+probes the sub-batch's first and last rows (``batching_begin_sub_batch``) go in one round trip
+(a psycopg pipeline; see :mod:`dramatiq_bbo.statements`). The checkpoint (one statement for the
+job and the operation) goes with the ``COMMIT`` in another. So a sub-batch costs two round
+trips besides the author's own statements (one more for the short last sub-batch of a job). A
+``COMMIT`` queued behind a failed checkpoint never runs: the pipeline skips everything after an
+error. The sub-batch's rows stay in Postgres: ``ids()``, iteration and ``dicts()`` read them
+when the author asks (:mod:`dramatiq_bbo.sub_batch`).
 
 An exception in the loop body leaves the generator suspended with its transaction open (Python
 does not resume a generator on an exception in the consumer; it only closes it when collected).
@@ -16,12 +25,12 @@ rolls the open sub-batch back. ``break`` in the loop body does the same: the cur
 is discarded, and the job ends as :class:`~dramatiq_bbo.errors.IncompleteJob` (retried from its
 checkpoint) since the rest of its range was not walked.
 
-Keyset bounds and splitting are in :mod:`dramatiq_bbo.keyset`, re-exported here.
+Keyset bounds and splitting are in :mod:`dramatiq_bbo.keyset`, the sub-batch the author sees in
+:mod:`dramatiq_bbo.sub_batch`, timeouts in :mod:`dramatiq_bbo.timeouts`; all re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import statistics
 import time
@@ -32,12 +41,15 @@ import psycopg
 from psycopg import sql
 
 from .catalog import json_values
-from .errors import ConfigurationError, LeaseLost, OperationDefinitionError, SubBatchTimeout
-from .keyset import Keyset, next_batch_bounds, split_range, sub_batch_rows
+from .errors import ConfigurationError, LeaseLost, OperationDefinitionError
+from .keyset import Keyset, next_batch_bounds, split_range
 from .queries import query
 from .records import JobRecord, JobStatus, OperationRecord
 from .settings import Settings
+from .statements import Compiled, pipelined, slots
 from .store import tables_for
+from .sub_batch import SubBatch
+from .timeouts import timeout_kind, translate_timeouts
 
 __all__ = [
     "Keyset",
@@ -46,189 +58,8 @@ __all__ = [
     "next_batch_bounds",
     "split_range",
     "timeout_kind",
+    "translate_timeouts",
 ]
-
-
-def timeout_kind(exc: BaseException) -> str | None:
-    """``"statement_timeout"``/``"lock_timeout"`` if ``exc`` is (or wraps: peewee re-raises
-    psycopg errors as its own) a Postgres timeout, else None."""
-    stack: list[Any] = [exc]
-    seen: set[int] = set()
-    while stack:
-        error = stack.pop()
-        if not isinstance(error, BaseException) or id(error) in seen:
-            continue
-        seen.add(id(error))
-        if isinstance(error, SubBatchTimeout):
-            return error.kind
-        if isinstance(error, psycopg.errors.LockNotAvailable):
-            return "lock_timeout"
-        if isinstance(error, psycopg.errors.QueryCanceled):
-            return "statement_timeout"
-        stack.extend([error.__cause__, error.__context__, *error.args])
-    return None
-
-
-@contextlib.contextmanager
-def translate_timeouts(doing: str) -> Iterator[None]:
-    """Re-raise a Postgres timeout as SubBatchTimeout, the error the pipeline acts on."""
-    try:
-        yield
-    except SubBatchTimeout:
-        raise
-    except Exception as exc:
-        kind = timeout_kind(exc)
-        if kind is None:
-            raise
-        raise SubBatchTimeout(
-            f"{kind} while {doing}; the sub-batch rolled back: {str(exc).strip()}", kind=kind
-        ) from exc
-
-
-class SubBatch:
-    """One sub-batch: the scoped rows between two cursors, inside their own transaction.
-
-    Valid only inside its loop iteration. ``where()`` narrows it further (peewee expressions
-    on ``table``'s fields); ``delete()``/``update()`` return the rows they changed and count
-    them as affected; iterating yields model instances; ``connection``/``execute()`` give raw
-    SQL in the same transaction, with :meth:`range_condition` to select the same rows.
-    """
-
-    def __init__(
-        self,
-        engine: SubBatchEngine,
-        rows: Sequence[tuple[Any, ...]],
-        token: object,
-        conditions: tuple[Any, ...] = (),
-    ) -> None:
-        self._engine = engine
-        self._keyset: Keyset = engine.keyset
-        self._rows = rows
-        self._token = token
-        self._conditions = conditions
-        self._first = json_values(rows[0])
-        self._last = json_values(rows[-1])
-
-    # -- what it covers -------------------------------------------------------------------------
-    @property
-    def table(self) -> Any:
-        return self._keyset.model
-
-    @property
-    def bounds(self) -> tuple[Any, Any]:
-        """(first, last) cursor of the sub-batch: scalars for a one-column cursor, else tuples."""
-        return self._keyset.display(self._rows[0]), self._keyset.display(self._rows[-1])
-
-    def __len__(self) -> int:
-        """Rows the sub-batch held (within the scope) when it began."""
-        return len(self._rows)
-
-    def __repr__(self) -> str:
-        first, last = self.bounds
-        return f"<SubBatch {first!r}..{last!r} rows={len(self._rows)}>"
-
-    def where(self, *expressions: Any) -> SubBatch:
-        """The same sub-batch narrowed by ``expressions`` (ANDed), e.g. ``table.done == True``."""
-        self._check_open()
-        return SubBatch(self._engine, self._rows, self._token, self._conditions + expressions)
-
-    def condition(self) -> Any:
-        """The peewee condition selecting this sub-batch's rows (range, scope, ``where``)."""
-        keyset = self._keyset
-        condition = keyset.between(self._first, self._last)
-        scope = keyset.scope_condition(within=condition)
-        for extra in (scope, *self._conditions):
-            if extra is not None:
-                condition = condition & extra
-        return condition
-
-    # -- reading --------------------------------------------------------------------------------
-    def select(self, *fields: Any) -> Any:
-        """A peewee query over the sub-batch's rows in keyset order (all columns by default)."""
-        self._check_open()
-        return self._keyset.ordered(self.table.select(*fields).where(self.condition()))
-
-    def __iter__(self) -> Iterator[Any]:
-        with translate_timeouts("reading the sub-batch"):
-            return iter(list(self.select()))
-
-    def dicts(self) -> list[dict[str, Any]]:
-        with translate_timeouts("reading the sub-batch"):
-            return list(self.select().dicts())
-
-    def ids(self) -> list[Any]:
-        """Cursor values of the rows, scalars for a one-column cursor, tuples otherwise. As
-        read when the sub-batch began, unless narrowed by ``where()``."""
-        self._check_open()
-        if not self._conditions:
-            return [self._keyset.display(row) for row in self._rows]
-        with translate_timeouts("reading the sub-batch"):
-            rows = self.select(*self._keyset.fields).tuples()
-            return [self._keyset.display(row) for row in rows]
-
-    # -- writing --------------------------------------------------------------------------------
-    def delete(self) -> int:
-        """Delete the sub-batch's (narrowed) rows; returns how many, counted as affected."""
-        self._check_open()
-        with translate_timeouts("deleting in the sub-batch"):
-            count = int(self.table.delete().where(self.condition()).execute())
-        self._engine.count_affected(count)
-        return count
-
-    def update(self, values: dict[Any, Any] | None = None, /, **fields: Any) -> int:
-        """Update the sub-batch's (narrowed) rows, e.g. ``update(visits=table.visits + 1)``."""
-        self._check_open()
-        query_ = self.table.update(values, **fields).where(self.condition())
-        with translate_timeouts("updating in the sub-batch"):
-            count = int(query_.execute())
-        self._engine.count_affected(count)
-        return count
-
-    # -- raw SQL on the same connection ---------------------------------------------------------
-    @property
-    def connection(self) -> psycopg.Connection[Any]:
-        """The psycopg connection holding the sub-batch's transaction (do not commit on it)."""
-        self._check_open()
-        return self._engine.database.connection()  # type: ignore[no-any-return]
-
-    def execute(
-        self, statement: Any, params: Any = None, *, count_affected: bool = False
-    ) -> psycopg.Cursor[Any]:
-        """Run raw SQL in the sub-batch's transaction; ``count_affected`` adds its rowcount
-        to the affected tuples (for a raw DELETE/UPDATE of the sub-batch's rows)."""
-        with translate_timeouts("running SQL in the sub-batch"):
-            cursor = self.connection.execute(statement, params)
-        if count_affected and cursor.rowcount > 0:
-            self._engine.count_affected(cursor.rowcount)
-        return cursor
-
-    def range_condition(self) -> tuple[sql.Composable, list[Any]]:
-        """``(condition, params)`` selecting the sub-batch's rows in raw SQL on the target table
-        (columns unqualified): ``cur.execute(SQL("DELETE FROM t WHERE {}").format(c), p)``."""
-        keyset = self._keyset
-        columns = sql.SQL(", ").join(sql.Identifier(column) for column in keyset.columns)
-        casts = sql.SQL(", ").join(
-            sql.SQL("%s::") + sql.SQL(type_name)  # type: ignore[arg-type]
-            for type_name in keyset.type_names
-        )
-        parts: list[sql.Composable] = [
-            sql.SQL("({c}) >= ({v}) AND ({c}) <= ({v})").format(c=columns, v=casts)
-        ]
-        params: list[Any] = [*self._first, *self._last]
-        range_only = keyset.between(self._first, self._last)
-        for extra in (keyset.scope_condition(within=range_only), *self._conditions):
-            if extra is not None:
-                text, extra_params = self._engine.compile_bare(extra)
-                parts.append(sql.SQL("({})").format(sql.SQL(text)))  # type: ignore[arg-type]
-                params.extend(extra_params)
-        return sql.SQL(" AND ").join(parts), params
-
-    def _check_open(self) -> None:
-        if self._engine.current_token is not self._token:
-            raise OperationDefinitionError(
-                f"{self!r} was used after its loop iteration: its transaction has ended; "
-                "use a sub-batch only inside the iteration that yielded it"
-            )
 
 
 class SubBatchEngine:
@@ -268,6 +99,11 @@ class SubBatchEngine:
         self.current_token: object | None = None
         self._pending_affected = 0
         self._active: Iterator[SubBatch] | None = None
+        self._guards = {
+            "statement_timeout": f"{int(settings.statement_timeout_ms)}ms",
+            "lock_timeout": f"{int(settings.lock_timeout_ms)}ms",
+        }
+        self._sql: dict[str, str] = {}
 
     def iterate(self) -> Iterator[SubBatch]:
         """The generator behind ``each_sub_batch()``; one at a time per job."""
@@ -313,82 +149,163 @@ class SubBatchEngine:
             self.current_token = None
 
     def _sub_batch(self) -> Iterator[SubBatch]:
-        """One sub-batch: begin, yield, checkpoint, commit (or roll back on any exit)."""
+        """One sub-batch: begin, yield, checkpoint, commit (or roll back on any exit).
+
+        The transaction is peewee's as far as the author's code can tell (it is pushed on the
+        database's transaction stack, so ``db.atomic()`` inside a sub-batch is a savepoint and
+        ``after_commit`` hooks run at its commit), but its ``BEGIN`` and ``COMMIT`` travel
+        with our own statements instead of costing two round trips of their own."""
         job = self.job
         started = time.monotonic()
-        with self.database.transaction():
-            conn = self.database.connection()
+        database = self.database
+        conn = database.connection()
+        transaction = database.transaction()
+        database.push_transaction(transaction)
+        committed = False
+        try:
             with translate_timeouts("starting a sub-batch"):
-                self._begin(conn)
-                rows = sub_batch_rows(
-                    conn,
-                    self.keyset,
-                    min_cursor=job.min_cursor,
-                    max_cursor=job.max_cursor,
-                    checkpoint=self.checkpoint,
-                    limit=job.sub_batch_size,
-                )
-            if not rows:
+                found = self._begin(conn)
+            if found is None:
                 self.exhausted = True
                 return
+            first, last, count = found
             token = self.current_token = object()
             self._pending_affected = 0
-            yield SubBatch(self, rows, token)
+            yield SubBatch(self, first, last, count, token)
             self.current_token = None
-            checkpoint = json_values(rows[-1])
+            checkpoint = json_values(last)
             affected = self._pending_affected
             with translate_timeouts("writing the checkpoint"):
-                self._write_checkpoint(conn, checkpoint, len(rows), affected)
+                self._commit(conn, checkpoint, count, affected)
+            committed = True
+        finally:
+            self.current_token = None
+            self._end_transaction(conn, transaction, committed)
         # committed: only now is the sub-batch part of the job's progress
         self.checkpoint = checkpoint
-        self.processed += len(rows)
+        self.processed += count
         self.affected += affected
         self.durations.append(time.monotonic() - started)
-        if len(rows) < job.sub_batch_size or checkpoint == job.max_cursor:
+        if count < job.sub_batch_size or checkpoint == job.max_cursor:
             self.exhausted = True
 
-    def _begin(self, conn: psycopg.Connection[Any]) -> None:
-        conn.execute(
-            query("batching_sub_batch_guards"),
-            {
-                "statement_timeout": f"{int(self.settings.statement_timeout_ms)}ms",
-                "lock_timeout": f"{int(self.settings.lock_timeout_ms)}ms",
-            },
-        )
-        row = conn.execute(
-            query("batching_lock_job", jobs=self._jobs),
-            {"partition": self.job.partition, "id": self.job.id},
-        ).fetchone()
+    def _begin(
+        self, conn: psycopg.Connection[Any]
+    ) -> tuple[tuple[Any, ...], tuple[Any, ...], int] | None:
+        """BEGIN, the guards, then one statement for the job-row lock and the probes for the
+        sub-batch's first and last rows, in one round trip: ``(first row, last row, row
+        count)``, or None when no row is left in the job's range. A sub-batch shorter than
+        ``sub_batch_size`` (the end of the range) costs one more round trip to find its last
+        row and count."""
+        job = self.job
+        size = job.sub_batch_size
+        after = self.checkpoint is not None
+        first_probe, last_probe, tail = self.keyset.sub_batch_probes(after=after)
+        lower = self.checkpoint if self.checkpoint is not None else job.min_cursor
+        cursors = [*lower, *job.max_cursor]
+        params = [
+            *first_probe.params(cursors),
+            *last_probe.params([*cursors, size - 1]),
+            job.partition,
+            job.id,
+        ]
+        with pipelined(conn):
+            self.database.begin()
+            conn.execute(self._text(conn, "batching_sub_batch_guards"), self._guards)
+            begun = conn.execute(self._begin_text(conn, after), params)
+        row = begun.fetchone()
         if row is None or row[0] != JobStatus.RUNNING or row[1] != self.lease_owner:
             raise LeaseLost(
-                f"job {self.job.id} is no longer held by this runner ({self.lease_owner}): "
+                f"job {job.id} is no longer held by this runner ({self.lease_owner}): "
                 f"status {row[0] if row else 'deleted'}, lease owner {row[1] if row else None!r};"
                 " another runner recovered it after its lease expired, so this one stops"
             )
+        width = len(self.keyset.fields)
+        first_row, last_row = row[2 : 2 + width], row[2 + width :]
+        if first_row[0] is None:  # cursor columns are NOT NULL: no row left
+            return None
+        if last_row[0] is not None:
+            return tuple(first_row), tuple(last_row), size
+        rows = conn.execute(tail.text, tail.params([*cursors, size])).fetchall()
+        if not rows:
+            return None
+        return tuple(rows[0][:width]), tuple(rows[-1][:width]), int(rows[0][width])
 
-    def _write_checkpoint(
+    def _begin_text(self, conn: psycopg.Connection[Any], after: bool) -> str:
+        """``batching_begin_sub_batch`` with this walk's probes, composed once per job."""
+        name = f"begin_after={after}"
+        text = self._sql.get(name)
+        if text is None:
+            first, last, _ = self.keyset.sub_batch_probes(after=after)
+            composed = query(
+                "batching_begin_sub_batch",
+                jobs=self._jobs,
+                first=sql.SQL(first.text),  # type: ignore[arg-type]
+                last=sql.SQL(last.text),  # type: ignore[arg-type]
+            )
+            text = self._sql[name] = composed.as_string(conn)
+        return text
+
+    def _commit(
         self, conn: psycopg.Connection[Any], checkpoint: list[Any], processed: int, affected: int
     ) -> None:
-        conn.execute(
-            query("batching_job_checkpoint", jobs=self._jobs),
-            {
-                "checkpoint": json.dumps(checkpoint),
-                "processed": processed,
-                "affected": affected,
-                "lease_seconds": float(self.settings.lease_seconds),
-                "partition": self.job.partition,
-                "id": self.job.id,
-            },
-        )
-        conn.execute(
-            query("batching_operation_progress", operations=self._operations),
-            {
-                "processed": processed,
-                "affected": affected,
-                "partition": self.operation.partition,
-                "id": self.operation.id,
-            },
-        )
+        """The checkpoint on the job and the counters on both rows, and COMMIT: one round
+        trip; the COMMIT is skipped if the checkpoint fails."""
+        with pipelined(conn):
+            conn.execute(
+                self._text(conn, "batching_checkpoint"),
+                {
+                    "checkpoint": json.dumps(checkpoint),
+                    "processed": processed,
+                    "affected": affected,
+                    "lease_seconds": float(self.settings.lease_seconds),
+                    "job_partition": self.job.partition,
+                    "job_id": self.job.id,
+                    "partition": self.operation.partition,
+                    "id": self.operation.id,
+                },
+            )
+            self.database.commit()
+
+    def _end_transaction(
+        self, conn: psycopg.Connection[Any], transaction: Any, committed: bool
+    ) -> None:
+        """Take the sub-batch's transaction off peewee's stack; roll it back unless it
+        committed, and run or drop peewee's ``after_commit`` callbacks accordingly."""
+        database = self.database
+        if database.top_transaction() is transaction:
+            database.pop_transaction()
+        if committed:
+            database._run_commit_callbacks()
+            return
+        database._clear_commit_callbacks()
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.rollback()
+
+    def _text(self, conn: psycopg.Connection[Any], name: str) -> str:
+        """A named query of the sub-batch, composed for this job's tables once."""
+        text = self._sql.get(name)
+        if text is None:
+            composed = query(name, operations=self._operations, jobs=self._jobs)
+            text = self._sql[name] = composed.as_string(conn)
+        return text
+
+    def range_condition(self, first: Sequence[Any], last: Sequence[Any]) -> Any:
+        """The peewee condition of the scoped rows between two cursors, inclusive."""
+        keyset = self.keyset
+        condition = keyset.between(first, last)
+        scope = keyset.scope_condition(within=condition)
+        return condition if scope is None else condition & scope
+
+    def range_delete(self) -> Compiled:
+        """``DELETE`` of a sub-batch's rows, compiled once; slots: first then last cursor."""
+        width = len(self.keyset.fields)
+
+        def build() -> Any:
+            condition = self.range_condition(slots(0, width), slots(width, width))
+            return self.keyset.model.delete().where(condition)
+
+        return self.keyset.compiled("range_delete", build)
 
     def compile_bare(self, expression: Any) -> tuple[str, list[Any]]:
         """A peewee expression as SQL with unqualified column names, for raw SQL."""

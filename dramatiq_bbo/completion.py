@@ -1,14 +1,15 @@
-"""``run_to_completion()``: one operation from where it stands to its end, in the calling
-thread, with no broker — for tests, data-migration finalizers and the CLI.
+"""``run_to_completion()``: one operation from where it stands to its end, in the calling thread,
+with no broker — for tests, data-migration finalizers and the CLI.
 
 It follows the same rules as the pipeline: resume an unfinished job before creating a new one
 (a pending one; a failed one with attempts left, from its checkpoint, with a smaller sub-batch
 if it timed out; a running one only once its lease expired, i.e. abandoned by a killed
-process), and never run two jobs of one operation at once (a job running elsewhere under a
-live lease is waited for). When the range is exhausted and nothing is left to run, the
-operation finishes — or fails if jobs failed for good. A paused, cancelled, finished or failed
-operation is returned untouched, and a pause or cancel while it runs stops it at the next
-sub-batch checkpoint.
+process), split a job that timed out on its last attempt into two halves
+(:mod:`dramatiq_bbo.splitting`, shared with the orchestrator), and never run two jobs of one
+operation at once (a job running elsewhere under a live lease is waited for). When the range is
+exhausted and nothing is left to run, the operation finishes — or fails if jobs failed for
+good. A paused, cancelled, finished or failed operation is returned untouched, and a pause or
+cancel while it runs stops it at the next sub-batch checkpoint.
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import psycopg
 from psycopg.rows import dict_row
 
 from . import retries
 from .db import DEFAULT_DATABASE, REGISTRY
 from .errors import InvalidTransition, LeaseLost, OperationNotFound
-from .execution import StopCheck, create_next_job, prepare_retry, run_job, worker_event
+from .execution import StopCheck, prepare_retry, run_job, run_next_job, worker_event
 from .queries import query
-from .records import JobRecord, JobStatus, OperationRecord, OperationStatus
+from .records import JobRecord, OperationRecord, OperationStatus
+from .splitting import split_next
+from .statements import pipelined
 from .store import fetch_operation, get_operation, tables_for
 
 #: how often, at most, a running operation's status is re-read between sub-batches (seconds)
@@ -41,23 +45,72 @@ def run_to_completion(
         return operation
     check = _status_stop_check(name, operation, stop_check)
     max_attempts = int(REGISTRY.settings.max_attempts)
+    # one bookkeeping connection for the whole run: a pool checkout costs a round trip
+    with REGISTRY.connection(name) as conn:
+        while True:
+            current, job = _next_job(conn, operation.id, max_attempts)
+            if current.status != OperationStatus.ACTIVE:
+                return current
+            try:
+                if job is None:  # a new job, claimed as it is created
+                    outcome = run_next_job(conn, current, stop_check=check, database=name)
+                    if outcome is None:
+                        break
+                else:
+                    outcome = run_job(
+                        current.id, job.id, stop_check=check, database=name, connection=conn
+                    )
+            except (InvalidTransition, LeaseLost):
+                continue  # another runner claimed or took over the job: look again
+            if outcome.interrupted_reason is not None:
+                return fetch_operation(conn, current.id) or current
+            if retries.failed_for_good(outcome.job, outcome.timed_out, max_attempts):
+                total, failed = _job_counts(name, current, max_attempts)
+                if retries.operation_should_fail(total, failed):
+                    return _end(name, current, max_attempts, failed=True)
+    return _end(name, current, max_attempts)
+
+
+def _next_job(
+    conn: psycopg.Connection[Any], operation_id: Any, max_attempts: int
+) -> tuple[OperationRecord, JobRecord | None]:
+    """The operation as it stands and the job to run next: an unfinished one first (a
+    pending one, a failed one with attempts left, one abandoned under an expired lease),
+    else the half of a job split after timing out on its last attempt; None when a new job
+    is next (or the operation is no longer active). One round trip reads all of it."""
+    operations, jobs = tables_for(operation_id)
+    key = {"id": operation_id, "worker_id": operation_id, "max_attempts": max_attempts}
     while True:
-        current = get_operation(operation.id, database=name)
-        if current.status != OperationStatus.ACTIVE:
-            return current
-        job = _job_to_run(name, current, max_attempts)
-        if job is None:
-            return _end(name, current, max_attempts)
-        try:
-            outcome = run_job(current.id, job.id, stop_check=check, database=name)
-        except (InvalidTransition, LeaseLost):
-            continue  # another runner claimed or took over the job: look again
-        if outcome.interrupted_reason is not None:
-            return get_operation(current.id, database=name)
-        if outcome.status == JobStatus.FAILED and outcome.job.attempts >= max_attempts:
-            total, failed = _job_counts(name, current, max_attempts)
-            if retries.operation_should_fail(total, failed):
-                return _end(name, current, max_attempts, failed=True)
+        with pipelined(conn):
+            found, resumable, live, splittable = (
+                conn.cursor(row_factory=dict_row).execute(
+                    query(name, operations=operations, jobs=jobs), key
+                )
+                for name in (
+                    "operation_by_id",
+                    "execution_resumable_job",
+                    "execution_live_job",
+                    "splitting_splittable_job",
+                )
+            )
+        row = found.fetchone()
+        if row is None:
+            raise OperationNotFound(f"operation {operation_id!s} disappeared")
+        operation = OperationRecord.from_row(row)
+        if operation.status != OperationStatus.ACTIVE:
+            return operation, None
+        if (row := resumable.fetchone()) is not None:
+            return operation, prepare_retry(conn, operation, JobRecord.from_row(row))
+        if (row := live.fetchone()) is not None:
+            # One job per operation at a time: wait for the one running elsewhere.
+            time.sleep(min(max(float(row["lease_left"]), 0.05), 1.0))
+            continue
+        if splittable.fetchone() is not None:
+            half = split_next(conn, operation, max_attempts)
+            if half is not None:
+                return operation, half
+            continue  # too small to split (it stays failed), or split by another runner
+        return operation, None
 
 
 def _activate(name: str, operation_id: Any) -> OperationRecord:
@@ -79,23 +132,6 @@ def _activate(name: str, operation_id: Any) -> OperationRecord:
     active = OperationRecord.from_row(row)
     worker_event(active, OperationStatus.QUEUED)
     return active
-
-
-def _job_to_run(name: str, operation: OperationRecord, max_attempts: int) -> JobRecord | None:
-    """The job to run next: an unfinished one first, else a new one; None when done."""
-    _, jobs = tables_for(operation)
-    key = {"worker_id": operation.id, "max_attempts": max_attempts}
-    with REGISTRY.connection(name) as conn:
-        while True:
-            with conn.cursor(row_factory=dict_row) as cur:
-                row = cur.execute(query("execution_resumable_job", jobs=jobs), key).fetchone()
-                if row is not None:
-                    return prepare_retry(conn, operation, JobRecord.from_row(row))
-                live = cur.execute(query("execution_live_job", jobs=jobs), key).fetchone()
-            if live is None:
-                return create_next_job(conn, operation)
-            # One job per operation at a time: wait for the one running elsewhere.
-            time.sleep(min(max(float(live["lease_left"]), 0.05), 1.0))
 
 
 def _job_counts(name: str, operation: OperationRecord, max_attempts: int) -> tuple[int, int]:

@@ -5,74 +5,78 @@ The dramatiq runner actor calls the same :func:`create_next_job` and :func:`run_
 job behaves the same whoever runs it.
 
 Connections. Bookkeeping (claim, finish, job creation) runs on pooled autocommit connections
-in short transactions of its own. The sub-batches run on the peewee database's connection for
-the running thread (see :mod:`dramatiq_bbo.batching`). Because a failed ``perform()`` leaves
-the sub-batch generator suspended with its transaction open and the job row locked, the runner
-closes it (rolling the sub-batch back) before any bookkeeping on another connection, which
-would otherwise wait on that lock forever.
+(or the one a caller running many jobs passes in) in short transactions of its own, each sent
+in as few round trips as it can (:mod:`dramatiq_bbo.statements`): the claim reads the operation
+and claims the job in one; ``run_to_completion()`` creates a job already claimed. The
+sub-batches run on the peewee database's connection for the running thread (see
+:mod:`dramatiq_bbo.batching`). Because a failed ``perform()`` leaves the sub-batch generator
+suspended with its transaction open and the job row locked, the runner closes it (rolling the
+sub-batch back) before any bookkeeping on another connection, which would otherwise wait on
+that lock forever.
 
 Leases. Claiming a job stamps it with a unique lease owner and an expiry renewed by every
 sub-batch checkpoint. A job left ``running`` by a killed process is taken over once its lease
 has expired; the old runner, if it was merely slow, finds another owner on the job row at its
 next sub-batch and stops (:class:`~dramatiq_bbo.errors.LeaseLost`).
+
+How a run ended (:class:`JobOutcome`, the events logged) is :mod:`dramatiq_bbo.outcomes`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
-import logging
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
 from . import retries
-from .batching import Keyset, SubBatchEngine, timeout_kind
+from .batching import Keyset, SubBatchEngine
 from .db import DEFAULT_DATABASE, REGISTRY
 from .errors import (
     IncompleteJob,
     InvalidTransition,
     LeaseLost,
     OperationNotFound,
-    SubBatchTimeout,
 )
 from .keyset import next_batch_bounds
-from .observability.logs import JOB_TRANSITION, WORKER_TRANSITION, event, logger
+from .observability.logs import logger
 from .operation import BaseOperation, resolve
+from .outcomes import (
+    JobOutcome,
+    as_timeout,
+    class_name,
+    exception_message,
+    job_event,
+    worker_event,
+)
 from .queries import query
-from .records import JobRecord, JobStatus, OperationRecord, OperationStatus
-from .store import fetch_operation, tables_for
+from .records import JobRecord, JobStatus, OperationRecord
+from .statements import pipelined
+from .store import fetch_operation, parse_operation_id, tables_for
 from .tables import table_info, table_model
 
+__all__ = [
+    "JobOutcome",
+    "StopCheck",
+    "build_operation",
+    "create_next_job",
+    "prepare_retry",
+    "run_job",
+    "run_next_job",
+    "run_to_completion",
+    "worker_event",
+]
+
 StopCheck = Callable[[], str | None]
-
-#: longest exception message kept on a job row
-MAX_EXCEPTION_MESSAGE = 2000
-
-
-@dataclass(frozen=True)
-class JobOutcome:
-    """How one run of a job ended. ``rows``/``affected`` count this run only."""
-
-    status: JobStatus
-    job: JobRecord
-    rows: int
-    affected: int
-    duration: float
-    exception: BaseException | None = None
-    interrupted_reason: str | None = None
-
-    @property
-    def timed_out(self) -> bool:
-        return isinstance(self.exception, SubBatchTimeout)
 
 
 # -- building an operation instance ---------------------------------------------------------
@@ -92,14 +96,22 @@ def build_operation(
 
 
 # -- creating jobs --------------------------------------------------------------------------
-def create_next_job(conn: psycopg.Connection[Any], operation: OperationRecord) -> JobRecord | None:
+def create_next_job(
+    conn: psycopg.Connection[Any], operation: OperationRecord, *, claim_for: str | None = None
+) -> JobRecord | None:
     """Hand the next batch of the operation's range to a new pending job, and advance the
     operation's ``next_cursor`` past it, in one transaction under the operation's row lock
-    (so two creators never hand out one range twice). None when the range is exhausted."""
+    (so two creators never hand out one range twice). None when the range is exhausted.
+
+    ``claim_for``: a lease owner that claims the new job in the same transaction, as
+    :func:`run_job` would (a caller about to run it saves a transaction of its own).
+
+    Three round trips (pipelined): lock the operation row, probe the range, then insert the
+    job, advance the cursor and commit (four with ``claim_for``)."""
     _, keyset = build_operation(operation)
     operations, jobs = tables_for(operation)
     settings = REGISTRY.settings
-    with conn.transaction():
+    with pipelined(conn), conn.transaction():
         conn.execute(
             query("batching_sub_batch_guards"),
             {
@@ -121,27 +133,53 @@ def create_next_job(conn: psycopg.Connection[Any], operation: OperationRecord) -
         if bounds is None:
             return None
         scope = "organization" if locked.organization_scoped else "cell_local"
-        with conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(
-                query(f"execution_insert_job_{scope}", jobs=jobs),
-                {
-                    "partition": locked.partition,
-                    "organization_id": locked.organization_id,
-                    "worker_id": locked.id,
-                    "worker_partition": locked.partition,
-                    "batch_size": locked.batch_size,
-                    "sub_batch_size": locked.sub_batch_size,
-                    "pause_ms": locked.pause_ms,
-                    "min_cursor": json.dumps(bounds[0]),
-                    "max_cursor": json.dumps(bounds[1]),
-                },
-            ).fetchone()
+        inserted = conn.cursor(row_factory=dict_row).execute(
+            query(f"execution_insert_job_{scope}", jobs=jobs),
+            {
+                "partition": locked.partition,
+                "organization_id": locked.organization_id,
+                "worker_id": locked.id,
+                "worker_partition": locked.partition,
+                "batch_size": locked.batch_size,
+                "sub_batch_size": locked.sub_batch_size,
+                "pause_ms": locked.pause_ms,
+                "min_cursor": json.dumps(bounds[0]),
+                "max_cursor": json.dumps(bounds[1]),
+            },
+        )
         conn.execute(
             query("execution_advance_operation", operations=operations),
             {"next_cursor": json.dumps(bounds[1]), "partition": locked.partition, "id": locked.id},
         )
+        if claim_for is not None:
+            inserted = _claim_new(conn, locked, inserted.fetchone(), claim_for, settings)
+    row = inserted.fetchone()
     assert row is not None
     return JobRecord.from_row(row)
+
+
+def _claim_new(
+    conn: psycopg.Connection[Any],
+    operation: OperationRecord,
+    new: dict[str, Any] | None,
+    owner: str,
+    settings: Any,
+) -> psycopg.Cursor[Any]:
+    """Claim a job just created in this transaction (see ``execution_claim_job``)."""
+    assert new is not None
+    operations, jobs = tables_for(operation)
+    params = {
+        "worker_id": operation.id,
+        "id": new["id"],
+        "lease_owner": owner,
+        "lease_seconds": float(settings.lease_seconds),
+    }
+    claimed = conn.cursor(row_factory=dict_row).execute(
+        query("execution_claim_job", operations=operations, jobs=jobs), params
+    )
+    touch = query("execution_touch_claimed_operation", operations=operations, jobs=jobs)
+    conn.execute(touch, params)
+    return claimed
 
 
 def prepare_retry(
@@ -169,20 +207,57 @@ def run_job(
     *,
     stop_check: StopCheck | None = None,
     database: str | None = None,
+    connection: psycopg.Connection[Any] | None = None,
 ) -> JobOutcome:
     """Run one job of an operation: claim it (one more attempt, under a lease), run the
-    author's ``perform()`` over it, and record how it ended (see :class:`JobOutcome`)."""
+    author's ``perform()`` over it, and record how it ended (see :class:`JobOutcome`).
+
+    ``connection``: an autocommit connection to ``database`` for the claim and the end of the
+    job (a caller running many jobs keeps one), instead of one from the pool each time."""
     name = database or DEFAULT_DATABASE
-    settings = REGISTRY.settings
-    owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
-    with REGISTRY.connection(name) as conn:
-        operation = fetch_operation(conn, operation_id)
-        if operation is None:
-            raise OperationNotFound(f"no operation {operation_id!s} in database {name!r}")
-        previous, job = _claim(conn, operation, job_id, owner, settings.lease_seconds)
-    _job_event(operation, job, previous)
+    owner = _new_owner()
+    with _bookkeeping(name, connection) as conn:
+        operation, previous, job = _claim(conn, name, operation_id, job_id, owner)
+    return _run_claimed(name, connection, operation, job, owner, previous, stop_check)
+
+
+def run_next_job(
+    conn: psycopg.Connection[Any],
+    operation: OperationRecord,
+    *,
+    stop_check: StopCheck | None = None,
+    database: str | None = None,
+) -> JobOutcome | None:
+    """Create the operation's next job claimed by this runner (one transaction, see
+    :func:`create_next_job`) and run it like :func:`run_job`, with ``conn`` for the
+    bookkeeping; None when the operation's range is exhausted."""
+    owner = _new_owner()
+    job = create_next_job(conn, operation, claim_for=owner)
+    if job is None:
+        return None
+    name = database or DEFAULT_DATABASE
+    return _run_claimed(name, conn, operation, job, owner, JobStatus.PENDING, stop_check)
+
+
+def _new_owner() -> str:
+    """A lease owner unique to this run of a job."""
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
+
+
+def _run_claimed(
+    name: str,
+    connection: psycopg.Connection[Any] | None,
+    operation: OperationRecord,
+    job: JobRecord,
+    owner: str,
+    previous: JobStatus,
+    stop_check: StopCheck | None,
+) -> JobOutcome:
+    """Run ``perform()`` over a job this runner claimed, and record how it ended."""
+    job_event(operation, job, previous)
     started = time.monotonic()
     engine: SubBatchEngine | None = None
+    end = functools.partial(_end, name, connection, operation, job, owner)
     try:
         instance, keyset = build_operation(operation, job)
         engine = SubBatchEngine(
@@ -190,7 +265,7 @@ def run_job(
             operation=operation,
             job=job,
             lease_owner=owner,
-            settings=settings,
+            settings=REGISTRY.settings,
             stop_check=stop_check,
         )
         instance._engine = engine
@@ -207,46 +282,69 @@ def run_job(
         raise
     except Exception as exc:
         _close(engine)
-        return _end(name, operation, job, owner, engine, started, exception=exc)
+        return end(engine, started, exception=exc)
     except BaseException:
         # A worker shutdown or an interrupt is not a failed attempt: give the job back.
         _close(engine)
         try:
-            _end(name, operation, job, owner, engine, started, release=True)
+            end(engine, started, release=True)
         except Exception:  # never hide the interrupt; the lease expiry recovers the job
             logger.exception("could not give job %s back after an interrupt", job.id)
         raise
-    return _end(name, operation, job, owner, engine, started)
+    return end(engine, started)
+
+
+@contextlib.contextmanager
+def _bookkeeping(
+    name: str, connection: psycopg.Connection[Any] | None
+) -> Iterator[psycopg.Connection[Any]]:
+    """The caller's bookkeeping connection, else one from the pool for the block."""
+    if connection is not None:
+        yield connection
+        return
+    with REGISTRY.connection(name) as conn:
+        yield conn
 
 
 def _claim(
-    conn: psycopg.Connection[Any],
-    operation: OperationRecord,
-    job_id: Any,
-    owner: str,
-    lease_seconds: float,
-) -> tuple[JobStatus, JobRecord]:
-    operations, jobs = tables_for(operation)
-    key = {"worker_id": operation.id, "id": job_id}
-    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        before = cur.execute(query("execution_job_by_id", jobs=jobs), key).fetchone()
-        if before is None:
-            raise InvalidTransition(f"operation {operation.id} has no job {job_id!s}")
-        row = cur.execute(
-            query("execution_claim_job", jobs=jobs),
-            {**key, "lease_owner": owner, "lease_seconds": float(lease_seconds)},
-        ).fetchone()
-        if row is None:
-            raise InvalidTransition(
-                f"job {job_id!s} of operation {operation.id} cannot run: it is "
-                f"{JobStatus(before['status']).name.lower()}"
-                + (" under a live lease" if before["status"] == JobStatus.RUNNING else "")
-            )
-        cur.execute(
-            query("execution_touch_operation", operations=operations),
-            {"partition": operation.partition, "id": operation.id},
+    conn: psycopg.Connection[Any], name: str, operation_id: Any, job_id: Any, owner: str
+) -> tuple[OperationRecord, JobStatus, JobRecord]:
+    """Read the operation and claim its job, in one transaction and one round trip (the
+    claim and the operation's ``last_run_at`` apply only if the operation exists)."""
+    key = parse_operation_id(operation_id)
+    operations, jobs = tables_for(key)
+    params = {
+        "worker_id": key,
+        "id": job_id,
+        "lease_owner": owner,
+        "lease_seconds": float(REGISTRY.settings.lease_seconds),
+    }
+    with pipelined(conn), conn.transaction():
+        found = conn.cursor(row_factory=dict_row).execute(
+            query("operation_by_id", operations=operations, jobs=jobs), {"id": key}
         )
-    return JobStatus(before["status"]), JobRecord.from_row(row)
+        before = conn.cursor(row_factory=dict_row).execute(
+            query("execution_job_by_id", jobs=jobs), params
+        )
+        claimed = conn.cursor(row_factory=dict_row).execute(
+            query("execution_claim_job", operations=operations, jobs=jobs), params
+        )
+        touch = query("execution_touch_claimed_operation", operations=operations, jobs=jobs)
+        conn.execute(touch, params)
+    row = found.fetchone()
+    if row is None:
+        raise OperationNotFound(f"no operation {operation_id!s} in database {name!r}")
+    operation = OperationRecord.from_row(row)
+    previous, job = before.fetchone(), claimed.fetchone()
+    if previous is None:
+        raise InvalidTransition(f"operation {operation.id} has no job {job_id!s}")
+    if job is None:
+        raise InvalidTransition(
+            f"job {job_id!s} of operation {operation.id} cannot run: it is "
+            f"{JobStatus(previous['status']).name.lower()}"
+            + (" under a live lease" if previous["status"] == JobStatus.RUNNING else "")
+        )
+    return operation, JobStatus(previous["status"]), JobRecord.from_row(job)
 
 
 def _close(engine: SubBatchEngine | None) -> None:
@@ -267,6 +365,7 @@ def _close(engine: SubBatchEngine | None) -> None:
 
 def _end(
     name: str,
+    connection: psycopg.Connection[Any] | None,
     operation: OperationRecord,
     job: JobRecord,
     owner: str,
@@ -283,7 +382,7 @@ def _end(
     metrics.update(duration_seconds=round(duration, 6), runs=int(metrics.get("runs", 0)) + 1)
     interrupted = engine.interrupted_reason if engine else None
     if exception is not None:
-        exception = _as_timeout(exception)
+        exception = as_timeout(exception)
         status, refund = JobStatus.FAILED, 0
         metrics["timeout_kind"] = getattr(exception, "kind", None)
     elif release or interrupted:
@@ -292,14 +391,14 @@ def _end(
     else:
         status, refund = JobStatus.SUCCEEDED, 0
     _, jobs = tables_for(operation)
-    with REGISTRY.connection(name) as conn, conn.cursor(row_factory=dict_row) as cur:
+    with _bookkeeping(name, connection) as conn, conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
             query("execution_finish_job", jobs=jobs),
             {
                 "status": int(status),
                 "refund": refund,
-                "exception_class": _class_name(exception),
-                "exception_message": _message(exception),
+                "exception_class": class_name(exception),
+                "exception_message": exception_message(exception),
                 "metrics": json.dumps(metrics, default=str),
                 "partition": job.partition,
                 "id": job.id,
@@ -309,7 +408,7 @@ def _end(
     if row is None:
         raise LeaseLost(f"job {job.id} was taken over by another runner before it finished")
     final = JobRecord.from_row(row)
-    _job_event(operation, final, JobStatus.RUNNING, interrupted_reason=interrupted)
+    job_event(operation, final, JobStatus.RUNNING, interrupted_reason=interrupted)
     return JobOutcome(
         status=status,
         job=final,
@@ -318,75 +417,6 @@ def _end(
         duration=duration,
         exception=exception,
         interrupted_reason=interrupted,
-    )
-
-
-def _as_timeout(exception: BaseException) -> BaseException:
-    """A timeout raised through the author's own queries becomes SubBatchTimeout too."""
-    kind = timeout_kind(exception)
-    if kind is None or isinstance(exception, SubBatchTimeout):
-        return exception
-    timeout = SubBatchTimeout(f"{kind} in the sub-batch: {str(exception).strip()}", kind=kind)
-    timeout.__cause__ = exception
-    return timeout
-
-
-def _class_name(exception: BaseException | None) -> str | None:
-    if exception is None:
-        return None
-    kind = type(exception)
-    name = (
-        kind.__qualname__
-        if kind.__module__ == "builtins"
-        else f"{kind.__module__}.{kind.__qualname__}"
-    )
-    return name[:255]
-
-
-def _message(exception: BaseException | None) -> str | None:
-    if exception is None:
-        return None
-    text = str(exception)
-    return text if len(text) <= MAX_EXCEPTION_MESSAGE else text[: MAX_EXCEPTION_MESSAGE - 3] + "..."
-
-
-def _job_event(
-    operation: OperationRecord,
-    job: JobRecord,
-    previous: JobStatus,
-    *,
-    interrupted_reason: str | None = None,
-) -> None:
-    level = logging.WARNING if job.status == JobStatus.FAILED else logging.INFO
-    event(
-        JOB_TRANSITION,
-        level=level,
-        operation_id=str(operation.id),
-        job_id=str(job.id),
-        job_class_name=operation.job_class_name,
-        table_name=operation.table_name,
-        previous_state=previous.name.lower(),
-        new_state=job.status.name.lower(),
-        attempts=job.attempts,
-        exception_class=job.exception_class,
-        exception_message=job.exception_message,
-        interrupted_reason=interrupted_reason,
-        processed_tuple_count=job.processed_tuple_count,
-    )
-
-
-def worker_event(operation: OperationRecord, previous: OperationStatus | None) -> None:
-    """Log an operation ("worker") status change."""
-    event(
-        WORKER_TRANSITION,
-        operation_id=str(operation.id),
-        job_class_name=operation.job_class_name,
-        table_name=operation.table_name,
-        column_name=operation.column_name,
-        organization_id=operation.organization_id,
-        database_name=operation.database_name,
-        previous_state=None if previous is None else previous.name.lower(),
-        new_state=operation.status.name.lower(),
     )
 
 

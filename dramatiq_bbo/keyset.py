@@ -19,6 +19,8 @@ The sub-batch walk (one transaction per sub-batch, checkpoint included) is
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,6 +30,7 @@ from psycopg import sql
 
 from .catalog import TableInfo, json_values
 from .errors import OperationDefinitionError
+from .statements import Compiled, slots
 from .tables import column_field
 
 Cursor = list[Any]  # a stored cursor: JSON values in cursor-column order
@@ -51,6 +54,7 @@ class Keyset:
         self._scope = scope
         self._scope_where: Any = None
         self._scope_checked = False
+        self._statements: dict[Any, Any] | None = None
 
     @classmethod
     def for_operation(
@@ -127,6 +131,89 @@ class Keyset:
     def ordered(self, query: Any, *, descending: bool = False) -> Any:
         return query.order_by(*[f.desc() if descending else f.asc() for f in self.fields])
 
+    # -- statements compiled once per walk -----------------------------------------------------
+    def compiled(self, key: Any, build: Callable[[], Any]) -> Compiled:
+        """``build()`` (a peewee query with :class:`~dramatiq_bbo.statements.Slot` values)
+        compiled the first time ``key`` is asked for, then reused."""
+        statements = self.statements()
+        compiled = statements.get(key)
+        if compiled is None:
+            compiled = statements[key] = Compiled.of(build())
+        return compiled  # type: ignore[no-any-return]
+
+    def statements(self) -> dict[Any, Any]:
+        """The compiled statements of this walk, shared by every job of the process walking
+        the same table, columns and scope (the scoped query's SQL and parameters say which):
+        the per-job Keyset is new, its statements are not rebuilt."""
+        if self._statements is None:
+            text, params = self.scoped().sql()
+            key = (self.model, self.columns, self.type_names, text, repr(params))
+            self._statements = _STATEMENTS.get(key)
+        return self._statements
+
+    def sub_batch_probes(self, *, after: bool) -> tuple[Compiled, Compiled, Compiled]:
+        """Three statements that find the next sub-batch without reading its rows, compiled
+        once per walk and variant (``after``: exclusive lower bound, i.e. a checkpoint):
+
+        - *first*: its first row (``LIMIT 1``); *first* and *last* run inside the statement
+          that locks the job row (``batching_begin_sub_batch``);
+        - *last*: its ``limit``-th row (``OFFSET limit - 1 LIMIT 1``, the hand-written keyset
+          loop's probe: the index only); when found, the sub-batch holds ``limit`` rows;
+        - *tail*: when it is not (fewer rows left), the first and last rows of what is left,
+          each with their count (``bbo_n``).
+
+        Slots: ``lower`` (cursor), ``upper`` (cursor), then ``limit - 1`` (*last*) or
+        ``limit`` (*tail*); *first* has the cursors only."""
+        key = ("sub_batch", after)
+        statements = self.statements()
+        found = statements.get(key)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        width = len(self.fields)
+        condition = self.between(slots(0, width), slots(width, width), after=after)
+        (extra,) = slots(2 * width, 1)
+        base = self.ordered(self.scoped().where(condition))
+        first = Compiled.of(base.limit(1))
+        last = Compiled.of(base.offset(extra).limit(1))
+        names = [f"bbo_c{index}" for index in range(width)]
+        inner = self.scoped(*[f.alias(n) for f, n in zip(self.fields, names, strict=True)])
+        text, params = self.ordered(inner.where(condition)).limit(extra).sql()
+        columns = sql.SQL(", ").join(sql.Identifier(name) for name in names)
+        statement = sql.SQL(
+            "SELECT {columns}, bbo_n FROM (SELECT bbo_s.*,"
+            " row_number() OVER (ORDER BY {columns}) AS bbo_rn, count(*) OVER () AS bbo_n"
+            " FROM ({inner}) AS bbo_s) AS bbo_w WHERE bbo_rn = 1 OR bbo_rn = bbo_n ORDER BY bbo_rn"
+        ).format(columns=columns, inner=sql.SQL(text))  # type: ignore[arg-type]
+        tail = Compiled(statement.as_string(None), params)
+        found = statements[key] = (first, last, tail)
+        return found
+
+    def batch_probes(
+        self, *, after: bool, bounded: bool = True
+    ) -> tuple[Compiled, Compiled, Compiled]:
+        """Three index probes for the next job's range, compiled once (see
+        :func:`next_batch_bounds`): its first row, its ``OFFSET``-th row, and the last row of
+        the range. Slots: ``lower`` (cursor, unless not ``bounded``), ``upper`` (cursor),
+        ``offset``."""
+        key = ("batch", after, bounded)
+        statements = self.statements()
+        found = statements.get(key)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        width = len(self.fields)
+        lower = slots(0, width) if bounded else None
+        upper = slots(width if bounded else 0, width)
+        condition = self.between(lower, upper, after=after)
+        (offset,) = slots((2 if bounded else 1) * width, 1)
+        base = self.ordered(self.scoped().where(condition))
+        tail = self.ordered(self.scoped().where(condition), descending=True)
+        found = statements[key] = (
+            Compiled.of(base.limit(1)),
+            Compiled.of(base.offset(offset).limit(1)),
+            Compiled.of(tail.limit(1)),
+        )
+        return found
+
     # -- execution on a given psycopg connection ---------------------------------------------
     def fetch(self, conn: psycopg.Connection[Any], query: Any) -> list[tuple[Any, ...]]:
         """Run a peewee query on ``conn`` (which may be a pooled connection, not peewee's)."""
@@ -136,6 +223,31 @@ class Keyset:
     def display(self, row: Sequence[Any]) -> Any:
         """A row's cursor as authors use it: a scalar for one column, else a tuple."""
         return tuple(row) if self.composite else row[0]
+
+
+class _StatementCache:
+    """A small LRU of compiled statements per walk (table, cursor, scope): a worker process
+    sees many operations over time, each with its own scope arguments."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[Any, dict[Any, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> dict[Any, Any]:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._entries[key] = {}
+                while len(self._entries) > self.size:
+                    self._entries.popitem(last=False)
+            else:
+                self._entries.move_to_end(key)
+            return entry
+
+
+#: compiled statements of the walks this process ran recently
+_STATEMENTS = _StatementCache(256)
 
 
 def _overrides_scope(operation: Any) -> bool:
@@ -158,23 +270,26 @@ def next_batch_bounds(
     ``batch_size``-th row from there, capped at ``max_cursor``, or the last row in range when
     fewer remain. None when no row remains: the operation's range is exhausted.
 
-    Two index probes, never a count: ``OFFSET batch_size - 1 LIMIT 1`` walks the index only.
+    Index probes, never a count: ``OFFSET batch_size - 1 LIMIT 1`` walks the index only; the
+    last row of the range answers (one more probe) when fewer than ``batch_size`` rows remain.
     """
     if max_cursor is None:  # the table (or scope) was empty at enqueue
         return None
-    if next_cursor is not None:
-        remaining = keyset.between(next_cursor, max_cursor, after=True)
-    else:
-        remaining = keyset.between(min_cursor, max_cursor)
-    base = keyset.ordered(keyset.scoped().where(remaining))
-    first = keyset.fetch(conn, base.limit(1))
-    if not first:
+    lower = next_cursor if next_cursor is not None else min_cursor
+    first_probe, offset_probe, tail_probe = keyset.batch_probes(
+        after=next_cursor is not None, bounded=bool(lower)
+    )
+    cursors = [*(lower or []), *max_cursor]
+    # both probes are sent before either is read: one round trip in a pipeline
+    first = conn.execute(first_probe.text, first_probe.params([*cursors, 0]))
+    last = conn.execute(offset_probe.text, offset_probe.params([*cursors, max(batch_size, 1) - 1]))
+    first_row, last_row = first.fetchone(), last.fetchone()
+    if first_row is None:
         return None
-    last = keyset.fetch(conn, base.offset(max(batch_size, 1) - 1).limit(1))
-    if not last:
-        tail = keyset.scoped().where(remaining)
-        last = keyset.fetch(conn, keyset.ordered(tail, descending=True).limit(1))
-    return json_values(first[0]), json_values(last[0])
+    if last_row is None:  # fewer than batch_size rows left: the range's last row ends it
+        tail = conn.execute(tail_probe.text, tail_probe.params([*cursors, 0])).fetchone()
+        last_row = tail if tail is not None else first_row  # rows deleted meanwhile
+    return json_values(first_row), json_values(last_row)
 
 
 def split_range(
@@ -213,23 +328,3 @@ def split_range(
         (json_values(first), json_values(middle[0])),
         (json_values(middle[1]), json_values(last)),
     )
-
-
-def sub_batch_rows(
-    conn: psycopg.Connection[Any],
-    keyset: Keyset,
-    *,
-    min_cursor: Cursor,
-    max_cursor: Cursor,
-    checkpoint: Cursor | None,
-    limit: int,
-) -> list[tuple[Any, ...]]:
-    """The cursor values of the next sub-batch's rows in a job's range: up to ``limit``
-    scoped rows after the checkpoint (or from the job's first row), in keyset order. Reading
-    them, rather than probing only the last one, gives the sub-batch its exact row count."""
-    if checkpoint is not None:
-        remaining = keyset.between(checkpoint, max_cursor, after=True)
-    else:
-        remaining = keyset.between(min_cursor, max_cursor)
-    query = keyset.ordered(keyset.scoped().where(remaining)).limit(limit)
-    return keyset.fetch(conn, query)

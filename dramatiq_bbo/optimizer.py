@@ -173,7 +173,10 @@ def samples_from_jobs(jobs: Sequence[JobRecord]) -> list[JobSample]:
     """Successful, finished jobs as samples, oldest first.
 
     The duration is ``metrics["duration_seconds"]`` when the runner recorded it (the time of
-    the successful attempt alone), else ``finished_at - started_at``.
+    the successful attempt alone), else ``finished_at - started_at``. The rows are those of
+    that same run (``metrics["processed_tuples"]``): a job resumed after a hold or a
+    shutdown walked only the rest of its range in its last run, and pairing that run's time
+    with the whole job's rows would make it look faster than it was.
     """
     done = sorted(
         (job.finished_at, index, job)
@@ -184,11 +187,15 @@ def samples_from_jobs(jobs: Sequence[JobRecord]) -> list[JobSample]:
     )
     samples = []
     for finished_at, _, job in done:
-        duration = (job.metrics or {}).get("duration_seconds")
+        metrics = job.metrics or {}
+        duration = metrics.get("duration_seconds")
         if duration is None and job.started_at is not None:
             duration = (finished_at - job.started_at).total_seconds()
-        if duration is not None and duration > 0:
-            samples.append(JobSample(float(duration), int(job.processed_tuple_count)))
+        rows = metrics.get("processed_tuples")
+        if not isinstance(rows, int) or rows <= 0 or duration is None:
+            rows = int(job.processed_tuple_count)
+        if duration is not None and duration > 0 and rows > 0:
+            samples.append(JobSample(float(duration), rows))
     return samples
 
 

@@ -9,7 +9,11 @@ its own model (``model = Todo``) instead; it must be bound to the same database 
 tables, since the sub-batch transaction and its checkpoint share one connection.
 
 Models are cached per peewee database object (a new ``configure()`` builds new databases, so a
-stale model never outlives its configuration) and per ``(schema, table)``.
+stale model never outlives its configuration) and per ``(schema, table)``; so is what the
+catalog says about a stored table name (:func:`table_info`), which every job needs and which
+does not change while operations run. After a migration that changes a target table's columns,
+call :func:`forget` (or ``configure()`` again). Enqueue validation never uses these caches: it
+always reads the catalog.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from .errors import TableNotFound
 _cache: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], type[peewee.Model]]] = (
     weakref.WeakKeyDictionary()
 )
+_infos: weakref.WeakKeyDictionary[Any, dict[str, TableInfo]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
@@ -46,11 +51,19 @@ def peewee_database(database_name: str) -> peewee.Database:
 
 
 def table_info(database_name: str, table: TableInfo | str) -> TableInfo:
-    """Resolve a stored table name (``schema.table``, literal parts) through the catalog."""
+    """Resolve a stored table name (``schema.table``, literal parts) through the catalog,
+    once per process and configuration (see the module docstring)."""
     if isinstance(table, TableInfo):
         return table
+    database = peewee_database(database_name)
+    with _lock:
+        cached = _infos.get(database, {}).get(table)
+    if cached is not None:
+        return cached
     with REGISTRY.connection(database_name) as conn:
-        return resolve_table(conn, table)
+        info = resolve_table(conn, table)
+    with _lock:
+        return _infos.setdefault(database, {}).setdefault(table, info)
 
 
 def table_model(
@@ -74,12 +87,15 @@ def table_model(
 
 
 def forget(database_name: str | None = None) -> None:
-    """Drop cached models (after a migration changed a target table's columns)."""
+    """Drop cached models and catalog answers (after a migration changed a target table)."""
     with _lock:
         if database_name is None:
             _cache.clear()
+            _infos.clear()
         else:
-            _cache.pop(peewee_database(database_name), None)
+            database = peewee_database(database_name)
+            _cache.pop(database, None)
+            _infos.pop(database, None)
 
 
 def _reflect(database: peewee.Database, info: TableInfo) -> type[peewee.Model]:

@@ -6,30 +6,34 @@
 -- over the target table are built with peewee in dramatiq_bbo.batching.
 
 -- name: batching_sub_batch_guards
--- description: SET LOCAL statement_timeout and lock_timeout for the current sub-batch only.
+-- description: SET LOCAL statement_timeout and lock_timeout for the current transaction only (a sub-batch, a job creation).
 SELECT set_config('statement_timeout', %(statement_timeout)s, true),
        set_config('lock_timeout', %(lock_timeout)s, true);
 
--- name: batching_lock_job
--- description: Lock the job row for the sub-batch; its lease owner says who may write it.
-SELECT status, lease_owner, checkpoint_cursor
-FROM {jobs}
-WHERE partition = %(partition)s AND id = %(id)s
-FOR UPDATE;
+-- name: batching_begin_sub_batch
+-- description: Lock the job row for the sub-batch (its lease owner says who may write it) and probe the sub-batch's first and last rows, in one statement; {first} and {last} are the keyset probes (dramatiq_bbo.keyset.Keyset.sub_batch_probes); parameters are positional, in textual order.
+SELECT j.status,
+       j.lease_owner,
+       bbo_first.*,
+       bbo_last.*
+FROM {jobs} AS j
+LEFT JOIN LATERAL ({first}) AS bbo_first ON true
+LEFT JOIN LATERAL ({last}) AS bbo_last ON true
+WHERE j.partition = %s AND j.id = %s
+FOR UPDATE OF j;
 
--- name: batching_job_checkpoint
--- description: Advance the job's checkpoint and counters, and renew its lease, with the sub-batch.
-UPDATE {jobs}
-SET checkpoint_cursor = %(checkpoint)s::jsonb,
-    processed_tuple_count = processed_tuple_count + %(processed)s,
-    affected_tuple_count = affected_tuple_count + %(affected)s,
-    heartbeat_at = now(),
-    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
-    updated_at = now()
-WHERE partition = %(partition)s AND id = %(id)s;
-
--- name: batching_operation_progress
--- description: Add one sub-batch's rows to the operation's counters, with the sub-batch.
+-- name: batching_checkpoint
+-- description: With the sub-batch: the job's checkpoint, counters and lease, and the operation's counters, in one statement.
+WITH job AS (
+    UPDATE {jobs}
+    SET checkpoint_cursor = %(checkpoint)s::jsonb,
+        processed_tuple_count = processed_tuple_count + %(processed)s,
+        affected_tuple_count = affected_tuple_count + %(affected)s,
+        heartbeat_at = now(),
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        updated_at = now()
+    WHERE partition = %(job_partition)s AND id = %(job_id)s
+)
 UPDATE {operations}
 SET processed_tuple_count = processed_tuple_count + %(processed)s,
     affected_tuple_count = affected_tuple_count + %(affected)s,

@@ -34,7 +34,7 @@ SET next_cursor = %(next_cursor)s::jsonb, updated_at = now()
 WHERE partition = %(partition)s AND id = %(id)s;
 
 -- name: execution_claim_job
--- description: Take a job to run (pending, failed, or running with an expired lease): one more attempt, under a lease.
+-- description: Take a job to run (pending, failed, or running with an expired lease) of an existing operation: one more attempt, under a lease.
 UPDATE {jobs}
 SET status = 1,
     attempts = attempts + 1,
@@ -49,17 +49,22 @@ SET status = 1,
 WHERE worker_id = %(worker_id)s
   AND id = %(id)s
   AND (status IN (0, 2) OR (status = 1 AND lease_expires_at < now()))
+  AND EXISTS (SELECT 1 FROM {operations} WHERE id = %(worker_id)s)
 RETURNING *;
 
 -- name: execution_job_by_id
 -- description: One job of an operation, whatever its partition.
 SELECT * FROM {jobs} WHERE worker_id = %(worker_id)s AND id = %(id)s;
 
--- name: execution_touch_operation
--- description: Record that a job of the operation started (the scheduler runs the least recently run first).
+-- name: execution_touch_claimed_operation
+-- description: Record that a job of the operation started, if this runner just claimed it (the scheduler runs the least recently run first).
 UPDATE {operations}
 SET last_run_at = now(), updated_at = now()
-WHERE partition = %(partition)s AND id = %(id)s;
+WHERE id = %(worker_id)s
+  AND EXISTS (
+      SELECT 1 FROM {jobs}
+      WHERE worker_id = %(worker_id)s AND id = %(id)s AND lease_owner = %(lease_owner)s
+  );
 
 -- name: execution_finish_job
 -- description: End a run of a job (succeeded, failed, or back to pending), if this runner still holds it.

@@ -111,6 +111,10 @@ def test_next_batch_bounds_walk_a_single_column_cursor_with_gaps(configured: str
     assert bounds([140], max_cursor=(150,)) == ([141], [150])  # capped at max_cursor
     assert bounds(None, batch_size=1000) == ([3], [300])
     assert bounds(None, max_cursor=None) is None  # nothing existed at enqueue
+    unbounded = next_batch_bounds(
+        conn, keyset, min_cursor=None, max_cursor=[300], next_cursor=None, batch_size=10
+    )
+    assert unbounded == ([3], [30])  # no lower bound: from the first row
 
 
 def test_next_batch_bounds_walk_a_composite_cursor_with_gaps_up_to_max_cursor(
@@ -475,6 +479,49 @@ def test_lock_timeout_rolls_back_and_raises_sub_batch_timeout(configured: str, c
     assert job_row(conn, job.id)["checkpoint_cursor"] == [10]
 
 
+class SlowInTheMiddle(bbo.BaseOperation):
+    """Visits rows; a sub-batch over ids 25..40 holding more than 4 rows times out."""
+
+    name = "test_batching.slow_in_the_middle"
+    pause_ms = 0
+
+    def perform(self) -> None:
+        for sub_batch in self.each_sub_batch():
+            first, last = sub_batch.bounds
+            SEEN.setdefault("runs", []).append((self.job.id, self.job.sub_batch_size, first))
+            sub_batch.update(visits=self.table.visits + 1)
+            if first <= 40 and last >= 25 and len(sub_batch) > 4:
+                sub_batch.execute("SELECT pg_sleep(5)")
+
+
+def test_run_to_completion_splits_a_job_that_timed_out_on_its_last_attempt(
+    configured: str, conn
+) -> None:
+    bbo.configure(dsn=configured, statement_timeout_ms=100)
+    make_items(conn, 60)
+    operation = enqueue(SlowInTheMiddle, batch_size=40, sub_batch_size=10)
+
+    finished = bbo.run_to_completion(operation.id)
+
+    jobs = {str(j.id): j for j in bbo.list_jobs(finished)}
+    parent = next(iter(jobs.values()))
+    assert (parent.status, parent.attempts, parent.checkpoint_cursor) == (JobStatus.FAILED, 3, [20])
+    tries = [(size, first) for job_id, size, first in SEEN["runs"] if job_id == parent.id]
+    assert tries == [(10, 1), (10, 11), (10, 21), (7, 21), (5, 21)]  # shrunk, then split
+    halves = [jobs[child] for child in parent.metrics["split_into"]]
+    assert [(h.min_cursor, h.max_cursor) for h in halves] == [([21], [30]), ([31], [40])]
+    for half in halves:
+        assert half.metrics["split_from"] == str(parent.id)
+        assert (half.status, half.sub_batch_size) == (JobStatus.SUCCEEDED, 4)
+    rest = [j for j in jobs.values() if j is not parent and j not in halves]
+    assert [(j.min_cursor, j.max_cursor, j.status) for j in rest] == [
+        ([41], [60], JobStatus.SUCCEEDED)
+    ]
+    assert finished.status == OperationStatus.FINISHED  # the halves did the parent's work
+    assert finished.processed_tuple_count == 60
+    assert ids(conn, "visits = 1") == list(range(1, 61))  # every row exactly once
+
+
 # -- target table models ---------------------------------------------------------------------------
 class RegionalCleanup(bbo.BaseOperation):
     name = "test_batching.regional_cleanup"
@@ -555,6 +602,45 @@ def test_an_operation_class_may_bring_its_own_model(configured: str, conn) -> No
     operation = enqueue(OwnModel, batch_size=20, sub_batch_size=5)
     assert bbo.run_to_completion(operation.id).affected_tuple_count == 20
     assert ids(conn, "visits = 1") == ids(conn, "done")
+
+
+class Owner(peewee.Model):
+    id = peewee.IntegerField(primary_key=True)
+    active = peewee.BooleanField()
+
+    class Meta:
+        database = models.database_proxy
+        table_name = "owners"
+
+
+class ActiveOwnersOnly(bbo.BaseOperation):
+    """A scope with a join: only the items of active owners."""
+
+    name = "test_batching.active_owners_only"
+    pause_ms = 0
+
+    def scope(self, query: Any) -> Any:
+        on = self.table.owner == Owner.id
+        return query.join(Owner, on=on).where(Owner.active == True)  # noqa: E712
+
+    def perform(self) -> None:
+        for sub_batch in self.each_sub_batch():
+            SEEN.setdefault("ids", []).extend(sub_batch.ids())
+            sub_batch.delete()
+
+
+def test_a_scope_with_a_join_walks_and_deletes_only_the_joined_rows(configured: str, conn) -> None:
+    make_items(conn, 90)  # owner = id % 3
+    conn.execute("CREATE TABLE owners (id int PRIMARY KEY, active boolean NOT NULL)")
+    conn.execute("INSERT INTO owners VALUES (0, true), (1, false), (2, true)")
+    expected = ids(conn, "owner IN (0, 2)")
+    operation = enqueue(ActiveOwnersOnly, batch_size=25, sub_batch_size=7)
+
+    finished = bbo.run_to_completion(operation.id)
+
+    assert SEEN["ids"] == expected
+    assert ids(conn) == ids(conn, "owner = 1") and len(ids(conn)) == 30
+    assert (finished.processed_tuple_count, finished.affected_tuple_count) == (60, 60)
 
 
 def test_timestamps_in_arguments_filter_sub_batches(configured: str, conn) -> None:

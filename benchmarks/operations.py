@@ -1,0 +1,37 @@
+"""The operation classes the benchmarks run (imported by the benchmark scripts and by the
+worker application :mod:`benchmarks.app`, so both resolve them by name)."""
+
+from __future__ import annotations
+
+import dramatiq_bbo as bbo
+
+#: channel on which :class:`TouchAndNotify` announces each committed sub-batch
+NOTIFY_CHANNEL = "bbo_bench_committed"
+
+
+class DeleteAll(bbo.BaseOperation):
+    """Delete every row of the range: the framework side of the throughput benchmark."""
+
+    name = "bench.delete_all"
+    operation_name = "delete_all"
+    feature_category = "benchmarks"
+    pause_ms = 0
+
+    def perform(self) -> None:
+        for sub_batch in self.each_sub_batch():
+            sub_batch.delete()
+
+
+class TouchAndNotify(bbo.BaseOperation):
+    """Add a visit to each row; ``NOTIFY`` the operation id in the sub-batch's transaction,
+    so the listener hears it exactly when the sub-batch commits (latency benchmark)."""
+
+    name = "bench.touch_and_notify"
+    operation_name = "touch"
+    feature_category = "benchmarks"
+    pause_ms = 0
+
+    def perform(self) -> None:
+        for sub_batch in self.each_sub_batch():
+            sub_batch.update(visits=self.table.visits + 1)
+            sub_batch.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, str(self.operation.id)])

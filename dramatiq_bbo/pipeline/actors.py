@@ -1,0 +1,136 @@
+"""``setup(broker)``: register the pipeline's actors on the application's dramatiq-pg broker.
+
+Actors cannot be declared at import time because the broker belongs to the application and
+exists only once it has built it; ``setup`` declares them on that broker, on their own queue.
+Call it in every process that enqueues or works (web and workers alike) after ``configure``.
+
+Messages carry ids only (database name, operation id, job id, lease token); all state is in
+the tables. dramatiq's own retries are off for these actors: the state machine (attempts,
+leases, the scheduler's recovery) owns retrying, and a dramatiq retry would run a stage twice.
+
+Connection budget: each worker thread that runs a job holds one connection of the peewee
+database for its sub-batches and briefly one pooled bookkeeping connection; dramatiq-pg's
+broker pool (``maxconn``, default 16 per process) must cover the consumer and listener
+connections plus one per worker thread that acks. Size ``max_connections`` for
+``processes × (threads × 2 + broker maxconn)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import Middleware
+from periodiq import PeriodiqMiddleware
+
+from ..cron import cron_spec
+from ..db import REGISTRY
+from ..enqueue import after_enqueue_hooks
+from ..health import install as install_health_checks
+from ..records import OperationRecord
+from . import messages, orchestrator, runner, scheduler
+from .cron_operations import declare_cron_operations
+from .wake import wake
+
+logger = logging.getLogger("dramatiq_bbo")
+
+#: a runner's dramatiq time limit (ms): jobs bound themselves by their own time budget
+RUNNER_TIME_LIMIT_MS = 24 * 3600 * 1000
+
+
+class WorkerShutdown(Middleware):
+    """Asks running jobs to stop at their next checkpoint when the worker shuts down, so a
+    shutdown is not a failed attempt and the job resumes at once on another worker."""
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        runner.shutting_down.set()
+
+    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+        runner.shutting_down.clear()
+
+    def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        # Every worker thread has stopped: a process that keeps running jobs (the demo,
+        # run_to_completion after an in-process worker) must not inherit the stop request.
+        runner.shutting_down.clear()
+
+
+def setup(
+    broker: dramatiq.Broker,
+    *,
+    queue_name: str | None = None,
+    cron: str = "* * * * *",
+    outbox_databases: set[str] | None = None,
+) -> dict[str, dramatiq.Actor[Any, Any]]:
+    """Declare the scheduler, orchestrator and runner actors on ``broker``.
+
+    - ``queue_name``: the dramatiq queue (default: the ``queue_name`` setting).
+    - ``cron``: when periodiq fires the scheduler tick (default every minute).
+    - ``outbox_databases``: registry names whose Postgres database holds the broker's
+      ``dramatiq.queue`` (default ``{"main"}``): messages of operations there are written
+      in the same transaction as the state change.
+    """
+    queue = queue_name or REGISTRY.settings.queue_name
+    if not any(isinstance(m, PeriodiqMiddleware) for m in broker.middleware):
+        broker.add_middleware(PeriodiqMiddleware())
+    if not any(isinstance(m, WorkerShutdown) for m in broker.middleware):
+        broker.add_middleware(WorkerShutdown())
+    messages.MESSENGER.broker = broker
+    messages.MESSENGER.queue_name = queue
+    messages.MESSENGER.outbox_databases = set(outbox_databases or {"main"})
+
+    def declare(fn: Any, name: str, **options: Any) -> dramatiq.Actor[Any, Any]:
+        if name in broker.actors:  # setup() called again: keep one declaration
+            return broker.get_actor(name)  # type: ignore[no-any-return]
+        options["max_retries"] = 0
+        # An application may build its broker without dramatiq's Retries or TimeLimit
+        # middleware; dramatiq then refuses their options. Without Retries nothing is
+        # retried anyway, and without TimeLimit nothing is time-limited.
+        for option in ("max_retries", "time_limit"):
+            if option not in broker.actor_options:
+                options.pop(option, None)
+        return dramatiq.actor(fn, broker=broker, actor_name=name, queue_name=queue, **options)
+
+    actors = {
+        messages.TICK: declare(_tick_all, messages.TICK, periodic=cron_spec(cron)),
+        messages.SCHEDULER: declare(_scheduler, messages.SCHEDULER),
+        messages.ORCHESTRATOR: declare(_orchestrator, messages.ORCHESTRATOR),
+        messages.RUNNER: declare(_runner, messages.RUNNER, time_limit=RUNNER_TIME_LIMIT_MS),
+    }
+    actors.update(declare_cron_operations(broker, queue))  # bbo.schedule(...) declarations
+    if _wake_after_enqueue not in after_enqueue_hooks:
+        after_enqueue_hooks.append(_wake_after_enqueue)
+    install_health_checks()  # indicators asked before each job and between sub-batches
+    return actors
+
+
+def _tick_all() -> None:
+    """periodiq's every-minute tick: one scheduler pass per configured database."""
+    for name in REGISTRY.names():
+        try:
+            report = scheduler.tick(name)
+            logger.debug("scheduler tick on %s: %s", name, report)
+        except Exception:
+            logger.exception("scheduler tick on database %s failed", name)
+
+
+def _scheduler(database: str) -> None:
+    scheduler.tick(database)
+
+
+def _orchestrator(database: str, operation_id: str, token: str | None = None) -> None:
+    try:
+        orchestrator.orchestrate(database, operation_id, token)
+    except Exception:
+        # Give the stage lease back so the scheduler re-drives the operation at its next
+        # tick instead of after the whole lease.
+        orchestrator.release_after_failure(database, operation_id, token)
+        raise
+
+
+def _runner(database: str, operation_id: str, job_id: str) -> None:
+    runner.run(database, operation_id, job_id)
+
+
+def _wake_after_enqueue(operation: OperationRecord) -> None:
+    wake(operation)

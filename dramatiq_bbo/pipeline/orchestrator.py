@@ -1,0 +1,179 @@
+"""The orchestrator stage: one operation → its next job → a runner message.
+
+It holds the operation's row lock (``FOR UPDATE``: it waits for the short transactions of
+other stages rather than skipping — a scheduler scan can hold a row it did not pick, and
+skipping would strand the message that owns the lease; the lease check then turns away the
+redundant messages) for one short transaction in which it decides:
+nothing to do (paused, held, a job already in flight, a newer message owns the stage lease,
+no capacity), the next job (resume an unfinished one, split one that timed out on its last
+attempt, or cut a new batch from the resume cursor), or the end of the operation. The job is
+dispatched with a lease and the runner message is written in the same transaction.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from ..completion import _end as end_operation
+from ..db import REGISTRY
+from ..execution import create_next_job, prepare_retry, worker_event
+from ..observability.logs import logger
+from ..queries import query
+from ..records import JobRecord, OperationRecord, OperationStatus
+from ..splitting import split_job, splittable_job
+from ..store import parse_operation_id, tables_for
+from .checks import pre_job_checks
+from .messages import MESSENGER, RUNNER, new_token
+from .scheduler import SCOPES, scheduler_lock_key
+
+
+class Decision(enum.StrEnum):
+    DISPATCHED = "dispatched"
+    NOT_FOUND = "not_found"
+    NOT_RUNNABLE = "not_runnable"
+    LEASED_ELSEWHERE = "leased_elsewhere"
+    ON_HOLD = "on_hold"
+    JOB_IN_FLIGHT = "job_in_flight"
+    NO_CAPACITY = "no_capacity"
+    HELD_BY_CHECK = "held_by_check"
+    FINISHED = "finished"
+
+
+def orchestrate(database: str, operation_id: Any, token: str | None = None) -> Decision:
+    """Handle one orchestrator message; idempotent (see the module docstring)."""
+    key = parse_operation_id(operation_id)
+    operations, jobs = tables_for(key)
+    activated: OperationRecord | None = None
+    with REGISTRY.connection(database) as conn:
+        with conn.transaction():
+            with conn.cursor(row_factory=dict_row) as cur:
+                row = cur.execute(
+                    query("pipeline_operation_for_update", operations=operations), {"id": key}
+                ).fetchone()
+            if row is None:
+                return Decision.NOT_FOUND
+            operation = OperationRecord.from_row(row)
+            refusal = _refusal(conn, operation, row, token)
+            if refusal is not None:
+                if refusal not in (Decision.LEASED_ELSEWHERE, Decision.JOB_IN_FLIGHT):
+                    _release(conn, operation, token)
+                return refusal
+            if operation.status == OperationStatus.QUEUED:
+                operation = activated = _activate(conn, operation)
+            job = _next_job(conn, operation)
+            if job is None:
+                _release(conn, operation, None)
+            else:
+                _dispatch(conn, database, operation, job)
+        if activated is not None:
+            worker_event(activated, OperationStatus.QUEUED)
+    if job is None:
+        end_operation(database, operation, int(REGISTRY.settings.max_attempts))
+        return Decision.FINISHED
+    return Decision.DISPATCHED
+
+
+def _refusal(
+    conn: psycopg.Connection[Any],
+    operation: OperationRecord,
+    row: dict[str, Any],
+    token: str | None,
+) -> Decision | None:
+    """Why this message must not start a job now, or None."""
+    if operation.status not in (OperationStatus.QUEUED, OperationStatus.ACTIVE):
+        return Decision.NOT_RUNNABLE
+    if row["lease_live"] and operation.lease_owner not in (None, token):
+        return Decision.LEASED_ELSEWHERE
+    if row["on_hold"]:
+        return Decision.ON_HOLD
+    _, jobs = tables_for(operation)
+    if conn.execute(query("pipeline_live_job", jobs=jobs), {"worker_id": operation.id}).fetchone():
+        return Decision.JOB_IN_FLIGHT
+    # Orchestrators and the scheduler of one database count jobs in flight under one lock,
+    # or concurrent orchestrators would each see a free slot and overshoot the capacity.
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (scheduler_lock_key(operation.database_name),))
+    if _in_flight(conn) >= int(REGISTRY.settings.max_running_jobs):
+        return Decision.NO_CAPACITY
+    for check in pre_job_checks:
+        if check(conn, operation):
+            return Decision.HELD_BY_CHECK
+    return None
+
+
+def _in_flight(conn: psycopg.Connection[Any]) -> int:
+    total = 0
+    for _scope, (_operations, jobs) in SCOPES:
+        row = conn.execute(query("pipeline_jobs_in_flight", jobs=jobs)).fetchone()
+        total += int(row[0]) if row else 0
+    return total
+
+
+def _activate(conn: psycopg.Connection[Any], operation: OperationRecord) -> OperationRecord:
+    operations, _ = tables_for(operation)
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            query("execution_activate_operation", operations=operations), {"id": operation.id}
+        ).fetchone()
+    return OperationRecord.from_row(row) if row else operation
+
+
+def _next_job(conn: psycopg.Connection[Any], operation: OperationRecord) -> JobRecord | None:
+    """Resume, split, or create: the job this operation runs next; None when done."""
+    max_attempts = int(REGISTRY.settings.max_attempts)
+    _, jobs = tables_for(operation)
+    key = {"worker_id": operation.id, "max_attempts": max_attempts}
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(query("execution_resumable_job", jobs=jobs), key).fetchone()
+        if row is not None:
+            return prepare_retry(conn, operation, JobRecord.from_row(row))
+    splittable = splittable_job(conn, operation, max_attempts)
+    if splittable is not None:
+        halves = split_job(conn, operation, splittable)  # we hold the operation's row lock
+        if halves:
+            return halves[0]
+    return create_next_job(conn, operation)
+
+
+def _dispatch(
+    conn: psycopg.Connection[Any], database: str, operation: OperationRecord, job: JobRecord
+) -> None:
+    operations, jobs = tables_for(operation)
+    token = new_token()
+    seconds = float(REGISTRY.settings.lease_seconds)
+    conn.execute(
+        query("pipeline_dispatch_job", jobs=jobs),
+        {"token": token, "seconds": seconds, "partition": job.partition, "id": job.id},
+    )
+    conn.execute(
+        query("pipeline_lease_operation", operations=operations),
+        {"token": token, "seconds": seconds, "partition": operation.partition, "id": operation.id},
+    )
+    MESSENGER.send(conn, database, RUNNER, database, str(operation.id), str(job.id))
+
+
+def _release(conn: psycopg.Connection[Any], operation: OperationRecord, token: str | None) -> None:
+    operations, _ = tables_for(operation)
+    conn.execute(
+        query("pipeline_release_operation", operations=operations),
+        {"token": token, "partition": operation.partition, "id": operation.id},
+    )
+
+
+def release_after_failure(database: str, operation_id: Any, token: str | None) -> None:
+    """Clear the stage lease this message held, after it failed (best effort)."""
+    if token is None:
+        return
+    key = parse_operation_id(operation_id)
+    operations, _ = tables_for(key)
+    try:
+        with REGISTRY.connection(database) as conn:
+            conn.execute(
+                query("pipeline_release_operation_by_id", operations=operations),
+                {"token": token, "id": key},
+            )
+    except Exception:  # the lease expires by itself; never mask the original error
+        logger.exception("releasing the lease of operation %s failed", key)

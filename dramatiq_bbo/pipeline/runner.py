@@ -1,0 +1,186 @@
+"""The runner stage: run one dispatched job, then chain the operation's next orchestrator.
+
+The job itself runs through :func:`dramatiq_bbo.execution.run_job` (sub-batch transactions
+with their checkpoints). Between sub-batches the runner stops the job cleanly at its
+checkpoint when the operation was paused or cancelled, when the job's time budget is spent,
+when a check asks for it (health), or when the worker is shutting down (not a failed attempt).
+
+Afterwards, in one transaction with the operation row locked: the batch optimizer sets the
+next batch size from the recent successful jobs, an operation that fails too often is failed,
+and the next orchestrator message is written, due one interval after this job *started*
+(so a job that takes 95% of the interval leaves the database 5% idle, as the optimizer's
+efficiency assumes), with a fresh stage lease covering the wait.
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import time
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from .. import retries
+from ..completion import _end as end_operation
+from ..completion import _job_counts as job_counts
+from ..db import REGISTRY
+from ..errors import InvalidTransition, LeaseLost
+from ..execution import JobOutcome, run_job
+from ..observability.logs import event, logger
+from ..optimizer import decide_for_operation, log_decision
+from ..queries import query
+from ..records import JobRecord, JobStatus, OperationRecord, OperationStatus
+from ..store import fetch_operation, get_operation, parse_operation_id, tables_for
+from .checks import sub_batch_checks
+from .messages import MESSENGER, ORCHESTRATOR, new_token
+
+#: how often, at most, the operation's status is re-read between sub-batches (seconds). With
+#: the default pacing (pause_ms 100) that is at every sub-batch boundary, so a pause or cancel
+#: stops the job at its next checkpoint; an unpaced job (pause_ms 0, sub-batches of a few ms)
+#: reads it ten times a second, a negligible cost, and stops within 0.1 s.
+STATUS_CHECK_SECONDS = 0.1
+#: jobs the optimizer looks back on
+OPTIMIZER_WINDOW = 10
+
+#: set by the worker-shutdown middleware: running jobs stop at their next checkpoint
+shutting_down = threading.Event()
+
+
+def run(database: str, operation_id: Any, job_id: Any) -> JobOutcome | None:
+    """Handle one runner message; a job another runner holds makes it a no-op (None)."""
+    key = parse_operation_id(operation_id)
+    operation = get_operation(key, database=database)
+    started = time.monotonic()
+    try:
+        outcome = run_job(
+            key,
+            _job_key(job_id),
+            stop_check=_stop_check(database, operation, started),
+            database=database,
+        )
+    except InvalidTransition as exc:
+        event("background_operation_runner_skipped", operation_id=str(key), reason=str(exc))
+        return None
+    except LeaseLost:
+        logger.warning("job %s of operation %s was taken over by another runner", job_id, key)
+        return None
+    chain(database, key, outcome, started)
+    return outcome
+
+
+def _job_key(job_id: Any) -> Any:
+    text = str(job_id)
+    return int(text) if text.isdecimal() else text
+
+
+def _stop_check(database: str, operation: OperationRecord, started: float) -> Any:
+    settings = REGISTRY.settings
+    interval = float(operation.interval_seconds)
+    budget = (
+        interval * float(settings.job_budget_fraction)
+        if interval > 0
+        else float(settings.min_job_budget_seconds)
+    )
+    budget = max(budget, 1.0)
+    # The first boundary reads the status: the operation may have been paused or cancelled
+    # while this job's runner message waited in the queue (the claim does not look).
+    last_read = float("-inf")
+
+    def check() -> str | None:
+        nonlocal last_read
+        if shutting_down.is_set():
+            return "worker_shutdown"
+        now = time.monotonic()
+        if now - started >= budget:
+            return "time_budget"
+        for hook in sub_batch_checks:
+            reason = hook(operation)
+            if reason:
+                return reason
+        if now - last_read >= STATUS_CHECK_SECONDS:
+            last_read = now
+            status = get_operation(operation.id, database=database).status
+            if status != OperationStatus.ACTIVE:
+                return status.name.lower()
+        return None
+
+    return check
+
+
+def chain(database: str, operation_id: Any, outcome: JobOutcome, started: float) -> None:
+    """Optimizer, failure threshold, and the next orchestrator message, in one transaction."""
+    settings = REGISTRY.settings
+    max_attempts = int(settings.max_attempts)
+    operations, jobs = tables_for(operation_id)
+    fail = False
+    with REGISTRY.connection(database) as conn, conn.transaction():
+        operation = fetch_operation(conn, operation_id, for_update=True)
+        if operation is None or operation.status != OperationStatus.ACTIVE:
+            return
+        if outcome.status == JobStatus.SUCCEEDED:
+            _optimize(conn, operation)
+        if retries.failed_for_good(outcome.job, outcome.timed_out, max_attempts):
+            total, failed = job_counts(database, operation, max_attempts)
+            fail = retries.operation_should_fail(total, failed)
+        if not fail:
+            delay = _next_delay(operation, outcome, started)
+            token = new_token()
+            conn.execute(
+                query("pipeline_lease_operation", operations=operations),
+                {
+                    "token": token,
+                    "seconds": delay + float(settings.lease_seconds),
+                    "partition": operation.partition,
+                    "id": operation.id,
+                },
+            )
+            MESSENGER.send(
+                conn,
+                database,
+                ORCHESTRATOR,
+                database,
+                str(operation.id),
+                token,
+                delay_ms=int(delay * 1000),
+            )
+    if fail:
+        end_operation(database, operation, max_attempts, failed=True)
+
+
+def _next_delay(operation: OperationRecord, outcome: JobOutcome, started: float) -> float:
+    if outcome.interrupted_reason == "worker_shutdown":
+        return 0.0
+    elapsed = time.monotonic() - started
+    delay = max(0.0, float(operation.interval_seconds) - elapsed)
+    if operation.on_hold_until is not None:
+        # Held by a health stop: come back when the hold ends rather than at the next
+        # minute tick (the orchestrator re-asks the indicators then).
+        held = (operation.on_hold_until - datetime.datetime.now(datetime.UTC)).total_seconds()
+        delay = max(delay, held + 0.05)
+    return delay
+
+
+def _optimize(conn: psycopg.Connection[Any], operation: OperationRecord) -> None:
+    _, jobs = tables_for(operation)
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            query("pipeline_recent_successful_jobs", jobs=jobs),
+            {"worker_id": operation.id, "limit": OPTIMIZER_WINDOW},
+        ).fetchall()
+    recent = [JobRecord.from_row(row) for row in rows]
+    interval = float(operation.interval_seconds)
+    target = None if interval > 0 else float(REGISTRY.settings.min_job_budget_seconds) * 0.5
+    try:
+        decision = decide_for_operation(operation, recent, target_duration_seconds=target)
+    except Exception:  # the optimizer must never stop an operation
+        logger.exception("batch optimizer failed for operation %s", operation.id)
+        return
+    log_decision(operation, decision)
+    if decision.changed:
+        operations, _ = tables_for(operation)
+        conn.execute(
+            query("pipeline_set_batch_size", operations=operations),
+            {"batch_size": decision.new, "partition": operation.partition, "id": operation.id},
+        )

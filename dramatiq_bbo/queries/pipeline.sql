@@ -1,0 +1,110 @@
+-- Named queries of the pipeline (dramatiq_bbo.pipeline): the scheduler's scan and recovery,
+-- the orchestrator's claim, and the leases that keep two messages for one operation from
+-- both acting.
+--
+-- {operations} and {jobs} are filled with the bbo tables of one scope.
+
+-- name: pipeline_recover_stale_jobs
+-- description: Jobs left running past their lease (a killed worker) go back to pending; their checkpoint is kept.
+UPDATE {jobs}
+SET status = 0, lease_owner = NULL, lease_expires_at = NULL
+WHERE status = 1 AND lease_expires_at < now()
+RETURNING id, worker_id, attempts;
+
+-- name: pipeline_jobs_in_flight
+-- description: Jobs running or dispatched to a runner under a live lease.
+SELECT count(*)::bigint
+FROM {jobs}
+WHERE status IN (0, 1) AND lease_expires_at > now();
+
+-- name: pipeline_schedulable_operations
+-- description: Unfinished operations ready for their next job: not paused, hold and interval elapsed, no stage in flight, no live job; highest priority, then least recently run.
+SELECT o.id, o.partition
+FROM {operations} o
+WHERE o.database_name = %(database_name)s
+  AND o.status IN (0, 1)
+  AND (o.on_hold_until IS NULL OR o.on_hold_until <= now())
+  AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= now())
+  AND (o.last_run_at IS NULL
+       OR o.last_run_at + make_interval(secs => o.interval_seconds) <= now())
+  AND NOT EXISTS (
+      SELECT 1 FROM {jobs} j
+      WHERE j.worker_id = o.id AND j.status IN (0, 1) AND j.lease_expires_at > now()
+  )
+ORDER BY o.priority DESC, o.last_run_at NULLS FIRST, o.created_at
+LIMIT %(limit)s
+FOR UPDATE OF o SKIP LOCKED;
+
+-- name: pipeline_lease_operation
+-- description: Mark a stage message in flight for the operation until the lease expires.
+UPDATE {operations}
+SET lease_owner = %(token)s,
+    lease_expires_at = now() + make_interval(secs => %(seconds)s)
+WHERE partition = %(partition)s AND id = %(id)s;
+
+-- name: pipeline_release_operation
+-- description: Clear the operation's stage lease (held by this token, or any when token is NULL).
+UPDATE {operations}
+SET lease_owner = NULL, lease_expires_at = NULL
+WHERE partition = %(partition)s AND id = %(id)s
+  AND (%(token)s::text IS NULL OR lease_owner = %(token)s::text);
+
+-- name: pipeline_operation_for_update
+-- description: Lock one operation row for the orchestrator, waiting for short-lived holders (nothing if it does not exist).
+-- It waits rather than SKIP LOCKED: the holder of the row lock is not necessarily a stage that
+-- will carry the operation on. A scheduler tick whose scan met the row just as a wake-up or a
+-- runner committed a new stage lease keeps the row locked until the tick commits (Postgres
+-- keeps the lock of a row that fails the re-check after a concurrent update), and so do a
+-- sub-batch checkpoint, a claim or a pause for their short transactions. Skipping would drop
+-- the one message that holds the operation's lease, stranding the operation until the lease
+-- expires. Every holder is a short transaction, and the orchestrator holds nothing before this
+-- statement, so the wait cannot deadlock; after it, the lease check tells a redundant message
+-- (another token owns the lease) from the one that must act.
+SELECT o.*, (o.lease_expires_at IS NOT NULL AND o.lease_expires_at > now()) AS lease_live,
+       (o.on_hold_until IS NOT NULL AND o.on_hold_until > now()) AS on_hold
+FROM {operations} o
+WHERE o.id = %(id)s
+FOR UPDATE OF o;
+
+-- name: pipeline_live_job
+-- description: A job of the operation running or dispatched under a live lease.
+SELECT id FROM {jobs}
+WHERE worker_id = %(worker_id)s AND status IN (0, 1) AND lease_expires_at > now()
+LIMIT 1;
+
+-- name: pipeline_dispatch_job
+-- description: Hand a pending job to a runner message: the lease keeps other orchestrators off it.
+UPDATE {jobs}
+SET status = 0,
+    lease_owner = %(token)s,
+    lease_expires_at = now() + make_interval(secs => %(seconds)s)
+WHERE partition = %(partition)s AND id = %(id)s;
+
+-- name: pipeline_recent_successful_jobs
+-- description: The operation's latest successful jobs, for the batch optimizer.
+SELECT * FROM {jobs}
+WHERE worker_id = %(worker_id)s AND status = 3
+ORDER BY finished_at DESC
+LIMIT %(limit)s;
+
+-- name: pipeline_set_batch_size
+-- description: The optimizer's new batch size for the operation's next jobs.
+UPDATE {operations}
+SET batch_size = %(batch_size)s
+WHERE partition = %(partition)s AND id = %(id)s AND sub_batch_size <= %(batch_size)s;
+
+-- name: pipeline_take_free_lease
+-- description: Take the operation's stage lease only if no live stage holds it.
+UPDATE {operations}
+SET lease_owner = %(token)s,
+    lease_expires_at = now() + make_interval(secs => %(seconds)s)
+WHERE partition = %(partition)s AND id = %(id)s
+  AND status IN (0, 1)
+  AND (lease_expires_at IS NULL OR lease_expires_at <= now())
+RETURNING id;
+
+-- name: pipeline_release_operation_by_id
+-- description: Clear the stage lease held by this token, whatever the partition (after a failed stage).
+UPDATE {operations}
+SET lease_owner = NULL, lease_expires_at = NULL
+WHERE id = %(id)s AND lease_owner = %(token)s;

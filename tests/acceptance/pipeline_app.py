@@ -1,0 +1,63 @@
+"""The application the pipeline acceptance tests run under real ``dramatiq`` worker processes:
+
+    BBO_APP_DSN=... python -m dramatiq tests.acceptance.pipeline_app -Q background_operations
+
+It does what an application does in every process that works: ``configure``, build its
+dramatiq-pg broker, ``set_broker``, ``setup(broker)``; and it imports the operation classes
+(:mod:`tests.acceptance.pipeline_operations`) so a worker can resolve them by name.
+
+Environment:
+
+- ``BBO_APP_DSN`` (required): the test's database; it holds the bbo tables and the broker's
+  ``dramatiq.queue`` (so hand-offs go through the transactional outbox).
+- ``BBO_APP_LEASE_SECONDS``, ``BBO_APP_MAX_RUNNING_JOBS``, ``BBO_APP_MIN_JOB_BUDGET_SECONDS``:
+  setting overrides, when set.
+
+The ``dramatiq`` CLI imports this module in each worker process after the fork (never in the
+parent), so nothing here is inherited across a fork: the bbo pools (per pid anyway) and the
+broker's psycopg2 pool are created in the process that uses them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dramatiq
+from dramatiq_pg import PostgresBroker
+
+import dramatiq_bbo as bbo
+from dramatiq_bbo.pipeline.broker import default_middleware
+from tests.acceptance import pipeline_operations  # noqa: F401  (registers the operation classes)
+
+DSN = os.environ["BBO_APP_DSN"]
+
+_SETTINGS_FROM_ENV = {
+    "BBO_APP_LEASE_SECONDS": ("lease_seconds", float),
+    "BBO_APP_MAX_RUNNING_JOBS": ("max_running_jobs", int),
+    "BBO_APP_MIN_JOB_BUDGET_SECONDS": ("min_job_budget_seconds", float),
+}
+
+
+def settings_from_env() -> dict[str, object]:
+    overrides: dict[str, object] = {}
+    for variable, (name, kind) in _SETTINGS_FROM_ENV.items():
+        value = os.environ.get(variable)
+        if value:
+            overrides[name] = kind(value)
+    return overrides
+
+
+bbo.configure(dsn=DSN, **settings_from_env())
+
+# dramatiq's default middleware minus Prometheus: in a ``dramatiq`` worker process Prometheus
+# forks an HTTP exposition server bound to port 9191 and writes its multiprocess files under
+# /tmp/dramatiq-prometheus. Two test runs at once (both servers, or another engineer's) would
+# race for that port and share those files, and the tests assert nothing about dramatiq's own
+# metrics, so the broker is built with the rest of the defaults, explicitly.
+broker = PostgresBroker(
+    url=DSN,
+    results=False,
+    middleware=default_middleware(),
+)
+dramatiq.set_broker(broker)
+actors = bbo.setup(broker)
