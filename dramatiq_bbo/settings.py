@@ -82,4 +82,8 @@ class Settings:
                 raise ConfigurationError(f"setting {name!r} must be a string, got {value!r}")
             if isinstance(default, dict) and not isinstance(value, dict):
                 raise ConfigurationError(f"setting {name!r} must be a mapping, got {value!r}")
+        if "health" in overrides:  # threshold names are checked too (dramatiq_bbo.health)
+            from .health.settings import validate
+
+            overrides = {**overrides, "health": validate(overrides["health"])}
         return dataclasses.replace(self, **overrides)

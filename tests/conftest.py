@@ -135,3 +135,15 @@ def configured(dsn: str) -> Iterator[str]:
         yield dsn
     finally:
         bbo.reset()
+
+
+@pytest.fixture(autouse=True)
+def pipeline_hooks() -> Iterator[None]:
+    """``setup(broker)`` plugs the health checks into the pipeline's process-wide hook lists;
+    restore them after each test, so one test's ``setup()`` never throttles the operations
+    of the tests after it."""
+    from dramatiq_bbo.pipeline import checks
+
+    saved = list(checks.pre_job_checks), list(checks.sub_batch_checks)
+    yield
+    checks.pre_job_checks[:], checks.sub_batch_checks[:] = saved

@@ -20,6 +20,7 @@ JOB_TRANSITION = "background_operation_job_transition_event"
 OPTIMIZATION = "background_operation_worker_optimization_event"
 DUPLICATE_ENQUEUE = "background_operation_duplicate_enqueue"
 HEALTH_SIGNAL = "background_operation_health_signal"
+HEALTH_HOLD = "background_operation_health_hold"
 
 
 def event(message: str, *, level: int = logging.INFO, **fields: Any) -> None:

@@ -1,0 +1,78 @@
+"""The health layer's two hooks into the pipeline (:mod:`dramatiq_bbo.pipeline.checks`).
+
+- Before a job: the orchestrator, holding the operation's row lock, asks the indicators; on
+  a stop the operation is held (on the orchestrator's connection, in its transaction) and no
+  job starts. On a normal answer an expired hold is cleared.
+- Between sub-batches: the runner asks again, accepting the answers of the previous check
+  while fresh ones are asked for in the background (so no sub-batch waits on an indicator);
+  on a stop the operation is held and the job ends cleanly at its checkpoint with
+  ``health_stop`` — not a failed attempt. The runner then chains an orchestrator message,
+  which refuses the held operation; the scheduler hands it back once the hold expires.
+
+So a stop takes effect within one more sub-batch, or one cache period of the indicator.
+:func:`install` (called by ``bbo.setup(broker)``) plugs both in, once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..db import REGISTRY
+from ..observability.logs import logger
+from ..pipeline import checks
+from ..records import OperationRecord
+from .base import Result
+from .evaluator import evaluate
+from .hold import hold, release
+
+#: the runner's interrupted_reason for a job ended by a health stop
+HEALTH_STOP = "health_stop"
+
+
+def pre_job_check(conn: Any, operation: OperationRecord) -> bool:
+    """True (do not start a job) when an indicator says stop; the operation is then held."""
+    stop = _verdict(operation, stale=False)
+    if stop is not None:
+        hold(conn, operation, stop)
+        return True
+    release(conn, operation)
+    return False
+
+
+def sub_batch_check(operation: OperationRecord) -> str | None:
+    """``"health_stop"`` when an indicator says stop (the operation is then held)."""
+    stop = _verdict(operation, stale=True)
+    if stop is None:
+        return None
+    try:
+        with REGISTRY.connection(operation.database_name) as conn:
+            hold(conn, operation, stop)
+    except Exception:  # stopping matters more than recording why
+        logger.exception("could not hold operation %s after a health stop", operation.id)
+    return HEALTH_STOP
+
+
+def _verdict(operation: OperationRecord, *, stale: bool) -> Result | None:
+    """The first stop, or None; a failure of the evaluation itself never stops the pipeline
+    (each indicator's own failures are already UNKNOWN answers)."""
+    try:
+        return evaluate(operation, stale=stale).stop
+    except Exception:
+        logger.exception("health evaluation failed for operation %s", operation.id)
+        return None
+
+
+def install() -> None:
+    """Plug the health checks into the pipeline (idempotent)."""
+    if pre_job_check not in checks.pre_job_checks:
+        checks.pre_job_checks.append(pre_job_check)
+    if sub_batch_check not in checks.sub_batch_checks:
+        checks.sub_batch_checks.append(sub_batch_check)
+
+
+def uninstall() -> None:
+    """Take the health checks out of the pipeline again (tests, benchmarks)."""
+    while pre_job_check in checks.pre_job_checks:
+        checks.pre_job_checks.remove(pre_job_check)
+    while sub_batch_check in checks.sub_batch_checks:
+        checks.sub_batch_checks.remove(sub_batch_check)

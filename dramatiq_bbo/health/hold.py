@@ -1,0 +1,97 @@
+"""Holding an operation after a health stop, and letting it go once the signal is normal.
+
+A hold is not a status: ``on_hold_until`` (now + the ``health_hold_seconds`` setting) and
+``hold_reason`` (``"<indicator>: <reason>"``) on the operation row. The scheduler skips a held
+operation and the orchestrator refuses it until the hold expires; the next orchestrator run
+asks the indicators again, and clears the expired hold when they answer normal.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from ..db import REGISTRY
+from ..observability.logs import HEALTH_HOLD, event, logger
+from ..queries import query
+from ..records import OperationRecord
+from ..store import tables_for
+from .base import Result
+
+#: the hold_reason CHECK constraint's limit (schema/sql/0001_operations.sql)
+MAX_HOLD_REASON = 1000
+
+
+def hold_reason(result: Result) -> str:
+    text = f"{result.indicator}: {result.reason}" if result.reason else result.indicator
+    return text if len(text) <= MAX_HOLD_REASON else text[: MAX_HOLD_REASON - 3] + "..."
+
+
+def hold(
+    conn: psycopg.Connection[Any],
+    operation: OperationRecord,
+    result: Result,
+    *,
+    seconds: float | None = None,
+) -> datetime | None:
+    """Hold ``operation`` because of ``result``, on ``conn`` (inside the caller's transaction,
+    as a savepoint, or in a transaction of its own). Returns the hold's end, or None when it
+    could not be written (logged: the caller stops its work all the same)."""
+    duration = float(REGISTRY.settings.health_hold_seconds if seconds is None else seconds)
+    operations, _ = tables_for(operation)
+    reason = hold_reason(result)
+    try:
+        with conn.transaction():
+            conn.execute("SET LOCAL lock_timeout = '5s'")
+            row = conn.execute(
+                query("health_hold_operation", operations=operations),
+                {
+                    "seconds": duration,
+                    "reason": reason,
+                    "partition": operation.partition,
+                    "id": operation.id,
+                },
+            ).fetchone()
+    except psycopg.Error:
+        logger.exception("could not hold operation %s (%s)", operation.id, reason)
+        return None
+    until = row[0] if row else None
+    event(
+        HEALTH_HOLD,
+        level=logging.WARNING,
+        operation_id=str(operation.id),
+        job_class_name=operation.job_class_name,
+        table_name=operation.table_name,
+        database_name=operation.database_name,
+        indicator=result.indicator,
+        signal=result.signal.value,
+        reason=reason,
+        on_hold_until=until.isoformat() if until else None,
+        hold_seconds=duration,
+    )
+    return until
+
+
+def release(conn: psycopg.Connection[Any], operation: OperationRecord) -> bool:
+    """Clear an expired hold (the indicators answer normal again); True if one was."""
+    if operation.on_hold_until is None:
+        return False
+    operations, _ = tables_for(operation)
+    row = conn.execute(
+        query("health_release_hold", operations=operations),
+        {"partition": operation.partition, "id": operation.id},
+    ).fetchone()
+    if row is not None:
+        event(
+            HEALTH_HOLD,
+            operation_id=str(operation.id),
+            job_class_name=operation.job_class_name,
+            table_name=operation.table_name,
+            database_name=operation.database_name,
+            released=True,
+            previous_reason=operation.hold_reason,
+        )
+    return row is not None
