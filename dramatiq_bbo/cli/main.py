@@ -22,7 +22,10 @@ from dramatiq_bbo.errors import BBOError, SchemaTooNew
 PROG = "dramatiq-bbo"
 
 #: modules holding one subcommand each; add a module here to add a subcommand
-COMMAND_MODULES: tuple[str, ...] = ("dramatiq_bbo.cli.migrate_command",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "dramatiq_bbo.cli.migrate_command",
+    "dramatiq_bbo.cli.demo_command",
+)
 
 #: environment variable read when a subcommand that needs a database gets no ``--dsn``
 DSN_ENV = "BBO_DSN"

@@ -1,0 +1,30 @@
+"""The demo's operation: delete the done todos last updated before a cutoff.
+
+It is the shape of DESIGN's first example without the organization scope: a cell-local
+operation walking every row of ``bbo_demo.todos`` in ``id`` order (the primary key is the
+index the walk needs), deleting the matching rows of each sub-batch in its own transaction.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import dramatiq_bbo as bbo
+
+#: the registry name of the demo's database. Not ``"main"``: on a server of your own
+#: (``--dsn``) the demo's scheduler ticks then only ever see the demo's operation, never
+#: operations your application enqueued in the same database.
+DATABASE = "bbo_demo"
+
+
+class PurgeDoneTodos(bbo.BaseOperation):
+    name = "bbo_demo.PurgeDoneTodos"
+    operation_name = "delete_done_todos"
+    feature_category = "demo"
+    cursor = ("id",)
+    database: ClassVar[str] = DATABASE
+
+    def perform(self) -> None:
+        cutoff = self.arguments["updated_before"]
+        for sub_batch in self.each_sub_batch():
+            sub_batch.where(self.table.done == True, self.table.updated_at < cutoff).delete()  # noqa: E712
