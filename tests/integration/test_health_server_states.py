@@ -18,6 +18,7 @@ from dramatiq_bbo.health.archive import ArchiveBacklog
 from dramatiq_bbo.health.autovacuum import Autovacuum
 from dramatiq_bbo.health.base import Indicator, Result, Signal
 from dramatiq_bbo.health.replication import ReplicationLag
+from dramatiq_bbo.health.saturation import ConnectionSaturation
 from dramatiq_bbo.health.wal_rate import WalRate
 from dramatiq_bbo.server import PostgresServer, process_exited
 from tests.helpers import wait_until
@@ -360,3 +361,37 @@ def test_private_server_takes_settings_restarts_and_leaves_nothing_behind() -> N
     assert not directory.exists()
     assert process_exited(restarted)
     server.stop()  # idempotent
+
+
+# -- connection saturation -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_server(server_factory: ServerFactory) -> PostgresServer:  # noqa: F811
+    return server_factory(settings={"max_connections": 8})
+
+
+def test_saturation_stops_on_a_server_filled_to_its_small_max_connections(
+    small_server: PostgresServer,
+) -> None:
+    """A real server with max_connections = 8, filled by test connections: the indicator
+    stops at the default ratio (0.9) and is normal again once they are closed."""
+    held: list[psycopg.Connection[Any]] = []
+    try:
+        while True:
+            try:
+                held.append(connect(small_server))
+            except psycopg.OperationalError:
+                break  # the server refused one more: it is full
+        assert len(held) >= 5
+        full = _check(ConnectionSaturation(), held[0], settings={"max_connection_ratio": 0.9})
+        assert full.signal is Signal.STOP, full.reason
+        assert "max_connections 8" in full.reason
+        for conn in held[1:]:
+            conn.close()
+        del held[1:]
+        relieved = _check(ConnectionSaturation(), held[0], settings={"max_connection_ratio": 0.9})
+        assert relieved.signal is Signal.NORMAL, relieved.reason
+    finally:
+        for conn in held:
+            conn.close()
