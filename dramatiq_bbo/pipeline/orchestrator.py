@@ -27,7 +27,7 @@ from ..records import JobRecord, OperationRecord, OperationStatus
 from ..splitting import split_job, splittable_job
 from ..store import parse_operation_id, tables_for
 from .checks import pre_job_checks
-from .messages import MESSENGER, RUNNER, new_token
+from .messages import MESSENGER, ORCHESTRATOR, RUNNER, new_token
 from .scheduler import SCOPES, scheduler_lock_key
 
 
@@ -59,7 +59,9 @@ def orchestrate(database: str, operation_id: Any, token: str | None = None) -> D
             operation = OperationRecord.from_row(row)
             refusal = _refusal(conn, operation, row, token)
             if refusal is not None:
-                if refusal not in (Decision.LEASED_ELSEWHERE, Decision.JOB_IN_FLIGHT):
+                if refusal in (Decision.ON_HOLD, Decision.HELD_BY_CHECK) and MESSENGER.ready:
+                    _call_back_after_hold(conn, database, operation)
+                elif refusal not in (Decision.LEASED_ELSEWHERE, Decision.JOB_IN_FLIGHT):
                     _release(conn, operation, token)
                 return refusal
             if operation.status == OperationStatus.QUEUED:
@@ -153,6 +155,36 @@ def _dispatch(
         {"token": token, "seconds": seconds, "partition": operation.partition, "id": operation.id},
     )
     MESSENGER.send(conn, database, RUNNER, database, str(operation.id), str(job.id))
+
+
+def _call_back_after_hold(
+    conn: psycopg.Connection[Any], database: str, operation: OperationRecord
+) -> None:
+    """An operation on hold gets its next orchestrator message due when the hold ends (the
+    indicators are asked again then), under a lease covering the wait — rather than waiting
+    for the scheduler's next tick after the hold, up to a minute later."""
+    operations, _ = tables_for(operation)
+    row = conn.execute(
+        query("pipeline_hold_seconds_left", operations=operations),
+        {"partition": operation.partition, "id": operation.id},
+    ).fetchone()
+    if row is None or row[0] is None:
+        _release(conn, operation, None)
+        return
+    delay = float(row[0]) + 0.05
+    token = new_token()
+    conn.execute(
+        query("pipeline_lease_operation", operations=operations),
+        {
+            "token": token,
+            "seconds": delay + float(REGISTRY.settings.lease_seconds),
+            "partition": operation.partition,
+            "id": operation.id,
+        },
+    )
+    MESSENGER.send(
+        conn, database, ORCHESTRATOR, database, str(operation.id), token, delay_ms=int(delay * 1000)
+    )
 
 
 def _release(conn: psycopg.Connection[Any], operation: OperationRecord, token: str | None) -> None:

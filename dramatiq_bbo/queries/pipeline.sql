@@ -108,3 +108,9 @@ RETURNING id;
 UPDATE {operations}
 SET lease_owner = NULL, lease_expires_at = NULL
 WHERE id = %(id)s AND lease_owner = %(token)s;
+
+-- name: pipeline_hold_seconds_left
+-- description: Seconds until the operation's health hold ends (NULL when it is not on hold).
+SELECT extract(epoch FROM on_hold_until - now())::float8
+FROM {operations}
+WHERE partition = %(partition)s AND id = %(id)s AND on_hold_until > now();

@@ -228,3 +228,37 @@ def test_a_real_long_transaction_holds_the_operation_before_its_first_job(
         assert bbo.list_jobs(operation) == []
         other.commit()
     assert handed_back_after_the_hold(operation.id) == Decision.DISPATCHED
+
+
+def test_a_held_operation_gets_an_orchestrator_message_due_when_the_hold_ends(
+    pipeline: Callable[..., Any], conn: psycopg.Connection[Any], dsn: str
+) -> None:
+    """With a broker set up, a hold does not wait for the scheduler's next tick (up to a
+    minute after the hold): the orchestrator writes its own next message, delayed to the end
+    of the hold, under a lease that keeps the scheduler off meanwhile."""
+    from dramatiq_pg import PostgresBroker
+
+    from dramatiq_bbo.pipeline import messages
+    from dramatiq_bbo.pipeline.broker import default_middleware
+
+    operation = pipeline()
+    broker = PostgresBroker(url=dsn, results=False, middleware=default_middleware())
+    messages.MESSENGER.broker = broker  # the no_broker fixture restores it afterwards
+    try:
+        STATE["signal"] = health.Signal.STOP
+        assert orchestrate("main", operation.id, None) == Decision.HELD_BY_CHECK
+        held = bbo.get_operation(operation.id)
+        assert held.on_hold_until is not None and held.lease_owner is not None
+        rows = conn.execute(
+            "SELECT queue_name, message FROM dramatiq.queue"
+            " WHERE message->>'actor_name' = 'bbo_orchestrator'"
+        ).fetchall()
+        assert len(rows) == 1
+        queue_name, message = rows[0]
+        assert queue_name == "background_operations.DQ"  # dramatiq-pg's delay queue
+        assert message["args"] == ["main", str(operation.id), held.lease_owner]
+        eta = datetime.datetime.fromtimestamp(message["options"]["eta"] / 1000, datetime.UTC)
+        assert abs((eta - held.on_hold_until).total_seconds()) < 0.5
+        assert scheduler.tick("main").dispatched == []  # the lease keeps it off
+    finally:
+        broker.close()
