@@ -59,6 +59,13 @@ from .store import CELL_LOCAL_TABLES, ORGANIZATION_TABLES
 #: duplicates, not inside a caller's transaction). A failing hook is logged, never raised.
 after_enqueue_hooks: list[Callable[[OperationRecord], None]] = []
 
+#: called inside the enqueue transaction, right after a new operation row is inserted, with
+#: that connection: whatever they write commits with the operation or not at all (the
+#: pipeline writes the orchestrator's first message there: a transactional outbox, which also
+#: covers enqueues inside the caller's transaction). A failing hook is logged and undone
+#: (it runs in a savepoint of its own); it never fails the enqueue.
+in_transaction_hooks: list[Callable[[psycopg.Connection[Any], OperationRecord], None]] = []
+
 
 @dataclass(frozen=True)
 class EnqueueResult:
@@ -194,7 +201,18 @@ def _lock_check_insert(
         insert = f"operation_insert_{request.scope}"
         row = cur.execute(query(insert, operations=operations), values).fetchone()
     assert row is not None
-    return EnqueueResult(OperationRecord.from_row(row), duplicate=False)
+    operation = OperationRecord.from_row(row)
+    _run_in_transaction_hooks(conn, operation)
+    return EnqueueResult(operation, duplicate=False)
+
+
+def _run_in_transaction_hooks(conn: psycopg.Connection[Any], operation: OperationRecord) -> None:
+    for hook in list(in_transaction_hooks):
+        try:
+            with conn.transaction():
+                hook(conn, operation)
+        except Exception:
+            logger.exception("in-transaction enqueue hook %r failed", hook)
 
 
 def _operations_table(request: EnqueueRequest) -> sql.Identifier:

@@ -26,12 +26,12 @@ from periodiq import PeriodiqMiddleware
 
 from ..cron import cron_spec
 from ..db import REGISTRY
-from ..enqueue import after_enqueue_hooks
+from ..enqueue import after_enqueue_hooks, in_transaction_hooks
 from ..health import install as install_health_checks
 from ..records import OperationRecord
 from . import messages, orchestrator, runner, scheduler
 from .cron_operations import declare_cron_operations
-from .wake import wake
+from .wake import wake, wake_in_transaction
 
 logger = logging.getLogger("dramatiq_bbo")
 
@@ -100,6 +100,8 @@ def setup(
     actors.update(declare_cron_operations(broker, queue))  # bbo.schedule(...) declarations
     if _wake_after_enqueue not in after_enqueue_hooks:
         after_enqueue_hooks.append(_wake_after_enqueue)
+    if wake_in_transaction not in in_transaction_hooks:
+        in_transaction_hooks.append(wake_in_transaction)
     install_health_checks()  # indicators asked before each job and between sub-batches
     return actors
 

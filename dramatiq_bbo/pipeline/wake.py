@@ -3,9 +3,17 @@
 The wake takes the operation's stage lease if no stage holds it and writes an orchestrator
 message in the same transaction. Without ``setup(broker)`` in this process it does nothing:
 the scheduler's periodic tick picks the operation up.
+
+``wake_in_transaction`` does the same inside the enqueue's own transaction (even the
+caller's, when enqueue joined one), when the operation's database holds the broker's queue:
+the first message then commits with the operation row, and is delivered on that commit.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+import psycopg
 
 from ..db import REGISTRY
 from ..observability.logs import logger
@@ -13,6 +21,26 @@ from ..queries import query
 from ..records import OperationRecord
 from ..store import tables_for
 from .messages import MESSENGER, ORCHESTRATOR, new_token
+
+
+def wake_in_transaction(conn: psycopg.Connection[Any], operation: OperationRecord) -> None:
+    """Enqueue hook: lease + orchestrator message in the enqueue's transaction."""
+    database = operation.database_name
+    if not MESSENGER.ready or database not in MESSENGER.outbox_databases:
+        return
+    operations, _ = tables_for(operation)
+    token = new_token()
+    row = conn.execute(
+        query("pipeline_take_free_lease", operations=operations),
+        {
+            "token": token,
+            "seconds": float(REGISTRY.settings.lease_seconds),
+            "partition": operation.partition,
+            "id": operation.id,
+        },
+    ).fetchone()
+    if row is not None:
+        MESSENGER.send(conn, database, ORCHESTRATOR, database, str(operation.id), token)
 
 
 def wake(operation: OperationRecord) -> bool:
