@@ -14,13 +14,15 @@ advisory lock on a hash of the configuration, then looks in every partition, the
 Racing enqueues of one configuration therefore queue on the lock and create exactly one row.
 
 Transactions. Without ``connection=``, enqueue runs in its own READ COMMITTED transaction on a
-pooled connection, then calls :data:`after_enqueue_hooks` (the pipeline wakes its scheduler
-there). With ``connection=`` (a psycopg 3 connection, or a peewee ``Psycopg3Database`` whose
-current connection is used), enqueue joins the transaction in progress, so the operation
-exists only if the caller commits — and then hooks are *not* called (the operation is not
-committed yet; the scheduler's periodic tick picks it up). A non-autocommit psycopg connection
-counts as the caller's transaction too (the caller commits). An idle autocommit connection gets
-a transaction of ours, committed before returning, and hooks run. The connection must point
+pooled connection, then calls :data:`after_enqueue_hooks`. :data:`in_transaction_hooks` run
+inside the transaction, right after the insert: the pipeline writes the orchestrator's first
+message there (a transactional outbox), so the operation starts on commit. With
+``connection=`` (a psycopg 3 connection, or a peewee ``Psycopg3Database`` whose current
+connection is used), enqueue joins the transaction in progress, so the operation — and that
+first message — exist only if the caller commits; after-commit hooks are then *not* called.
+A non-autocommit psycopg connection counts as the caller's transaction too (the caller
+commits). An idle autocommit connection gets a transaction of ours, committed before
+returning, and the after-commit hooks run. The connection must point
 at the database the operation names (``database=``); that cannot be checked.
 """
 
