@@ -25,9 +25,24 @@ from .messages import MESSENGER, ORCHESTRATOR, new_token
 
 def wake_in_transaction(conn: psycopg.Connection[Any], operation: OperationRecord) -> None:
     """Enqueue hook: lease + orchestrator message in the enqueue's transaction."""
-    database = operation.database_name
-    if not MESSENGER.ready or database not in MESSENGER.outbox_databases:
-        return
+    if MESSENGER.ready and operation.database_name in MESSENGER.outbox_databases:
+        _lease_and_send(conn, operation)
+
+
+def wake(operation: OperationRecord) -> bool:
+    """True when an orchestrator message was sent for ``operation``."""
+    if not MESSENGER.ready or not operation.unfinished:
+        return False
+    try:
+        with REGISTRY.connection(operation.database_name) as conn, conn.transaction():
+            return _lease_and_send(conn, operation)
+    except Exception:  # a failed wake only costs latency: the tick re-drives the operation
+        logger.exception("waking operation %s failed", operation.id)
+        return False
+
+
+def _lease_and_send(conn: psycopg.Connection[Any], operation: OperationRecord) -> bool:
+    """Take the stage lease if no stage holds it, and write the orchestrator message."""
     operations, _ = tables_for(operation)
     token = new_token()
     row = conn.execute(
@@ -39,32 +54,8 @@ def wake_in_transaction(conn: psycopg.Connection[Any], operation: OperationRecor
             "id": operation.id,
         },
     ).fetchone()
-    if row is not None:
-        MESSENGER.send(conn, database, ORCHESTRATOR, database, str(operation.id), token)
-
-
-def wake(operation: OperationRecord) -> bool:
-    """True when an orchestrator message was sent for ``operation``."""
-    if not MESSENGER.ready or not operation.unfinished:
+    if row is None:
         return False
-    operations, _ = tables_for(operation)
-    token = new_token()
     database = operation.database_name
-    try:
-        with REGISTRY.connection(database) as conn, conn.transaction():
-            row = conn.execute(
-                query("pipeline_take_free_lease", operations=operations),
-                {
-                    "token": token,
-                    "seconds": float(REGISTRY.settings.lease_seconds),
-                    "partition": operation.partition,
-                    "id": operation.id,
-                },
-            ).fetchone()
-            if row is None:
-                return False
-            MESSENGER.send(conn, database, ORCHESTRATOR, database, str(operation.id), token)
-    except Exception:  # a failed wake only costs latency: the tick re-drives the operation
-        logger.exception("waking operation %s failed", operation.id)
-        return False
+    MESSENGER.send(conn, database, ORCHESTRATOR, database, str(operation.id), token)
     return True
