@@ -31,7 +31,7 @@ from .statements import pipelined
 from .store import fetch_operation, get_operation, tables_for
 
 #: how often, at most, a running operation's status is re-read between sub-batches (seconds)
-STATUS_CHECK_SECONDS = 1.0
+STATUS_CHECK_SECONDS = 0.1
 
 
 def run_to_completion(
@@ -43,7 +43,7 @@ def run_to_completion(
     operation = _activate(name, operation_id)
     if operation.status != OperationStatus.ACTIVE:
         return operation
-    check = _status_stop_check(name, operation, stop_check)
+    check = status_stop_check(name, operation, stop_check)
     max_attempts = int(REGISTRY.settings.max_attempts)
     # one bookkeeping connection for the whole run: a pool checkout costs a round trip
     with REGISTRY.connection(name) as conn:
@@ -65,10 +65,10 @@ def run_to_completion(
             if outcome.interrupted_reason is not None:
                 return fetch_operation(conn, current.id) or current
             if retries.failed_for_good(outcome.job, outcome.timed_out, max_attempts):
-                total, failed = _job_counts(name, current, max_attempts)
+                total, failed = job_counts(name, current, max_attempts)
                 if retries.operation_should_fail(total, failed):
-                    return _end(name, current, max_attempts, failed=True)
-    return _end(name, current, max_attempts)
+                    return end_operation(name, current, max_attempts, failed=True)
+    return end_operation(name, current, max_attempts)
 
 
 def _next_job(
@@ -134,7 +134,7 @@ def _activate(name: str, operation_id: Any) -> OperationRecord:
     return active
 
 
-def _job_counts(name: str, operation: OperationRecord, max_attempts: int) -> tuple[int, int]:
+def job_counts(name: str, operation: OperationRecord, max_attempts: int) -> tuple[int, int]:
     _, jobs = tables_for(operation)
     with REGISTRY.connection(name) as conn:
         row = conn.execute(
@@ -144,13 +144,13 @@ def _job_counts(name: str, operation: OperationRecord, max_attempts: int) -> tup
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
-def _end(
+def end_operation(
     name: str, operation: OperationRecord, max_attempts: int, *, failed: bool = False
 ) -> OperationRecord:
     """active → finished, or failed when jobs failed for good; a concurrent pause or cancel
     wins (the update only moves an active operation)."""
     if not failed:
-        failed = _job_counts(name, operation, max_attempts)[1] > 0
+        failed = job_counts(name, operation, max_attempts)[1] > 0
     status = OperationStatus.FAILED if failed else OperationStatus.FINISHED
     operations, _ = tables_for(operation)
     with REGISTRY.connection(name) as conn:
@@ -166,12 +166,15 @@ def _end(
     return ended
 
 
-def _status_stop_check(
+def status_stop_check(
     name: str, operation: OperationRecord, stop_check: StopCheck | None
 ) -> StopCheck:
     """The caller's stop check, plus: stop when the operation is no longer active (paused or
-    cancelled meanwhile), re-read at most every STATUS_CHECK_SECONDS."""
-    last_read = time.monotonic()
+    cancelled meanwhile). The status is read at the first boundary — the operation may have
+    been paused while a runner message waited in the queue — then at most every
+    STATUS_CHECK_SECONDS: an unpaced job (sub-batches of a few ms) reads it ten times a
+    second, a negligible cost, and stops within 0.1 s of a pause."""
+    last_read = float("-inf")
 
     def check() -> str | None:
         nonlocal last_read

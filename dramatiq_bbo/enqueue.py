@@ -130,12 +130,18 @@ def enqueue(
             return result
         result = _enqueue_in_own_transaction(conn, request)
     if not result.duplicate:  # committed: wake whoever listens (the pool connection is back)
-        for hook in list(after_enqueue_hooks):
-            try:
-                hook(result.operation)
-            except Exception:
-                logger.exception("after-enqueue hook %r failed", hook)
+        run_after_enqueue_hooks(result.operation)
     return result
+
+
+def run_after_enqueue_hooks(operation: OperationRecord) -> None:
+    """Call :data:`after_enqueue_hooks` for a committed new operation; a failing hook is
+    logged, never raised (the scheduler's tick covers what it would have done)."""
+    for hook in list(after_enqueue_hooks):
+        try:
+            hook(operation)
+        except Exception:
+            logger.exception("after-enqueue hook %r failed", hook)
 
 
 # -- the transaction ----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from ..completion import _end as end_operation
+from ..completion import end_operation
 from ..db import REGISTRY
 from ..execution import create_next_job, prepare_retry, worker_event
 from ..observability.logs import logger
@@ -28,7 +28,7 @@ from ..splitting import split_job, splittable_job
 from ..store import parse_operation_id, tables_for
 from .checks import pre_job_checks
 from .messages import MESSENGER, ORCHESTRATOR, RUNNER, new_token
-from .scheduler import SCOPES, scheduler_lock_key
+from .scheduler import jobs_in_flight, scheduler_lock_key
 
 
 class Decision(enum.StrEnum):
@@ -98,20 +98,12 @@ def _refusal(
     # Orchestrators and the scheduler of one database count jobs in flight under one lock,
     # or concurrent orchestrators would each see a free slot and overshoot the capacity.
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (scheduler_lock_key(operation.database_name),))
-    if _in_flight(conn) >= int(REGISTRY.settings.max_running_jobs):
+    if jobs_in_flight(conn) >= int(REGISTRY.settings.max_running_jobs):
         return Decision.NO_CAPACITY
     for check in pre_job_checks:
         if check(conn, operation):
             return Decision.HELD_BY_CHECK
     return None
-
-
-def _in_flight(conn: psycopg.Connection[Any]) -> int:
-    total = 0
-    for _scope, (_operations, jobs) in SCOPES:
-        row = conn.execute(query("pipeline_jobs_in_flight", jobs=jobs)).fetchone()
-        total += int(row[0]) if row else 0
-    return total
 
 
 def _activate(conn: psycopg.Connection[Any], operation: OperationRecord) -> OperationRecord:

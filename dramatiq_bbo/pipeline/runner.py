@@ -23,8 +23,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from .. import retries
-from ..completion import _end as end_operation
-from ..completion import _job_counts as job_counts
+from ..completion import end_operation, job_counts, status_stop_check
 from ..db import REGISTRY
 from ..errors import InvalidTransition, LeaseLost
 from ..execution import JobOutcome, run_job
@@ -36,11 +35,6 @@ from ..store import fetch_operation, get_operation, parse_operation_id, tables_f
 from .checks import sub_batch_checks
 from .messages import MESSENGER, ORCHESTRATOR, new_token
 
-#: how often, at most, the operation's status is re-read between sub-batches (seconds). With
-#: the default pacing (pause_ms 100) that is at every sub-batch boundary, so a pause or cancel
-#: stops the job at its next checkpoint; an unpaced job (pause_ms 0, sub-batches of a few ms)
-#: reads it ten times a second, a negligible cost, and stops within 0.1 s.
-STATUS_CHECK_SECONDS = 0.1
 #: jobs the optimizer looks back on
 OPTIMIZER_WINDOW = 10
 
@@ -76,6 +70,8 @@ def _job_key(job_id: Any) -> Any:
 
 
 def _stop_check(database: str, operation: OperationRecord, started: float) -> Any:
+    """Worker shutdown, the job's time budget and the between-sub-batch hooks (health),
+    then the operation's status (see :func:`~dramatiq_bbo.completion.status_stop_check`)."""
     settings = REGISTRY.settings
     interval = float(operation.interval_seconds)
     budget = (
@@ -84,29 +80,19 @@ def _stop_check(database: str, operation: OperationRecord, started: float) -> An
         else float(settings.min_job_budget_seconds)
     )
     budget = max(budget, 1.0)
-    # The first boundary reads the status: the operation may have been paused or cancelled
-    # while this job's runner message waited in the queue (the claim does not look).
-    last_read = float("-inf")
 
-    def check() -> str | None:
-        nonlocal last_read
+    def pipeline_check() -> str | None:
         if shutting_down.is_set():
             return "worker_shutdown"
-        now = time.monotonic()
-        if now - started >= budget:
+        if time.monotonic() - started >= budget:
             return "time_budget"
         for hook in sub_batch_checks:
             reason = hook(operation)
             if reason:
                 return reason
-        if now - last_read >= STATUS_CHECK_SECONDS:
-            last_read = now
-            status = get_operation(operation.id, database=database).status
-            if status != OperationStatus.ACTIVE:
-                return status.name.lower()
         return None
 
-    return check
+    return status_stop_check(database, operation, pipeline_check)
 
 
 def chain(database: str, operation_id: Any, outcome: JobOutcome, started: float) -> None:

@@ -53,7 +53,7 @@ def tick(database: str = "main") -> TickReport:
         conn.execute("SET LOCAL lock_timeout = '10s'")
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (scheduler_lock_key(database),))
         report.recovered = _recover_stale_jobs(conn)
-        report.in_flight = _jobs_in_flight(conn)
+        report.in_flight = jobs_in_flight(conn)
         free = int(settings.max_running_jobs) - report.in_flight
         for _scope, (operations, jobs) in SCOPES:
             if free <= 0:
@@ -89,7 +89,8 @@ def _recover_stale_jobs(conn: psycopg.Connection[Any]) -> int:
     return recovered
 
 
-def _jobs_in_flight(conn: psycopg.Connection[Any]) -> int:
+def jobs_in_flight(conn: psycopg.Connection[Any]) -> int:
+    """Jobs of this database running or dispatched under a live lease, both scopes."""
     total = 0
     for _scope, (_operations, jobs) in SCOPES:
         row = conn.execute(query("pipeline_jobs_in_flight", jobs=jobs)).fetchone()

@@ -29,8 +29,9 @@ from dramatiq_pg import PostgresBroker
 from psycopg.rows import dict_row
 
 import dramatiq_bbo as bbo
+from dramatiq_bbo import completion
 from dramatiq_bbo.enqueue import after_enqueue_hooks
-from dramatiq_bbo.pipeline import messages, runner, scheduler
+from dramatiq_bbo.pipeline import messages, scheduler
 from dramatiq_bbo.records import JobStatus, OperationStatus
 from tests.acceptance.pipeline_operations import (
     RUNS_TABLE_DDL,
@@ -329,9 +330,10 @@ def test_pause_resume_and_cancel_take_effect_at_the_next_sub_batch_on_workers(
 ) -> None:
     rows, sub_batch, sleep_ms = 10_000, 100, 25
     # The runner re-reads the status at a sub-batch boundary at most every
-    # runner.STATUS_CHECK_SECONDS: after pause() returns, the sub-batch in progress commits,
+    # completion.STATUS_CHECK_SECONDS: after pause() returns, the sub-batch in progress commits,
     # plus at most those that fit in that time (each takes >= sleep_ms), plus one of slack.
-    after_stop_bound = sub_batch * (2 + math.ceil(runner.STATUS_CHECK_SECONDS * 1000 / sleep_ms))
+    status_every_ms = completion.STATUS_CHECK_SECONDS * 1000
+    after_stop_bound = sub_batch * (2 + math.ceil(status_every_ms / sleep_ms))
     make_counter_table(conn, "paused", rows)
     make_counter_table(conn, "cancelled", rows)
     pipeline()
