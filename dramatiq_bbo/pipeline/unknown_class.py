@@ -71,7 +71,8 @@ def hold_before_run(database: str, operation: OperationRecord, job_id: Any) -> b
     """Runner hook: True (do not run) when this worker cannot import the class. The job goes
     back to pending without a lease (no attempt spent), the operation is held, and an
     orchestrator message is written at once under a fresh stage lease: it sees the hold and
-    calls the operation back when the hold ends."""
+    calls the operation back when the hold ends. A stale message (the job is no longer
+    dispatched: running elsewhere, or done) changes nothing."""
     if importable(operation.job_class_name):
         return False
     operations, jobs = tables_for(operation)
@@ -79,11 +80,13 @@ def hold_before_run(database: str, operation: OperationRecord, job_id: Any) -> b
         locked = fetch_operation(conn, operation.id, for_update=True)
         if locked is None or not locked.unfinished:
             return True
-        _hold(conn, locked)
-        conn.execute(
+        given_back = conn.execute(
             query("unknown_class_undispatch_job", jobs=jobs),
             {"worker_id": locked.id, "id": job_id},
-        )
+        ).fetchone()
+        if given_back is None:  # a stale message: the job is not waiting for this runner
+            return True
+        _hold(conn, locked)
         where = {"partition": locked.partition, "id": locked.id}
         if not MESSENGER.ready:  # no broker here: the scheduler hands it out after the hold
             conn.execute(

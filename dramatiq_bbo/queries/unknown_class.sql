@@ -23,4 +23,5 @@ RETURNING id;
 -- description: Give back a job dispatched to a runner that cannot import its class: pending, no lease, attempts untouched.
 UPDATE {jobs}
 SET lease_owner = NULL, lease_expires_at = NULL
-WHERE worker_id = %(worker_id)s AND id = %(id)s AND status = 0;
+WHERE worker_id = %(worker_id)s AND id = %(id)s AND status = 0
+RETURNING id;
