@@ -48,7 +48,6 @@ from .errors import (
     OperationNotFound,
 )
 from .keyset import next_batch_bounds
-from .migrations import requires_schema
 from .observability.logs import logger
 from .operation import BaseOperation, resolve
 from .outcomes import (
@@ -421,7 +420,6 @@ def _end(
     )
 
 
-@requires_schema
 def run_to_completion(
     operation_id: Any, *, stop_check: StopCheck | None = None, database: str | None = None
 ) -> OperationRecord:
