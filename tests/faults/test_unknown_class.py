@@ -6,6 +6,7 @@ The worker processes run :mod:`tests.faults.fault_app`; the first one does not i
 (``unknown_class_hold_seconds``), so the operation is offered again twice a second. While
 both workers run, every stage message that reaches the first one holds the operation again:
 it still ends, only later.
+
 The in-process test plays the other place a class is met: the runner, handed a job that a
 worker knowing the class dispatched.
 """
