@@ -24,6 +24,7 @@ from . import retries
 from .db import DEFAULT_DATABASE, REGISTRY
 from .errors import InvalidTransition, LeaseLost, OperationNotFound
 from .execution import StopCheck, prepare_retry, run_job, run_next_job, worker_event
+from .migrations import requires_schema
 from .queries import query
 from .records import JobRecord, OperationRecord, OperationStatus
 from .splitting import split_next
@@ -34,6 +35,7 @@ from .store import fetch_operation, get_operation, tables_for
 STATUS_CHECK_SECONDS = 0.1
 
 
+@requires_schema
 def run_to_completion(
     operation_id: Any, *, stop_check: StopCheck | None = None, database: str | None = None
 ) -> OperationRecord:

@@ -51,8 +51,10 @@ from .catalog import (
 from .db import REGISTRY
 from .enqueue_checks import EnqueueRequest, check_request, psycopg_connection
 from .errors import ConcurrentEnqueue, OperationDefinitionError
+from .migrations import requires_schema
 from .observability.logs import DUPLICATE_ENQUEUE, WORKER_TRANSITION, event, logger
 from .operation import BaseOperation, resolve
+from .pipeline.setup_checks import warn_without_pipeline
 from .queries import query
 from .records import OperationRecord
 from .store import CELL_LOCAL_TABLES, ORGANIZATION_TABLES
@@ -77,6 +79,7 @@ class EnqueueResult:
     duplicate: bool
 
 
+@requires_schema
 def enqueue(
     operation_class_or_name: type[BaseOperation] | str,
     table_name: str,
@@ -289,3 +292,4 @@ def _announce(result: EnqueueResult) -> None:
         event(DUPLICATE_ENQUEUE, level=logging.WARNING, status=op.status.name.lower(), **fields)
     else:
         event(WORKER_TRANSITION, previous_state=None, new_state="queued", **fields)
+        warn_without_pipeline(op)

@@ -150,3 +150,12 @@ class OperationInterrupted(BBOError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+# -- setup mistakes --------------------------------------------------------------------------
+
+
+class UnsupportedBroker(ConfigurationError):
+    """``setup(broker)`` got a broker that is not dramatiq-pg's ``PostgresBroker``: the
+    pipeline writes its messages into dramatiq-pg's ``dramatiq.queue`` table, so any other
+    broker would never see them."""

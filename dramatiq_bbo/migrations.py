@@ -9,14 +9,23 @@ runs in its own transaction, under a session advisory lock so concurrent migrate
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
 import re
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import psycopg
 
-from .db import connect
-from .errors import MigrationError, SchemaNotInstalled, SchemaTooNew
+from .db import DEFAULT_DATABASE, REGISTRY, connect
+from .errors import ConfigurationError, MigrationError, SchemaNotInstalled, SchemaTooNew
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 #: advisory lock key held while migrating ("bbo-migrate" as a 63-bit constant)
 MIGRATE_LOCK_KEY = 0x62626F2D6D6967
@@ -155,3 +164,109 @@ def require_current(conn: psycopg.Connection, directory: Path | None = None) -> 
             f"the database has schema migration(s) {', '.join(unknown)} unknown to this "
             "dramatiq-bbo; upgrade it"
         )
+
+
+# -- the runtime check: a missing or older schema says "run migrate" -----------------------------
+#: (pid, dsn) of the databases found current in this process: checked once, then trusted
+_current: set[tuple[int, str]] = set()
+_current_lock = threading.Lock()
+
+#: a bbo relation or the bbo schema named in a Postgres "does not exist" error
+_BBO_MISSING = re.compile(r'(relation|schema) "bbo(\.|")')
+
+
+@functools.cache
+def _library_versions() -> tuple[str, ...]:
+    return tuple(f.version for f in migration_files())
+
+
+def ensure_schema(database: str = DEFAULT_DATABASE) -> None:
+    """Raise :class:`SchemaNotInstalled` (saying to run ``dramatiq-bbo migrate``) when the bbo
+    schema of ``database`` is missing or older than this library. Checked once per process
+    and database: the first call costs one pooled connection and two tiny queries, the later
+    ones a set lookup. A schema *newer* than the library is let through here (a rolling
+    deploy migrates before the last old worker stops); ``migrate`` refuses it.
+
+    An unconfigured or unknown database is left to the caller's own error, and a role that
+    may not read ``bbo.schema_migrations`` is trusted (a missing table still surfaces as
+    :class:`SchemaNotInstalled` through :func:`schema_errors`)."""
+    try:
+        entry = REGISTRY.get(database)
+    except ConfigurationError:
+        return
+    key = (os.getpid(), entry.dsn)
+    if key in _current:
+        return
+    try:
+        with REGISTRY.connection(database) as conn:
+            applied = set(applied_versions(conn))
+    except psycopg.errors.InsufficientPrivilege:
+        applied = set(_library_versions())
+    missing = [v for v in _library_versions() if v not in applied]
+    if missing:
+        raise SchemaNotInstalled(schema_hint(database, entry.dsn, missing, bool(applied)))
+    with _current_lock:
+        _current.add(key)
+
+
+def schema_hint(database: str, dsn: str, missing: list[str], installed: bool) -> str:
+    """What is wrong with the schema of ``database`` and the command that fixes it."""
+    if installed:
+        what = (
+            f"the dramatiq-bbo schema of database {database!r} is older than this dramatiq-bbo "
+            f"(migrations {', '.join(missing)} are not applied)"
+        )
+    else:
+        what = f"the dramatiq-bbo schema is not installed in database {database!r}"
+    return f"{what}: run `dramatiq-bbo migrate --dsn {_shown_dsn(dsn)}`, then retry"
+
+
+def _shown_dsn(dsn: str) -> str:
+    """The DSN for a shell command line, without its password."""
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<your DSN>"
+    params.pop("password", None)
+    text = psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def forget_checked_schemas() -> None:
+    """Check every database again at its next use (after a migrate in this process)."""
+    with _current_lock:
+        _current.clear()
+
+
+@contextlib.contextmanager
+def schema_errors(database: str = DEFAULT_DATABASE) -> Iterator[None]:
+    """Turn Postgres's "relation bbo.... does not exist" into :class:`SchemaNotInstalled`
+    with the command that fixes it (a schema dropped after the once-per-process check, or
+    reached through a caller's own connection)."""
+    try:
+        yield
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
+        if not _BBO_MISSING.search(str(exc)):
+            raise
+        forget_checked_schemas()
+        try:
+            dsn = REGISTRY.get(database).dsn
+        except ConfigurationError:
+            dsn = ""
+        raise SchemaNotInstalled(
+            f"{str(exc).strip()}; " + schema_hint(database, dsn, [], installed=False)
+        ) from exc
+
+
+def requires_schema(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Decorate a public entry point taking ``database=``: :func:`ensure_schema` first, and
+    :func:`schema_errors` around the call."""
+
+    @functools.wraps(fn)
+    def checked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        database = str(kwargs.get("database") or DEFAULT_DATABASE)
+        ensure_schema(database)
+        with schema_errors(database):
+            return fn(*args, **kwargs)
+
+    return checked

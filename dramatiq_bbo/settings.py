@@ -59,6 +59,9 @@ class Settings:
     health_hold_seconds: float = 600.0
     #: lease on a running job / claimed operation before the scheduler may recover it
     lease_seconds: float = 300.0
+    #: how long an operation whose class a worker cannot import is held before another
+    #: worker (perhaps one that knows the class) tries it again, in seconds
+    unknown_class_hold_seconds: float = 60.0
 
     # -- health thresholds (see dramatiq_bbo.health) ---------------------------------------------
     health: dict[str, Any] = field(default_factory=dict)

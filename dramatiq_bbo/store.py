@@ -18,6 +18,7 @@ from psycopg.rows import dict_row
 
 from .db import DEFAULT_DATABASE, REGISTRY
 from .errors import InvalidOperationId, OperationNotFound
+from .migrations import requires_schema
 from .queries import query
 from .records import JobRecord, OperationId, OperationRecord
 
@@ -81,6 +82,7 @@ def fetch_operation(
     return None if row is None else OperationRecord.from_row(row)
 
 
+@requires_schema
 def get_operation(operation_id: Any, *, database: str | None = None) -> OperationRecord:
     """The operation ``operation_id`` in ``database`` (default ``"main"``)."""
     key = parse_operation_id(operation_id)

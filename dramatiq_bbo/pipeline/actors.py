@@ -31,6 +31,7 @@ from ..health import install as install_health_checks
 from ..records import OperationRecord
 from . import messages, orchestrator, runner, scheduler
 from .cron_operations import declare_cron_operations
+from .setup_checks import check_broker, schema_checked
 from .wake import wake, wake_in_transaction
 
 logger = logging.getLogger("dramatiq_bbo")
@@ -69,7 +70,11 @@ def setup(
     - ``outbox_databases``: registry names whose Postgres database holds the broker's
       ``dramatiq.queue`` (default ``{"main"}``): messages of operations there are written
       in the same transaction as the state change.
+
+    A broker that is not dramatiq-pg's ``PostgresBroker`` is refused
+    (:class:`~dramatiq_bbo.errors.UnsupportedBroker`): the messages are rows of its queue table.
     """
+    check_broker(broker)
     queue = queue_name or REGISTRY.settings.queue_name
     if not any(isinstance(m, PeriodiqMiddleware) for m in broker.middleware):
         broker.add_middleware(PeriodiqMiddleware())
@@ -92,10 +97,14 @@ def setup(
         return dramatiq.actor(fn, broker=broker, actor_name=name, queue_name=queue, **options)
 
     actors = {
-        messages.TICK: declare(_tick_all, messages.TICK, periodic=cron_spec(cron)),
-        messages.SCHEDULER: declare(_scheduler, messages.SCHEDULER),
-        messages.ORCHESTRATOR: declare(_orchestrator, messages.ORCHESTRATOR),
-        messages.RUNNER: declare(_runner, messages.RUNNER, time_limit=RUNNER_TIME_LIMIT_MS),
+        messages.TICK: declare(
+            schema_checked(_tick_all, every_database=True), messages.TICK, periodic=cron_spec(cron)
+        ),
+        messages.SCHEDULER: declare(schema_checked(_scheduler), messages.SCHEDULER),
+        messages.ORCHESTRATOR: declare(schema_checked(_orchestrator), messages.ORCHESTRATOR),
+        messages.RUNNER: declare(
+            schema_checked(_runner), messages.RUNNER, time_limit=RUNNER_TIME_LIMIT_MS
+        ),
     }
     actors.update(declare_cron_operations(broker, queue))  # bbo.schedule(...) declarations
     if _wake_after_enqueue not in after_enqueue_hooks:

@@ -29,6 +29,7 @@ from ..store import parse_operation_id, tables_for
 from .checks import pre_job_checks
 from .messages import MESSENGER, ORCHESTRATOR, RUNNER, new_token
 from .scheduler import jobs_in_flight, scheduler_lock_key
+from .unknown_class import hold_if_unknown
 
 
 class Decision(enum.StrEnum):
@@ -95,6 +96,8 @@ def _refusal(
     _, jobs = tables_for(operation)
     if conn.execute(query("pipeline_live_job", jobs=jobs), {"worker_id": operation.id}).fetchone():
         return Decision.JOB_IN_FLIGHT
+    if hold_if_unknown(conn, operation):  # a class this worker cannot import: held, not failed
+        return Decision.HELD_BY_CHECK
     # Orchestrators and the scheduler of one database count jobs in flight under one lock,
     # or concurrent orchestrators would each see a free slot and overshoot the capacity.
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (scheduler_lock_key(operation.database_name),))

@@ -34,6 +34,7 @@ from ..records import JobRecord, JobStatus, OperationRecord, OperationStatus
 from ..store import fetch_operation, get_operation, parse_operation_id, tables_for
 from .checks import sub_batch_checks
 from .messages import MESSENGER, ORCHESTRATOR, new_token
+from .unknown_class import hold_before_run
 
 #: jobs the optimizer looks back on
 OPTIMIZER_WINDOW = 10
@@ -46,6 +47,8 @@ def run(database: str, operation_id: Any, job_id: Any) -> JobOutcome | None:
     """Handle one runner message; a job another runner holds makes it a no-op (None)."""
     key = parse_operation_id(operation_id)
     operation = get_operation(key, database=database)
+    if hold_before_run(database, operation, _job_key(job_id)):  # class unknown here: held
+        return None
     started = time.monotonic()
     try:
         outcome = run_job(

@@ -2,9 +2,9 @@
 the application's broker; firing it enqueues a cell-local operation, once per cron slot even
 when two periodiq processes fire it; mistakes fail at declaration; Sundays fire.
 
-The broker is dramatiq's ``StubBroker`` (the actors' declaration and options are what is
-tested); the database is real. Firing goes through the actor's own function, and once
-through a real dramatiq ``Worker`` consuming the stub broker.
+The broker is dramatiq-pg's ``PostgresBroker`` on the test's database (``setup`` refuses any
+other); its pool opens nothing until a message is consumed. Firing goes through the actor's
+own function, and once through a real dramatiq ``Worker`` consuming that broker.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ import pendulum
 import periodiq
 import psycopg
 import pytest
-from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import Prometheus, default_middleware
+from dramatiq_pg import PostgresBroker
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo.enqueue import after_enqueue_hooks
@@ -35,7 +34,9 @@ from dramatiq_bbo.errors import (
 )
 from dramatiq_bbo.operation import unregister
 from dramatiq_bbo.pipeline import cron_operations, messages, runner
+from dramatiq_bbo.pipeline.broker import default_middleware
 from dramatiq_bbo.records import OperationStatus
+from tests.helpers import wait_until
 
 SATURDAY_3AM = pendulum.datetime(2024, 1, 6, 3, 0, tz="UTC")
 SUNDAY_3AM = pendulum.datetime(2024, 1, 7, 3, 0, tz="UTC")
@@ -73,9 +74,11 @@ def pipeline_state() -> Iterator[None]:
 
 
 @pytest.fixture
-def broker(pipeline_state: None) -> StubBroker:
+def broker(pipeline_state: None, dsn: str) -> Iterator[PostgresBroker]:
     # dramatiq's Prometheus middleware only works in a process booted by the dramatiq CLI
-    return StubBroker(middleware=[m() for m in default_middleware if m is not Prometheus])
+    broker = PostgresBroker(url=dsn, results=False, middleware=default_middleware())
+    yield broker
+    broker.close()
 
 
 @pytest.fixture
@@ -114,7 +117,7 @@ def actor_of(broker: dramatiq.Broker, declared: cron_operations.CronOperation) -
 
 # -- declaration -----------------------------------------------------------------------------
 def test_setup_declares_one_periodic_actor_per_schedule_on_the_pipeline_queue(
-    broker: StubBroker, purge: type[bbo.BaseOperation]
+    broker: PostgresBroker, purge: type[bbo.BaseOperation]
 ) -> None:
     hourly = bbo.schedule(purge, "emails", "id", cron="0 * * * *", batch_size=500)
     nightly = bbo.schedule(
@@ -134,7 +137,7 @@ def test_setup_declares_one_periodic_actor_per_schedule_on_the_pipeline_queue(
 
 
 def test_a_schedule_declared_after_setup_is_declared_on_its_broker_at_once(
-    broker: StubBroker, purge: type[bbo.BaseOperation]
+    broker: PostgresBroker, purge: type[bbo.BaseOperation]
 ) -> None:
     bbo.setup(broker)
     declared = bbo.schedule(purge, "emails", "id", cron="@daily")
@@ -145,7 +148,7 @@ def test_a_schedule_declared_after_setup_is_declared_on_its_broker_at_once(
 
 
 def test_declaring_the_same_schedule_twice_keeps_one_and_a_clash_needs_a_name(
-    broker: StubBroker, purge: type[bbo.BaseOperation]
+    broker: PostgresBroker, purge: type[bbo.BaseOperation]
 ) -> None:
     first = bbo.schedule(purge, "emails", "id", cron="0 * * * *")
     assert bbo.schedule(purge, "emails", "id", cron="0 * * * *") is first
@@ -200,7 +203,7 @@ def test_declaring_the_same_schedule_twice_keeps_one_and_a_clash_needs_a_name(
     ],
 )
 def test_mistakes_fail_at_declaration_with_a_typed_error(
-    broker: StubBroker,
+    broker: PostgresBroker,
     purge: type[bbo.BaseOperation],
     call: Callable[[type[bbo.BaseOperation]], Any],
     error: type[Exception],
@@ -215,7 +218,7 @@ def test_mistakes_fail_at_declaration_with_a_typed_error(
 
 @pytest.mark.parametrize("expression", ["0 3 * * sun", "0 3 * * 0", "0 3 * * 0,3", "0 3 * * 7"])
 def test_a_sunday_schedule_fires_on_sundays(
-    broker: StubBroker, purge: type[bbo.BaseOperation], expression: str
+    broker: PostgresBroker, purge: type[bbo.BaseOperation], expression: str
 ) -> None:
     declared = bbo.schedule(purge, "emails", "id", cron=expression)
     bbo.setup(broker)
@@ -230,7 +233,7 @@ def test_a_sunday_schedule_fires_on_sundays(
 
 # -- firing ----------------------------------------------------------------------------------
 def test_firing_enqueues_a_cell_local_operation_and_wakes_the_pipeline(
-    broker: StubBroker, purge: type[bbo.BaseOperation], emails: psycopg.Connection[Any]
+    broker: PostgresBroker, purge: type[bbo.BaseOperation], emails: psycopg.Connection[Any]
 ) -> None:
     declared = bbo.schedule(purge, "emails", "id", cron="0 * * * *", batch_size=100)
     bbo.setup(broker)
@@ -251,7 +254,7 @@ def test_firing_enqueues_a_cell_local_operation_and_wakes_the_pipeline(
 
 
 def test_two_firings_at_once_yield_one_operation(
-    broker: StubBroker, purge: type[bbo.BaseOperation], emails: psycopg.Connection[Any]
+    broker: PostgresBroker, purge: type[bbo.BaseOperation], emails: psycopg.Connection[Any]
 ) -> None:
     declared = bbo.schedule(purge, "emails", "id", cron="* * * * *")
     bbo.setup(broker)
@@ -277,7 +280,7 @@ def test_two_firings_at_once_yield_one_operation(
 
 
 def test_a_second_firing_of_the_slot_after_the_operation_finished_yields_no_new_one(
-    broker: StubBroker, purge: type[bbo.BaseOperation], emails: psycopg.Connection[Any]
+    broker: PostgresBroker, purge: type[bbo.BaseOperation], emails: psycopg.Connection[Any]
 ) -> None:
     declared = bbo.schedule(purge, "emails", "id", cron="* * * * *")
     first = declared.fire()
@@ -299,7 +302,7 @@ def test_a_second_firing_of_the_slot_after_the_operation_finished_yields_no_new_
 
 
 def test_a_worker_runs_the_periodic_actor(
-    broker: StubBroker, purge: type[bbo.BaseOperation], emails: psycopg.Connection[Any]
+    broker: PostgresBroker, purge: type[bbo.BaseOperation], emails: psycopg.Connection[Any]
 ) -> None:
     declared = bbo.schedule(purge, "emails", "id", cron="0 * * * *")
     bbo.setup(broker)
@@ -308,8 +311,7 @@ def test_a_worker_runs_the_periodic_actor(
     try:
         # periodiq sends it with a scheduled_at option; its middleware processes it if recent
         actor_of(broker, declared).send_with_options(scheduled_at=str(pendulum.now()))
-        broker.join(actor_of(broker, declared).queue_name, fail_fast=True, timeout=30_000)
-        worker.join()
+        wait_until(lambda: len(operations(emails)) == 1, timeout=30)
     finally:
         worker.stop()
     assert len(operations(emails)) == 1
