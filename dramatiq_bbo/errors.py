@@ -150,3 +150,9 @@ class OperationInterrupted(BBOError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class TooManyInterruptions(BBOError):
+    """A job was interrupted (worker shutdown, expired lease) more than ``max_interruptions``
+    times: from then on each interruption counts as a failed attempt. Recorded on the job row
+    (``exception_class``) rather than raised."""
