@@ -318,19 +318,16 @@ def _end(
     exception: BaseException | None = None,
     release: bool = False,
 ) -> JobOutcome:
-    """Write how the run ended on the job row, log it, and describe it."""
+    """Write how the run ended on the job row, log it, and describe it. A worker shutdown
+    (or an interrupt) hands the job over: an interruption, not an attempt."""
     duration = time.monotonic() - started
     metrics: dict[str, Any] = dict(job.metrics or {})
     metrics.update(engine.metrics() if engine else {})
     metrics.update(duration_seconds=round(duration, 6), runs=int(metrics.get("runs", 0)) + 1)
     interrupted = engine.interrupted_reason if engine else None
-    # A worker shutdown (or an interrupt) hands the job over: an interruption, not an attempt.
     interruption = int(release or interrupted == WORKER_SHUTDOWN)
-    if exception is None and interruption and job.interruptions >= _max_interruptions():
-        exception = TooManyInterruptions(
-            f"job {job.id} was interrupted {job.interruptions + 1} times (max_interruptions "
-            f"is {_max_interruptions()}): this interruption counts as a failed attempt"
-        )
+    if exception is None and interruption:
+        exception = _too_many_interruptions(job)
     if exception is not None:
         exception = as_timeout(exception)
         status, refund = JobStatus.FAILED, 0
@@ -372,8 +369,15 @@ def _end(
     )
 
 
-def _max_interruptions() -> int:
-    return int(REGISTRY.settings.max_interruptions)
+def _too_many_interruptions(job: JobRecord) -> TooManyInterruptions | None:
+    """Past ``max_interruptions``, one more interruption counts as a failed attempt."""
+    most = int(REGISTRY.settings.max_interruptions)
+    if job.interruptions < most:
+        return None
+    return TooManyInterruptions(
+        f"job {job.id} was interrupted {job.interruptions + 1} times (max_interruptions is "
+        f"{most}): this interruption counts as a failed attempt"
+    )
 
 
 def run_to_completion(

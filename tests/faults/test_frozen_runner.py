@@ -119,8 +119,7 @@ def test_a_runner_frozen_past_its_lease_is_taken_over_and_applies_nothing_when_r
                 wait_until(lambda o=operation_id: finished(conn, o), timeout=60, interval=0.1)
             wait_until(lambda: finished(conn, victim_id), timeout=90, interval=0.1)
         assert not errors, errors
-        print(f"{len(durations)} scheduler passes while frozen, longest {max(durations):.2f} s")
-        assert max(durations) < 5.0
+        assert max(durations) < 5.0, f"a scheduler pass took {max(durations):.1f} s"
         taken_over = job_row(conn, job["id"])
         assert taken_over["interruptions"] >= 1 and taken_over["attempts"] == 1, taken_over
     finally:
