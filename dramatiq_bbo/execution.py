@@ -14,10 +14,13 @@ suspended with its transaction open and the job row locked, the runner closes it
 sub-batch back) before any bookkeeping on another connection, which would otherwise wait on
 that lock forever.
 
-Leases. Claiming a job stamps it with a unique lease owner and an expiry renewed by every
-sub-batch checkpoint. A job left ``running`` by a killed process is taken over once its lease
-has expired; the old runner, if it was merely slow, finds another owner on the job row at its
-next sub-batch and stops (:class:`~dramatiq_bbo.errors.LeaseLost`).
+Leases. Claiming a job (:mod:`dramatiq_bbo.claims`: operation row first, one running job per
+operation) stamps it with a unique lease owner and an expiry that the process's heartbeat
+renews while the job runs (:mod:`dramatiq_bbo.heartbeat`). A job left ``running`` by a killed
+or frozen process is taken over once its lease has expired (an interruption, not an attempt);
+the old runner, if it was merely slow, finds another owner on the job row at its next
+sub-batch, or its checkpoint refuses to commit, and it stops
+(:class:`~dramatiq_bbo.errors.LeaseLost`).
 
 How a run ended (:class:`JobOutcome`, the events logged) is :mod:`dramatiq_bbo.outcomes`.
 """

@@ -145,7 +145,13 @@ def _dispatch(
     )
     conn.execute(
         query("pipeline_dispatch_job", jobs=jobs),
-        {"token": token, "seconds": seconds, "partition": job.partition, "id": job.id},
+        {
+            "token": token,
+            "seconds": seconds,
+            "max_interruptions": int(REGISTRY.settings.max_interruptions),
+            "partition": job.partition,
+            "id": job.id,
+        },
     )
     MESSENGER.send(conn, database, RUNNER, database, str(operation.id), str(job.id), token)
 

@@ -2,7 +2,8 @@
 -- the orchestrator's claim, and the leases that keep two messages for one operation from
 -- both acting.
 --
--- {operations} and {jobs} are filled with the bbo tables of one scope.
+-- {operations} and {jobs} are filled with the bbo tables of one scope. Lock order: a
+-- transaction that locks both locks the operation row first (docs/pipeline.md, "Lock order").
 
 -- name: pipeline_recover_stale_jobs
 -- description: Jobs left running past their lease (a runner that died or froze) go back to pending, skipping rows locked right now; their checkpoint is kept. An interruption, not an attempt: the run's attempt is refunded, up to max_interruptions, past which it counts as a failed attempt.
@@ -97,9 +98,12 @@ WHERE worker_id = %(worker_id)s AND status IN (0, 1) AND lease_expires_at > now(
 LIMIT 1;
 
 -- name: pipeline_dispatch_job
--- description: Hand a pending job to a runner message: the lease keeps other orchestrators off it.
+-- description: Hand a job to a runner message (pending; the lease keeps other orchestrators off it); a running job whose lease expired was interrupted: counted like the scheduler's recovery counts it.
 UPDATE {jobs}
 SET status = 0,
+    attempts = CASE WHEN status = 1 AND interruptions < %(max_interruptions)s
+                    THEN greatest(attempts - 1, 0) ELSE attempts END,
+    interruptions = interruptions + CASE WHEN status = 1 THEN 1 ELSE 0 END,
     lease_owner = %(token)s,
     lease_expires_at = now() + make_interval(secs => %(seconds)s)
 WHERE partition = %(partition)s AND id = %(id)s;
