@@ -68,9 +68,11 @@ class Heartbeat:
         """Keep these leases alive from now on, until :meth:`release`."""
         lease = Lease(database, operation, job, owner, stage_token)
         with self._lock:
+            if self._pid != os.getpid():  # inherited through fork: the parent's, not ours
+                self._leases.clear()
+                self._thread = None
             self._leases.add(lease)
-            alive = self._thread is not None and self._thread.is_alive()
-            if not alive or self._pid != os.getpid():  # not started, or inherited by fork
+            if self._thread is None or not self._thread.is_alive():
                 self._pid = os.getpid()
                 self._thread = threading.Thread(
                     target=self._loop, name="bbo-heartbeat", daemon=True
