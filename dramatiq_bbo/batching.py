@@ -2,21 +2,23 @@
 
 ``each_sub_batch()`` returns the generator of :class:`SubBatchEngine`. For each sub-batch it
 opens a transaction on the peewee database's connection for this thread — the connection the
-author's peewee queries on ``self.table`` use too — sets ``statement_timeout`` and
-``lock_timeout`` locally, locks the job row (only the runner holding the job's lease may write
-it), finds the sub-batch's first and last row and its row count, and yields a
-:class:`SubBatch`. When the loop asks for the next one, it writes the checkpoint and the
-counters on the job and operation rows and commits, all in that one transaction. A crash
-therefore never re-applies a committed sub-batch and never skips one.
+author's peewee queries on ``self.table`` use too — sets ``statement_timeout``,
+``lock_timeout`` and an idle timeout locally, checks that this runner holds the job's lease,
+finds the sub-batch's first and last row and its row count, and yields a :class:`SubBatch`.
+When the loop asks for the next one, it writes the counters on the operation and job rows and
+the checkpoint — only if this runner still holds the job's lease — and commits, all in that
+one transaction. A crash therefore never re-applies a committed sub-batch and never skips
+one. The job row is not kept locked during the sub-batch, so the heartbeat can renew the lease
+of a long one (:mod:`dramatiq_bbo.heartbeat`).
 
-Round trips. ``BEGIN``, the guards (``SET LOCAL``), and one statement that locks the job row and
-probes the sub-batch's first and last rows (``batching_begin_sub_batch``) go in one round trip
-(a psycopg pipeline; see :mod:`dramatiq_bbo.statements`). The checkpoint (one statement for the
-job and the operation) goes with the ``COMMIT`` in another. So a sub-batch costs two round
-trips besides the author's own statements (one more for the short last sub-batch of a job). A
-``COMMIT`` queued behind a failed checkpoint never runs: the pipeline skips everything after an
-error. The sub-batch's rows stay in Postgres: ``ids()``, iteration and ``dicts()`` read them
-when the author asks (:mod:`dramatiq_bbo.sub_batch`).
+Round trips. ``BEGIN``, the guards (``SET LOCAL``), and one statement that reads the job's lease
+owner and probes the sub-batch's first and last rows (``batching_begin_sub_batch``) go in one
+round trip (a psycopg pipeline; see :mod:`dramatiq_bbo.statements`). The checkpoint (one
+statement for the operation, one for the job) goes with the ``COMMIT`` in another. So a
+sub-batch costs two round trips besides the author's own statements (one more for the short
+last sub-batch of a job). A ``COMMIT`` queued behind a failed checkpoint never runs: the
+pipeline skips everything after an error. The sub-batch's rows stay in Postgres: ``ids()``,
+iteration and ``dicts()`` read them when the author asks (:mod:`dramatiq_bbo.sub_batch`).
 
 An exception in the loop body leaves the generator suspended with its transaction open (Python
 does not resume a generator on an exception in the consumer; it only closes it when collected).
@@ -62,6 +64,17 @@ __all__ = [
 ]
 
 
+def sub_batch_guards(settings: Settings) -> dict[str, str]:
+    """``batching_sub_batch_guards`` parameters: the statement and lock timeouts, and the idle
+    timeout that lets the server end the session (and free its locks) of a runner frozen
+    inside a sub-batch, before its lease expires and another runner takes the job over."""
+    return {
+        "statement_timeout": f"{int(settings.statement_timeout_ms)}ms",
+        "lock_timeout": f"{int(settings.lock_timeout_ms)}ms",
+        "idle_timeout": f"{int(float(settings.sub_batch_idle_timeout_seconds) * 1000)}ms",
+    }
+
+
 class SubBatchEngine:
     """Walks one job's range in sub-batches for ``each_sub_batch()`` (see the module docstring).
 
@@ -99,10 +112,7 @@ class SubBatchEngine:
         self.current_token: object | None = None
         self._pending_affected = 0
         self._active: Iterator[SubBatch] | None = None
-        self._guards = {
-            "statement_timeout": f"{int(settings.statement_timeout_ms)}ms",
-            "lock_timeout": f"{int(settings.lock_timeout_ms)}ms",
-        }
+        self._guards = sub_batch_guards(settings)
         self._sql: dict[str, str] = {}
 
     def iterate(self) -> Iterator[SubBatch]:
@@ -249,22 +259,23 @@ class SubBatchEngine:
     def _commit(
         self, conn: psycopg.Connection[Any], checkpoint: list[Any], processed: int, affected: int
     ) -> None:
-        """The checkpoint on the job and the counters on both rows, and COMMIT: one round
-        trip; the COMMIT is skipped if the checkpoint fails."""
-        with pipelined(conn):
-            conn.execute(
-                self._text(conn, "batching_checkpoint"),
-                {
-                    "checkpoint": json.dumps(checkpoint),
-                    "processed": processed,
-                    "affected": affected,
-                    "lease_seconds": float(self.settings.lease_seconds),
-                    "job_partition": self.job.partition,
-                    "job_id": self.job.id,
-                    "partition": self.operation.partition,
-                    "id": self.operation.id,
-                },
-            )
+        """The counters on both rows and the checkpoint on the job, and COMMIT: one round
+        trip; the COMMIT is skipped if the checkpoint fails, which it does when this runner
+        no longer holds the job's lease (SQLSTATE ``LEASE``)."""
+        params = {
+            "checkpoint": json.dumps(checkpoint),
+            "processed": processed,
+            "affected": affected,
+            "lease_seconds": float(self.settings.lease_seconds),
+            "lease_owner": self.lease_owner,
+            "job_partition": self.job.partition,
+            "job_id": self.job.id,
+            "partition": self.operation.partition,
+            "id": self.operation.id,
+        }
+        with pipelined(conn):  # operation row, then job row: the one lock order
+            conn.execute(self._text(conn, "batching_checkpoint_operation"), params)
+            conn.execute(self._text(conn, "batching_checkpoint_job"), params)
             self.database.commit()
 
     def _end_transaction(

@@ -6,15 +6,27 @@ It follows the same rules as the pipeline: resume an unfinished job before creat
 if it timed out; a running one only once its lease expired, i.e. abandoned by a killed
 process), split a job that timed out on its last attempt into two halves
 (:mod:`dramatiq_bbo.splitting`, shared with the orchestrator), and never run two jobs of one
-operation at once (a job running elsewhere under a live lease is waited for). When the range is
-exhausted and nothing is left to run, the operation finishes — or fails if jobs failed for
-good. A paused, cancelled, finished or failed operation is returned untouched, and a pause or
-cancel while it runs stops it at the next sub-batch checkpoint.
+operation at once. When the range is exhausted and nothing is left to run, the operation
+finishes — or fails if jobs failed for good. A paused, cancelled, finished or failed operation
+is returned untouched, and a pause or cancel while it runs stops it at the next sub-batch
+checkpoint.
+
+One job per operation, always. ``run_to_completion()`` takes the operation's stage lease — the
+one the pipeline's messages pass along — and the heartbeat renews it while it runs: a stage
+message that has not acted yet then finds the lease elsewhere and does nothing, and a pipeline
+runner that finishes its job meanwhile sends no next message. A job a worker is running under
+a live lease is **waited for** (it ends at its next checkpoint at the latest when paused, and
+within one lease if its worker died) rather than refused: the caller asked for the operation
+to be done. Whoever claims a job does so under the operation's row lock and only while no
+other job of it runs (:mod:`dramatiq_bbo.claims`), so two jobs never overlap even then. When
+it returns with the operation still unfinished (a ``stop_check`` reason), it gives the lease
+back and wakes the pipeline, which carries the operation on.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import psycopg
@@ -24,6 +36,7 @@ from . import retries
 from .db import DEFAULT_DATABASE, REGISTRY
 from .errors import InvalidTransition, LeaseLost, OperationNotFound
 from .execution import StopCheck, prepare_retry, run_job, run_next_job, worker_event
+from .heartbeat import HEARTBEAT, release_stage, take_stage
 from .migrations import requires_schema
 from .queries import query
 from .records import JobRecord, OperationRecord, OperationStatus
@@ -45,6 +58,23 @@ def run_to_completion(
     operation = _activate(name, operation_id)
     if operation.status != OperationStatus.ACTIVE:
         return operation
+    token = f"run_to_completion:{uuid.uuid4().hex}"
+    take_stage(name, operation, token)
+    lease = HEARTBEAT.hold(name, operation, stage_token=token)
+    try:
+        result = _run(name, operation, stop_check)
+    finally:
+        HEARTBEAT.release(lease)
+        release_stage(name, operation, token)
+    if result.unfinished:  # stopped early: the pipeline (if set up here) carries it on
+        from .pipeline.wake import wake
+
+        wake(result)
+    return result
+
+
+def _run(name: str, operation: OperationRecord, stop_check: StopCheck | None) -> OperationRecord:
+    """The loop of :func:`run_to_completion`, under the operation's stage lease."""
     check = status_stop_check(name, operation, stop_check)
     max_attempts = int(REGISTRY.settings.max_attempts)
     # one bookkeeping connection for the whole run: a pool checkout costs a round trip

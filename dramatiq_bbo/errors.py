@@ -152,6 +152,12 @@ class OperationInterrupted(BBOError):
         self.reason = reason
 
 
+class TooManyInterruptions(BBOError):
+    """A job was interrupted (worker shutdown, expired lease) more than ``max_interruptions``
+    times: from then on each interruption counts as a failed attempt. Recorded on the job row
+    (``exception_class``) rather than raised."""
+
+
 # -- setup mistakes --------------------------------------------------------------------------
 
 

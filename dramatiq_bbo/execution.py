@@ -14,10 +14,13 @@ suspended with its transaction open and the job row locked, the runner closes it
 sub-batch back) before any bookkeeping on another connection, which would otherwise wait on
 that lock forever.
 
-Leases. Claiming a job stamps it with a unique lease owner and an expiry renewed by every
-sub-batch checkpoint. A job left ``running`` by a killed process is taken over once its lease
-has expired; the old runner, if it was merely slow, finds another owner on the job row at its
-next sub-batch and stops (:class:`~dramatiq_bbo.errors.LeaseLost`).
+Leases. Claiming a job (:mod:`dramatiq_bbo.claims`: operation row first, one running job per
+operation) stamps it with a unique lease owner and an expiry that the process's heartbeat
+renews while the job runs (:mod:`dramatiq_bbo.heartbeat`). A job left ``running`` by a killed
+or frozen process is taken over once its lease has expired (an interruption, not an attempt);
+the old runner, if it was merely slow, finds another owner on the job row at its next
+sub-batch, or its checkpoint refuses to commit, and it stops
+(:class:`~dramatiq_bbo.errors.LeaseLost`).
 
 How a run ended (:class:`JobOutcome`, the events logged) is :mod:`dramatiq_bbo.outcomes`.
 """
@@ -27,11 +30,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
-import socket
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -39,14 +38,17 @@ import psycopg
 from psycopg.rows import dict_row
 
 from . import retries
-from .batching import Keyset, SubBatchEngine
+from .batching import Keyset, SubBatchEngine, sub_batch_guards
+from .claims import claim, claim_new, new_owner, other_job_running
 from .db import DEFAULT_DATABASE, REGISTRY
 from .errors import (
     IncompleteJob,
     InvalidTransition,
     LeaseLost,
     OperationNotFound,
+    TooManyInterruptions,
 )
+from .heartbeat import HEARTBEAT, lease_lost_check
 from .keyset import next_batch_bounds
 from .observability.logs import logger
 from .operation import BaseOperation, resolve
@@ -61,7 +63,7 @@ from .outcomes import (
 from .queries import query
 from .records import JobRecord, JobStatus, OperationRecord
 from .statements import pipelined
-from .store import fetch_operation, parse_operation_id, tables_for
+from .store import fetch_operation, tables_for
 from .tables import table_info, table_model
 
 __all__ = [
@@ -77,6 +79,9 @@ __all__ = [
 ]
 
 StopCheck = Callable[[], str | None]
+
+#: the interrupted_reason of a job stopped by its worker's shutdown (set by the pipeline)
+WORKER_SHUTDOWN = "worker_shutdown"
 
 
 # -- building an operation instance ---------------------------------------------------------
@@ -112,16 +117,14 @@ def create_next_job(
     operations, jobs = tables_for(operation)
     settings = REGISTRY.settings
     with pipelined(conn), conn.transaction():
-        conn.execute(
-            query("batching_sub_batch_guards"),
-            {
-                "statement_timeout": f"{int(settings.statement_timeout_ms)}ms",
-                "lock_timeout": f"{int(settings.lock_timeout_ms)}ms",
-            },
-        )
+        conn.execute(query("batching_sub_batch_guards"), sub_batch_guards(settings))
         locked = fetch_operation(conn, operation.id, for_update=True)
         if locked is None:
             raise OperationNotFound(f"operation {operation.id} disappeared")
+        if claim_for is not None and other_job_running(conn, locked):
+            raise InvalidTransition(
+                f"operation {locked.id} already runs a job under a live lease; one at a time"
+            )
         bounds = next_batch_bounds(
             conn,
             keyset,
@@ -152,34 +155,10 @@ def create_next_job(
             {"next_cursor": json.dumps(bounds[1]), "partition": locked.partition, "id": locked.id},
         )
         if claim_for is not None:
-            inserted = _claim_new(conn, locked, inserted.fetchone(), claim_for, settings)
+            inserted = claim_new(conn, locked, inserted.fetchone(), claim_for)
     row = inserted.fetchone()
     assert row is not None
     return JobRecord.from_row(row)
-
-
-def _claim_new(
-    conn: psycopg.Connection[Any],
-    operation: OperationRecord,
-    new: dict[str, Any] | None,
-    owner: str,
-    settings: Any,
-) -> psycopg.Cursor[Any]:
-    """Claim a job just created in this transaction (see ``execution_claim_job``)."""
-    assert new is not None
-    operations, jobs = tables_for(operation)
-    params = {
-        "worker_id": operation.id,
-        "id": new["id"],
-        "lease_owner": owner,
-        "lease_seconds": float(settings.lease_seconds),
-    }
-    claimed = conn.cursor(row_factory=dict_row).execute(
-        query("execution_claim_job", operations=operations, jobs=jobs), params
-    )
-    touch = query("execution_touch_claimed_operation", operations=operations, jobs=jobs)
-    conn.execute(touch, params)
-    return claimed
 
 
 def prepare_retry(
@@ -208,17 +187,24 @@ def run_job(
     stop_check: StopCheck | None = None,
     database: str | None = None,
     connection: psycopg.Connection[Any] | None = None,
+    stage_token: str | None = None,
 ) -> JobOutcome:
     """Run one job of an operation: claim it (one more attempt, under a lease), run the
     author's ``perform()`` over it, and record how it ended (see :class:`JobOutcome`).
 
     ``connection``: an autocommit connection to ``database`` for the claim and the end of the
-    job (a caller running many jobs keeps one), instead of one from the pool each time."""
+    job (a caller running many jobs keeps one), instead of one from the pool each time.
+    ``stage_token``: the operation's stage lease a pipeline runner message holds; the job is
+    not claimed once another stage holds it, and the heartbeat renews it meanwhile."""
     name = database or DEFAULT_DATABASE
-    owner = _new_owner()
+    owner = new_owner()
     with _bookkeeping(name, connection) as conn:
-        operation, previous, job = _claim(conn, name, operation_id, job_id, owner)
-    return _run_claimed(name, connection, operation, job, owner, previous, stop_check)
+        operation, previous, job = claim(conn, name, operation_id, job_id, owner, stage_token)
+    lease = HEARTBEAT.hold(name, operation, job=job, owner=owner, stage_token=stage_token)
+    try:
+        return _run_claimed(name, connection, operation, job, owner, previous, stop_check)
+    finally:
+        HEARTBEAT.release(lease)
 
 
 def run_next_job(
@@ -231,17 +217,16 @@ def run_next_job(
     """Create the operation's next job claimed by this runner (one transaction, see
     :func:`create_next_job`) and run it like :func:`run_job`, with ``conn`` for the
     bookkeeping; None when the operation's range is exhausted."""
-    owner = _new_owner()
+    owner = new_owner()
     job = create_next_job(conn, operation, claim_for=owner)
     if job is None:
         return None
     name = database or DEFAULT_DATABASE
-    return _run_claimed(name, conn, operation, job, owner, JobStatus.PENDING, stop_check)
-
-
-def _new_owner() -> str:
-    """A lease owner unique to this run of a job."""
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
+    lease = HEARTBEAT.hold(name, operation, job=job, owner=owner)
+    try:
+        return _run_claimed(name, conn, operation, job, owner, JobStatus.PENDING, stop_check)
+    finally:
+        HEARTBEAT.release(lease)
 
 
 def _run_claimed(
@@ -266,7 +251,7 @@ def _run_claimed(
             job=job,
             lease_owner=owner,
             settings=REGISTRY.settings,
-            stop_check=stop_check,
+            stop_check=lease_lost_check(name, job, stop_check),
         )
         instance._engine = engine
         instance.perform()
@@ -282,6 +267,8 @@ def _run_claimed(
         raise
     except Exception as exc:
         _close(engine)
+        if getattr(exc, "sqlstate", None) == "LEASE":  # the checkpoint found the lease gone
+            raise LeaseLost(str(exc).strip()) from None
         return end(engine, started, exception=exc)
     except BaseException:
         # A worker shutdown or an interrupt is not a failed attempt: give the job back.
@@ -304,47 +291,6 @@ def _bookkeeping(
         return
     with REGISTRY.connection(name) as conn:
         yield conn
-
-
-def _claim(
-    conn: psycopg.Connection[Any], name: str, operation_id: Any, job_id: Any, owner: str
-) -> tuple[OperationRecord, JobStatus, JobRecord]:
-    """Read the operation and claim its job, in one transaction and one round trip (the
-    claim and the operation's ``last_run_at`` apply only if the operation exists)."""
-    key = parse_operation_id(operation_id)
-    operations, jobs = tables_for(key)
-    params = {
-        "worker_id": key,
-        "id": job_id,
-        "lease_owner": owner,
-        "lease_seconds": float(REGISTRY.settings.lease_seconds),
-    }
-    with pipelined(conn), conn.transaction():
-        found = conn.cursor(row_factory=dict_row).execute(
-            query("operation_by_id", operations=operations, jobs=jobs), {"id": key}
-        )
-        before = conn.cursor(row_factory=dict_row).execute(
-            query("execution_job_by_id", jobs=jobs), params
-        )
-        claimed = conn.cursor(row_factory=dict_row).execute(
-            query("execution_claim_job", operations=operations, jobs=jobs), params
-        )
-        touch = query("execution_touch_claimed_operation", operations=operations, jobs=jobs)
-        conn.execute(touch, params)
-    row = found.fetchone()
-    if row is None:
-        raise OperationNotFound(f"no operation {operation_id!s} in database {name!r}")
-    operation = OperationRecord.from_row(row)
-    previous, job = before.fetchone(), claimed.fetchone()
-    if previous is None:
-        raise InvalidTransition(f"operation {operation.id} has no job {job_id!s}")
-    if job is None:
-        raise InvalidTransition(
-            f"job {job_id!s} of operation {operation.id} cannot run: it is "
-            f"{JobStatus(previous['status']).name.lower()}"
-            + (" under a live lease" if previous["status"] == JobStatus.RUNNING else "")
-        )
-    return operation, JobStatus(previous["status"]), JobRecord.from_row(job)
 
 
 def _close(engine: SubBatchEngine | None) -> None:
@@ -375,21 +321,26 @@ def _end(
     exception: BaseException | None = None,
     release: bool = False,
 ) -> JobOutcome:
-    """Write how the run ended on the job row, log it, and describe it."""
+    """Write how the run ended on the job row, log it, and describe it. A worker shutdown
+    (or an interrupt) hands the job over: an interruption, not an attempt."""
     duration = time.monotonic() - started
     metrics: dict[str, Any] = dict(job.metrics or {})
     metrics.update(engine.metrics() if engine else {})
     metrics.update(duration_seconds=round(duration, 6), runs=int(metrics.get("runs", 0)) + 1)
     interrupted = engine.interrupted_reason if engine else None
+    interruption = int(release or interrupted == WORKER_SHUTDOWN)
+    if exception is None and interruption:
+        exception = _too_many_interruptions(job)
     if exception is not None:
         exception = as_timeout(exception)
         status, refund = JobStatus.FAILED, 0
         metrics["timeout_kind"] = getattr(exception, "kind", None)
     elif release or interrupted:
         status, refund = JobStatus.PENDING, 1
-        metrics["interrupted_reason"] = interrupted or "released"
     else:
         status, refund = JobStatus.SUCCEEDED, 0
+    if release or interrupted:
+        metrics["interrupted_reason"] = interrupted or "released"
     _, jobs = tables_for(operation)
     with _bookkeeping(name, connection) as conn, conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
@@ -397,6 +348,7 @@ def _end(
             {
                 "status": int(status),
                 "refund": refund,
+                "interruption": interruption,
                 "exception_class": class_name(exception),
                 "exception_message": exception_message(exception),
                 "metrics": json.dumps(metrics, default=str),
@@ -417,6 +369,17 @@ def _end(
         duration=duration,
         exception=exception,
         interrupted_reason=interrupted,
+    )
+
+
+def _too_many_interruptions(job: JobRecord) -> TooManyInterruptions | None:
+    """Past ``max_interruptions``, one more interruption counts as a failed attempt."""
+    most = int(REGISTRY.settings.max_interruptions)
+    if job.interruptions < most:
+        return None
+    return TooManyInterruptions(
+        f"job {job.id} was interrupted {job.interruptions + 1} times (max_interruptions is "
+        f"{most}): this interruption counts as a failed attempt"
     )
 
 

@@ -167,6 +167,7 @@ class JobBase(_StateModel):
     worker_partition = peewee.BigIntegerField()
     status = StatusField(JobStatus)
     attempts = peewee.SmallIntegerField()
+    interruptions = peewee.SmallIntegerField()
     batch_size = peewee.IntegerField()
     sub_batch_size = peewee.IntegerField()
     pause_ms = peewee.IntegerField()

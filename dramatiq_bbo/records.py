@@ -136,10 +136,19 @@ class JobRecord:
     created_at: datetime
     updated_at: datetime
     organization_id: int | None = None
+    #: runs ended by a worker shutdown or an expired lease (not failed attempts)
+    interruptions: int = 0
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> JobRecord:
-        return cls(**_pick(cls, row, status=JobStatus(row["status"])))
+        return cls(
+            **_pick(
+                cls,
+                row,
+                status=JobStatus(row["status"]),
+                interruptions=int(row.get("interruptions") or 0),
+            )
+        )
 
 
 def _pick(cls: type, row: dict[str, Any], **overrides: Any) -> dict[str, Any]:

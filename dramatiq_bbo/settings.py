@@ -57,8 +57,20 @@ class Settings:
     min_job_budget_seconds: float = 30.0
     #: how long a health stop holds an operation, in seconds
     health_hold_seconds: float = 600.0
-    #: lease on a running job / claimed operation before the scheduler may recover it
-    lease_seconds: float = 300.0
+    #: lease on a running job and on an operation's stage: renewed by a heartbeat every
+    #: third of it while the job runs, so a dead or frozen runner's job is taken over about
+    #: this long after its last heartbeat (see docs/pipeline.md, "Liveness")
+    lease_seconds: float = 30.0
+    #: how often every worker process runs a scheduler pass (expired leases recovered,
+    #: operations without a live stage re-driven), in seconds; 0 leaves it to the cron tick
+    scheduler_pass_seconds: float = 5.0
+    #: the server ends a sub-batch's session idle inside its transaction for this long
+    #: (idle_in_transaction_session_timeout), releasing the locks of a frozen runner before
+    #: its lease expires; keep it under two thirds of lease_seconds; 0 disables it
+    sub_batch_idle_timeout_seconds: float = 10.0
+    #: interruptions (worker shutdown, expired lease) a job may have for free; each one past
+    #: this counts as a failed attempt
+    max_interruptions: int = 15
     #: how long an operation whose class a worker cannot import is held before another
     #: worker (perhaps one that knows the class) tries it again, in seconds
     unknown_class_hold_seconds: float = 60.0

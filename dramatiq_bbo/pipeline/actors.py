@@ -29,10 +29,11 @@ from ..db import REGISTRY
 from ..enqueue import after_enqueue_hooks, in_transaction_hooks
 from ..health import install as install_health_checks
 from ..records import OperationRecord
-from . import messages, orchestrator, runner, scheduler
+from . import messages, orchestrator, runner, scheduler, shutdown
 from .cron_operations import declare_cron_operations
 from .setup_checks import check_broker, schema_checked
 from .wake import wake, wake_in_transaction
+from .watchdog import WATCHDOG
 
 logger = logging.getLogger("dramatiq_bbo")
 
@@ -41,19 +42,26 @@ RUNNER_TIME_LIMIT_MS = 24 * 3600 * 1000
 
 
 class WorkerShutdown(Middleware):
-    """Asks running jobs to stop at their next checkpoint when the worker shuts down, so a
-    shutdown is not a failed attempt and the job resumes at once on another worker."""
+    """A worker's life cycle as the pipeline needs it (see :mod:`.shutdown`, :mod:`.watchdog`).
 
-    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
-        runner.shutting_down.set()
+    At boot, the watchdog starts: a scheduler pass every ``scheduler_pass_seconds`` in this
+    process, so a dead worker's job is taken over soon after its lease expires. At shutdown,
+    running jobs stop at their next checkpoint and give their job back (an interruption, not
+    a failed attempt), this process stops consuming at once, and the operations' next
+    messages — and those it had taken — are handed to live workers once it stopped."""
 
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
         runner.shutting_down.clear()
+        WATCHDOG.start()
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        WATCHDOG.stop()
+        shutdown.begin(worker)
 
     def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
         # Every worker thread has stopped: a process that keeps running jobs (the demo,
         # run_to_completion after an in-process worker) must not inherit the stop request.
-        runner.shutting_down.clear()
+        shutdown.finish(broker)
 
 
 def setup(
@@ -130,6 +138,8 @@ def _scheduler(database: str) -> None:
 
 
 def _orchestrator(database: str, operation_id: str, token: str | None = None) -> None:
+    if shutdown.refuse(messages.ORCHESTRATOR, (database, operation_id, token)):
+        return
     try:
         orchestrator.orchestrate(database, operation_id, token)
     except Exception:
@@ -139,8 +149,10 @@ def _orchestrator(database: str, operation_id: str, token: str | None = None) ->
         raise
 
 
-def _runner(database: str, operation_id: str, job_id: str) -> None:
-    runner.run(database, operation_id, job_id)
+def _runner(database: str, operation_id: str, job_id: str, token: str | None = None) -> None:
+    if shutdown.refuse(messages.RUNNER, (database, operation_id, job_id, token)):
+        return
+    runner.run(database, operation_id, job_id, token)
 
 
 def _wake_after_enqueue(operation: OperationRecord) -> None:

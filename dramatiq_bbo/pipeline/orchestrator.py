@@ -141,15 +141,22 @@ def _dispatch(
     operations, jobs = tables_for(operation)
     token = new_token()
     seconds = float(REGISTRY.settings.lease_seconds)
-    conn.execute(
-        query("pipeline_dispatch_job", jobs=jobs),
-        {"token": token, "seconds": seconds, "partition": job.partition, "id": job.id},
-    )
+    # operation row (locked since the start of this transaction), then job row
     conn.execute(
         query("pipeline_lease_operation", operations=operations),
         {"token": token, "seconds": seconds, "partition": operation.partition, "id": operation.id},
     )
-    MESSENGER.send(conn, database, RUNNER, database, str(operation.id), str(job.id))
+    conn.execute(
+        query("pipeline_dispatch_job", jobs=jobs),
+        {
+            "token": token,
+            "seconds": seconds,
+            "max_interruptions": int(REGISTRY.settings.max_interruptions),
+            "partition": job.partition,
+            "id": job.id,
+        },
+    )
+    MESSENGER.send(conn, database, RUNNER, database, str(operation.id), str(job.id), token)
 
 
 def _call_back_after_hold(

@@ -15,7 +15,6 @@ efficiency assumes), with a fresh stage lease covering the wait.
 from __future__ import annotations
 
 import datetime
-import threading
 import time
 from typing import Any
 
@@ -32,19 +31,23 @@ from ..optimizer import decide_for_operation, log_decision
 from ..queries import query
 from ..records import JobRecord, JobStatus, OperationRecord, OperationStatus
 from ..store import fetch_operation, get_operation, parse_operation_id, tables_for
+from . import shutdown
 from .checks import sub_batch_checks
 from .messages import MESSENGER, ORCHESTRATOR, new_token
+from .shutdown import shutting_down
 from .unknown_class import hold_before_run
 
 #: jobs the optimizer looks back on
 OPTIMIZER_WINDOW = 10
 
-#: set by the worker-shutdown middleware: running jobs stop at their next checkpoint
-shutting_down = threading.Event()
+__all__ = ["chain", "run", "shutting_down"]
 
 
-def run(database: str, operation_id: Any, job_id: Any) -> JobOutcome | None:
-    """Handle one runner message; a job another runner holds makes it a no-op (None)."""
+def run(
+    database: str, operation_id: Any, job_id: Any, token: str | None = None
+) -> JobOutcome | None:
+    """Handle one runner message; a job another runner holds, or an operation whose stage
+    lease moved on from ``token`` (run_to_completion took it over), makes it a no-op (None)."""
     key = parse_operation_id(operation_id)
     operation = get_operation(key, database=database)
     if hold_before_run(database, operation, _job_key(job_id)):  # class unknown here: held
@@ -56,6 +59,7 @@ def run(database: str, operation_id: Any, job_id: Any) -> JobOutcome | None:
             _job_key(job_id),
             stop_check=_stop_check(database, operation, started),
             database=database,
+            stage_token=token,
         )
     except InvalidTransition as exc:
         event("background_operation_runner_skipped", operation_id=str(key), reason=str(exc))
@@ -63,7 +67,7 @@ def run(database: str, operation_id: Any, job_id: Any) -> JobOutcome | None:
     except LeaseLost:
         logger.warning("job %s of operation %s was taken over by another runner", job_id, key)
         return None
-    chain(database, key, outcome, started)
+    chain(database, key, outcome, started, held=token)
     return outcome
 
 
@@ -98,8 +102,20 @@ def _stop_check(database: str, operation: OperationRecord, started: float) -> An
     return status_stop_check(database, operation, pipeline_check)
 
 
-def chain(database: str, operation_id: Any, outcome: JobOutcome, started: float) -> None:
-    """Optimizer, failure threshold, and the next orchestrator message, in one transaction."""
+def chain(
+    database: str,
+    operation_id: Any,
+    outcome: JobOutcome,
+    started: float,
+    *,
+    held: str | None = None,
+) -> None:
+    """Optimizer, failure threshold, and the next orchestrator message, in one transaction.
+
+    The operation's stage lease passes from ``held`` (the runner message's) to the next
+    message only if this stage still holds it (or nobody does): when run_to_completion took
+    the operation over meanwhile, nothing is sent. In a stopping worker the message is kept
+    and sent once this process stopped consuming (:mod:`.shutdown`)."""
     settings = REGISTRY.settings
     max_attempts = int(settings.max_attempts)
     operations, jobs = tables_for(operation_id)
@@ -116,24 +132,22 @@ def chain(database: str, operation_id: Any, outcome: JobOutcome, started: float)
         if not fail:
             delay = _next_delay(operation, outcome, started)
             token = new_token()
-            conn.execute(
-                query("pipeline_lease_operation", operations=operations),
+            passed = conn.execute(
+                query("pipeline_pass_stage_lease", operations=operations),
                 {
                     "token": token,
+                    "held": held,
                     "seconds": delay + float(settings.lease_seconds),
                     "partition": operation.partition,
                     "id": operation.id,
                 },
-            )
-            MESSENGER.send(
-                conn,
-                database,
-                ORCHESTRATOR,
-                database,
-                str(operation.id),
-                token,
-                delay_ms=int(delay * 1000),
-            )
+            ).fetchone()
+            args = (database, str(operation.id), token)
+            # None: another stage holds the operation (run_to_completion) and carries it on
+            if passed is not None and shutting_down.is_set():
+                shutdown.defer(database, ORCHESTRATOR, args, delay)
+            elif passed is not None:
+                MESSENGER.send(conn, database, ORCHESTRATOR, *args, delay_ms=int(delay * 1000))
     if fail:
         end_operation(database, operation, max_attempts, failed=True)
 

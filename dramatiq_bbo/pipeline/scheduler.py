@@ -1,14 +1,22 @@
-"""The scheduler stage: once a minute (periodiq) and whenever woken, per database.
+"""The scheduler stage: once a minute (periodiq), every few seconds in each worker process
+(:mod:`.watchdog`), and whenever woken, per database.
 
-It recovers jobs whose runner died (running past their lease), then hands schedulable
-operations to the orchestrator — organization-scoped first (users are waiting on them), then
-cell-local; within a scope by priority, then least recently run — up to the free capacity
-(``max_running_jobs`` minus jobs in flight). Each hand-off takes the operation's stage lease
-and writes the orchestrator message in the same transaction (see ``messages``).
+A pass recovers jobs whose runner died or froze (running past their lease: back to pending,
+one interruption more, the attempt refunded), then hands schedulable operations to the
+orchestrator — organization-scoped first (users are waiting on them), then cell-local; within
+a scope by priority, then least recently run — up to the free capacity (``max_running_jobs``
+minus jobs in flight). Each hand-off takes the operation's stage lease and writes the
+orchestrator message in the same transaction (see ``messages``).
 
-Two schedulers on one database serialise on a transaction-scoped advisory lock, so a tick
-never over-fills the capacity; the loser waits (briefly) rather than skipping, so a wake-up
-sent by ``enqueue`` is never lost behind a tick that started before the new row committed.
+Every step commits on its own and skips what is locked: the recovery is one short transaction
+(``SKIP LOCKED``), and the hand-offs go in small groups, each its own transaction. A row held
+by a stuck transaction (a frozen runner's, say) is left for a later pass; it never holds up
+the recovery or the dispatch of anything else.
+
+Capacity: each group counts jobs in flight and picks its operations under a transaction-scoped
+advisory lock per database, the one orchestrators take to count, so two schedulers never both
+fill the same free slots; the loser waits (briefly) rather than skipping, so a wake-up sent by
+``enqueue`` is never lost behind a pass that started before the new row committed.
 """
 
 from __future__ import annotations
@@ -21,13 +29,21 @@ from typing import Any
 import psycopg
 
 from ..db import REGISTRY
-from ..observability.logs import JOB_TRANSITION, event
+from ..observability.logs import JOB_TRANSITION, event, logger
 from ..queries import query
+from ..records import JobStatus
 from ..store import CELL_LOCAL_TABLES, ORGANIZATION_TABLES
 from .messages import MESSENGER, ORCHESTRATOR, new_token
 
 #: scopes in the order the scheduler serves them
 SCOPES = (("organization", ORGANIZATION_TABLES), ("cell_local", CELL_LOCAL_TABLES))
+
+#: operations handed to the orchestrator per transaction
+DISPATCH_GROUP = 10
+#: stale jobs recovered per transaction (a pass loops until none is left)
+RECOVERY_BATCH = 100
+#: lock_timeout of a pass's transactions: they only wait for the advisory lock
+PASS_LOCK_TIMEOUT = "5s"
 
 
 @dataclass
@@ -36,6 +52,7 @@ class TickReport:
     recovered: int = 0
     in_flight: int = 0
     dispatched: list[str] = field(default_factory=list)
+    recovered_operations: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -48,45 +65,77 @@ def tick(database: str = "main") -> TickReport:
     """One scheduler pass over ``database``; returns what it did (for logs and tests)."""
     started = time.monotonic()
     report = TickReport(database=database)
-    settings = REGISTRY.settings
-    with REGISTRY.connection(database) as conn, conn.transaction():
-        conn.execute("SET LOCAL lock_timeout = '10s'")
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (scheduler_lock_key(database),))
-        report.recovered = _recover_stale_jobs(conn)
-        report.in_flight = jobs_in_flight(conn)
-        free = int(settings.max_running_jobs) - report.in_flight
+    recover(database, report)
+    budget: int | None = None
+    try:
         for _scope, (operations, jobs) in SCOPES:
-            if free <= 0:
-                break
-            rows = conn.execute(
-                query("pipeline_schedulable_operations", operations=operations, jobs=jobs),
-                {"database_name": database, "limit": free},
-            ).fetchall()
-            for operation_id, partition in rows:
-                _dispatch(conn, database, operations, operation_id, partition)
-                report.dispatched.append(str(operation_id))
-            free -= len(rows)
+            while budget is None or budget > 0:
+                budget, dispatched = _dispatch_group(database, operations, jobs, budget, report)
+                if not dispatched:
+                    break
+    except psycopg.errors.LockNotAvailable:
+        # Another scheduler or an orchestrator held the advisory lock for long: it is
+        # dispatching anyway, and the next pass does the rest.
+        logger.info("scheduler pass on %s: dispatch skipped, the capacity lock is busy", database)
     report.seconds = time.monotonic() - started
     return report
 
 
-def _recover_stale_jobs(conn: psycopg.Connection[Any]) -> int:
-    recovered = 0
+def recover(database: str, report: TickReport | None = None) -> int:
+    """Put the jobs whose lease expired back to pending, in short transactions that skip the
+    rows locked right now; the number recovered."""
+    report = report or TickReport(database=database)
+    max_interruptions = int(REGISTRY.settings.max_interruptions)
     for _scope, (_operations, jobs) in SCOPES:
-        for job_id, worker_id, attempts in conn.execute(
-            query("pipeline_recover_stale_jobs", jobs=jobs)
-        ).fetchall():
-            recovered += 1
-            event(
-                JOB_TRANSITION,
-                job_id=str(job_id),
-                operation_id=str(worker_id),
-                previous_state="running",
-                new_state="pending",
-                attempts=attempts,
-                reason="lease_expired",
-            )
-    return recovered
+        while True:
+            with REGISTRY.connection(database) as conn, conn.transaction():
+                conn.execute("SELECT set_config('lock_timeout', %s, true)", [PASS_LOCK_TIMEOUT])
+                rows = conn.execute(
+                    query("pipeline_recover_stale_jobs", jobs=jobs),
+                    {"limit": RECOVERY_BATCH, "max_interruptions": max_interruptions},
+                ).fetchall()
+            for job_id, worker_id, attempts, interruptions, status in rows:
+                report.recovered += 1
+                report.recovered_operations.append(str(worker_id))
+                event(
+                    JOB_TRANSITION,
+                    job_id=str(job_id),
+                    operation_id=str(worker_id),
+                    previous_state="running",
+                    new_state=JobStatus(status).name.lower(),
+                    attempts=attempts,
+                    interruptions=interruptions,
+                    reason="lease_expired",
+                )
+            if len(rows) < RECOVERY_BATCH:
+                break
+    return report.recovered
+
+
+def _dispatch_group(
+    database: str, operations: Any, jobs: Any, budget: int | None, report: TickReport
+) -> tuple[int, int]:
+    """One transaction: count jobs in flight under the advisory lock, then hand up to
+    ``DISPATCH_GROUP`` schedulable operations (skipping locked rows) to the orchestrator.
+    Returns the budget left for this pass, and how many were handed off."""
+    with REGISTRY.connection(database) as conn, conn.transaction():
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", [PASS_LOCK_TIMEOUT])
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (scheduler_lock_key(database),))
+        in_flight = jobs_in_flight(conn)
+        if budget is None:  # the pass's first group: the capacity it may fill
+            report.in_flight = in_flight
+            budget = int(REGISTRY.settings.max_running_jobs) - in_flight
+        free = min(budget, int(REGISTRY.settings.max_running_jobs) - in_flight, DISPATCH_GROUP)
+        if free <= 0:
+            return 0, 0
+        rows = conn.execute(
+            query("pipeline_schedulable_operations", operations=operations, jobs=jobs),
+            {"database_name": database, "limit": free},
+        ).fetchall()
+        for operation_id, partition in rows:
+            _dispatch(conn, database, operations, operation_id, partition)
+            report.dispatched.append(str(operation_id))
+    return budget - len(rows), len(rows) if len(rows) == free else 0
 
 
 def jobs_in_flight(conn: psycopg.Connection[Any]) -> int:

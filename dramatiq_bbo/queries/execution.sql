@@ -34,10 +34,17 @@ SET next_cursor = %(next_cursor)s::jsonb, updated_at = now()
 WHERE partition = %(partition)s AND id = %(id)s;
 
 -- name: execution_claim_job
--- description: Take a job to run (pending, failed, or running with an expired lease) of an existing operation: one more attempt, under a lease.
+-- description: Take a job to run (pending, failed, or running with an expired lease) of an existing operation: one more attempt, under a lease. Run after the operation row is locked (lock order: operation, then job).
+-- A running job whose lease expired was interrupted (its runner died or froze): taking it
+-- over counts an interruption and refunds that run's attempt, up to max_interruptions.
+-- Refused while another job of the operation runs under a live lease (one job per operation,
+-- whoever runs it), and, for a stage message (stage_token given), while another stage holds
+-- the operation's live stage lease (run_to_completion took the operation over).
 UPDATE {jobs}
 SET status = 1,
-    attempts = attempts + 1,
+    attempts = attempts
+        + CASE WHEN status = 1 AND interruptions < %(max_interruptions)s THEN 0 ELSE 1 END,
+    interruptions = interruptions + CASE WHEN status = 1 THEN 1 ELSE 0 END,
     lease_owner = %(lease_owner)s,
     lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
     heartbeat_at = now(),
@@ -50,6 +57,16 @@ WHERE worker_id = %(worker_id)s
   AND id = %(id)s
   AND (status IN (0, 2) OR (status = 1 AND lease_expires_at < now()))
   AND EXISTS (SELECT 1 FROM {operations} WHERE id = %(worker_id)s)
+  AND NOT EXISTS (
+      SELECT 1 FROM {jobs} AS other
+      WHERE other.worker_id = %(worker_id)s AND other.id <> %(id)s
+        AND other.status = 1 AND other.lease_expires_at >= now()
+  )
+  AND NOT EXISTS (
+      SELECT 1 FROM {operations} AS o
+      WHERE o.id = %(worker_id)s AND %(stage_token)s::text IS NOT NULL
+        AND o.lease_expires_at > now() AND o.lease_owner IS DISTINCT FROM %(stage_token)s::text
+  )
 RETURNING *;
 
 -- name: execution_job_by_id
@@ -57,20 +74,34 @@ RETURNING *;
 SELECT * FROM {jobs} WHERE worker_id = %(worker_id)s AND id = %(id)s;
 
 -- name: execution_touch_claimed_operation
--- description: Record that a job of the operation started, if this runner just claimed it (the scheduler runs the least recently run first).
+-- description: Record that a job of the operation started, if this runner just claimed it (the scheduler runs the least recently run first), and renew the stage lease the claiming stage holds.
 UPDATE {operations}
-SET last_run_at = now(), updated_at = now()
+SET last_run_at = now(),
+    lease_expires_at = CASE
+        WHEN %(stage_token)s::text IS NOT NULL AND lease_owner = %(stage_token)s::text
+        THEN now() + make_interval(secs => %(lease_seconds)s)
+        ELSE lease_expires_at
+    END,
+    updated_at = now()
 WHERE id = %(worker_id)s
   AND EXISTS (
       SELECT 1 FROM {jobs}
       WHERE worker_id = %(worker_id)s AND id = %(id)s AND lease_owner = %(lease_owner)s
   );
 
+-- name: execution_other_live_job
+-- description: Whether another job of the operation runs under a live lease (read after locking the operation row, before creating a job to run at once).
+SELECT EXISTS (
+    SELECT 1 FROM {jobs}
+    WHERE worker_id = %(worker_id)s AND status = 1 AND lease_expires_at >= now()
+);
+
 -- name: execution_finish_job
--- description: End a run of a job (succeeded, failed, or back to pending), if this runner still holds it.
+-- description: End a run of a job (succeeded, failed, or back to pending), if this runner still holds it; an interruption (worker shutdown) is counted.
 UPDATE {jobs}
 SET status = %(status)s,
     attempts = attempts - %(refund)s,
+    interruptions = interruptions + %(interruption)s,
     lease_owner = NULL,
     lease_expires_at = NULL,
     finished_at = CASE WHEN %(status)s IN (2, 3) THEN now() END,

@@ -2,14 +2,39 @@
 -- the orchestrator's claim, and the leases that keep two messages for one operation from
 -- both acting.
 --
--- {operations} and {jobs} are filled with the bbo tables of one scope.
+-- {operations} and {jobs} are filled with the bbo tables of one scope. Lock order: a
+-- transaction that locks both locks the operation row first (docs/pipeline.md, "Lock order").
 
 -- name: pipeline_recover_stale_jobs
--- description: Jobs left running past their lease (a killed worker) go back to pending; their checkpoint is kept.
-UPDATE {jobs}
-SET status = 0, lease_owner = NULL, lease_expires_at = NULL
-WHERE status = 1 AND lease_expires_at < now()
-RETURNING id, worker_id, attempts;
+-- description: Jobs left running past their lease (a runner that died or froze) go back to pending, skipping rows locked right now; their checkpoint is kept. An interruption, not an attempt: the run's attempt is refunded, up to max_interruptions, past which it counts as a failed attempt.
+WITH stale AS (
+    SELECT partition, id
+    FROM {jobs}
+    WHERE status = 1 AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {jobs} AS j
+SET status = CASE WHEN j.interruptions >= %(max_interruptions)s THEN 2 ELSE 0 END,
+    attempts = CASE WHEN j.interruptions >= %(max_interruptions)s THEN j.attempts
+                    ELSE greatest(j.attempts - 1, 0) END,
+    interruptions = j.interruptions + 1,
+    exception_class = CASE WHEN j.interruptions >= %(max_interruptions)s
+                           THEN 'dramatiq_bbo.errors.TooManyInterruptions'
+                           ELSE j.exception_class END,
+    exception_message = CASE WHEN j.interruptions >= %(max_interruptions)s
+                             THEN format('job %%s was interrupted %%s times (max_interruptions is %%s): '
+                                         'this interruption counts as a failed attempt',
+                                         j.id, j.interruptions + 1, %(max_interruptions)s)
+                             ELSE j.exception_message END,
+    finished_at = CASE WHEN j.interruptions >= %(max_interruptions)s THEN now() END,
+    metrics = j.metrics || jsonb_build_object('interrupted_reason', 'lease_expired'),
+    lease_owner = NULL,
+    lease_expires_at = NULL
+FROM stale
+WHERE j.partition = stale.partition AND j.id = stale.id
+RETURNING j.id, j.worker_id, j.attempts, j.interruptions, j.status;
 
 -- name: pipeline_jobs_in_flight
 -- description: Jobs running or dispatched to a runner under a live lease.
@@ -73,9 +98,12 @@ WHERE worker_id = %(worker_id)s AND status IN (0, 1) AND lease_expires_at > now(
 LIMIT 1;
 
 -- name: pipeline_dispatch_job
--- description: Hand a pending job to a runner message: the lease keeps other orchestrators off it.
+-- description: Hand a job to a runner message (pending; the lease keeps other orchestrators off it); a running job whose lease expired was interrupted: counted like the scheduler's recovery counts it.
 UPDATE {jobs}
 SET status = 0,
+    attempts = CASE WHEN status = 1 AND interruptions < %(max_interruptions)s
+                    THEN greatest(attempts - 1, 0) ELSE attempts END,
+    interruptions = interruptions + CASE WHEN status = 1 THEN 1 ELSE 0 END,
     lease_owner = %(token)s,
     lease_expires_at = now() + make_interval(secs => %(seconds)s)
 WHERE partition = %(partition)s AND id = %(id)s;
@@ -103,6 +131,16 @@ WHERE partition = %(partition)s AND id = %(id)s
   AND (lease_expires_at IS NULL OR lease_expires_at <= now())
 RETURNING id;
 
+-- name: pipeline_pass_stage_lease
+-- description: Pass the operation's stage lease from the stage that holds it (held) to the next message (token), or take it if no live stage holds it; nothing when another stage holds it (run_to_completion took the operation over).
+UPDATE {operations}
+SET lease_owner = %(token)s,
+    lease_expires_at = now() + make_interval(secs => %(seconds)s)
+WHERE partition = %(partition)s AND id = %(id)s
+  AND (lease_owner IS NOT DISTINCT FROM %(held)s::text
+       OR lease_expires_at IS NULL OR lease_expires_at <= now())
+RETURNING id;
+
 -- name: pipeline_release_operation_by_id
 -- description: Clear the stage lease held by this token, whatever the partition (after a failed stage).
 UPDATE {operations}
@@ -114,3 +152,14 @@ WHERE id = %(id)s AND lease_owner = %(token)s;
 SELECT extract(epoch FROM on_hold_until - now())::float8
 FROM {operations}
 WHERE partition = %(partition)s AND id = %(id)s AND on_hold_until > now();
+
+-- name: pipeline_reannounce_queued
+-- description: NOTIFY the consumers of every message left queued on these queues, as dramatiq-pg's enqueue does: after a worker's shutdown requeued the messages it had taken (dramatiq-pg requeues without a NOTIFY, so nobody would look at them until a consumer restarts).
+SELECT count(pg_notify(
+    'dramatiq.' || queue_name || '.enqueue',
+    CASE WHEN octet_length(message::text) >= 8000
+         THEN jsonb_build_object('message_id', message_id::text)::text
+         ELSE message::text
+    END))
+FROM {queue}
+WHERE "state" = 'queued' AND queue_name = ANY(%(queues)s::text[]);

@@ -10,8 +10,9 @@ Environment:
 
 - ``BBO_APP_DSN`` (required): the test's database; it holds the bbo tables and the broker's
   ``dramatiq.queue`` (so hand-offs go through the transactional outbox).
-- ``BBO_APP_LEASE_SECONDS``, ``BBO_APP_MAX_RUNNING_JOBS``, ``BBO_APP_MIN_JOB_BUDGET_SECONDS``:
-  setting overrides, when set.
+- ``BBO_APP_LEASE_SECONDS``, ``BBO_APP_MAX_RUNNING_JOBS``, ``BBO_APP_MIN_JOB_BUDGET_SECONDS``,
+  ``BBO_APP_SCHEDULER_PASS_SECONDS``, ``BBO_APP_SUB_BATCH_IDLE_TIMEOUT_SECONDS``,
+  ``BBO_APP_MAX_INTERRUPTIONS``: setting overrides, when set.
 
 The ``dramatiq`` CLI imports this module in each worker process after the fork (never in the
 parent), so nothing here is inherited across a fork: the bbo pools (per pid anyway) and the
@@ -35,6 +36,9 @@ _SETTINGS_FROM_ENV = {
     "BBO_APP_LEASE_SECONDS": ("lease_seconds", float),
     "BBO_APP_MAX_RUNNING_JOBS": ("max_running_jobs", int),
     "BBO_APP_MIN_JOB_BUDGET_SECONDS": ("min_job_budget_seconds", float),
+    "BBO_APP_SCHEDULER_PASS_SECONDS": ("scheduler_pass_seconds", float),
+    "BBO_APP_SUB_BATCH_IDLE_TIMEOUT_SECONDS": ("sub_batch_idle_timeout_seconds", float),
+    "BBO_APP_MAX_INTERRUPTIONS": ("max_interruptions", int),
 }
 
 

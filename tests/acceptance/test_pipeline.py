@@ -257,7 +257,8 @@ def test_kill_9_of_the_worker_mid_job_then_a_new_worker_visits_every_row_once(
     assert visits(conn, "counters") == {1: rows}
     assert_finished(conn, operation_id, rows)
     resumed = {j["id"]: j for j in jobs(conn, operation_id)}[abandoned["id"]]
-    assert resumed["attempts"] == 2  # the killed run counts; its checkpoint was kept
+    # the killed run is an interruption, not a failed attempt; its checkpoint was kept
+    assert (resumed["attempts"], resumed["interruptions"]) == (1, 1)
     assert_disjoint_ranges(jobs(conn, operation_id))
 
 

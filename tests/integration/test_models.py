@@ -87,6 +87,7 @@ def full_job(**extra: Any) -> dict[str, Any]:
         "worker_partition": 1,
         "status": JobStatus.RUNNING,
         "attempts": 2,
+        "interruptions": 1,
         "batch_size": 5000,
         "sub_batch_size": 250,
         "pause_ms": 10,
