@@ -86,7 +86,7 @@ def build_operation(
     """The author's class instantiated for ``operation`` (arguments, table model, records)
     and its keyset. Reflection happens here, outside any transaction."""
     cls = resolve(operation.job_class_name)
-    info = table_info(operation.database_name, operation.table_name)
+    info = table_info(operation.database_name, operation.table)
     model = table_model(operation.database_name, info, operation_class=cls)
     instance = cls(operation.job_arguments, table=model)
     instance.operation = operation

@@ -63,6 +63,7 @@ from ..operation import BaseOperation, resolve
 from ..queries import query
 from ..records import OperationRecord
 from ..store import CELL_LOCAL_TABLES
+from ..table_policy import check_name_allowed
 
 __all__ = ["CronOperation", "declare_cron_operations", "schedule", "scheduled", "unschedule"]
 
@@ -134,7 +135,8 @@ class CronOperation:
                             query("cron_recent_operation", operations=CELL_LOCAL_TABLES[0]),
                             {
                                 "job_class_name": request.operation_class.name,
-                                "table_name": table.qualified,
+                                "table_schema": table.schema,
+                                "table_name": table.name,
                                 "column_name": request.column_name,
                                 "database_name": request.database,
                                 "job_arguments": request.arguments_json,
@@ -157,6 +159,7 @@ class CronOperation:
                 DUPLICATE_ENQUEUE,
                 operation_id=str(recent.id),
                 job_class_name=recent.job_class_name,
+                table_schema=recent.table_schema,
                 table_name=recent.table_name,
                 column_name=recent.column_name,
                 database_name=recent.database_name,
@@ -200,6 +203,7 @@ def schedule(
     expression = normalize_cron(cron)
     if not isinstance(table_name, str) or not table_name.strip():
         raise TableNotFound(f"table_name must be a non-empty string, got {table_name!r}")
+    check_name_allowed(cls, table_name)  # the name's form, refused schemas, cls.tables
     _cursor_columns(cls, column_name)
     arguments_json = _arguments_json(arguments, REGISTRY.settings)
     options = _checked_options(enqueue_options)
