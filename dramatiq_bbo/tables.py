@@ -32,7 +32,7 @@ from typing import Any
 import peewee
 from playhouse.reflection import Introspector, PostgresqlMetadata
 
-from .catalog import TableInfo, TableRef, display_name, resolve_stored
+from .catalog import TableInfo, TableRef, display_name, resolve_stored, resolve_table
 from .db import REGISTRY
 from .errors import OperationDefinitionError, TableNotFound
 from .queries import query
@@ -51,6 +51,17 @@ class _OneTableMetadata(PostgresqlMetadata):  # type: ignore[misc]
         return []
 
 
+class _AnyNameIntrospector(Introspector):  # type: ignore[misc]
+    """peewee names the model class after the table, and fails on a table name with no
+    letter or digit in it (``"✓"``, ``" "``): any table name must reflect."""
+
+    def make_model_name(self, table: str, snake_case: bool = True) -> str:
+        try:
+            return str(super().make_model_name(table, snake_case))
+        except IndexError:
+            return "Table"
+
+
 def peewee_database(database_name: str) -> peewee.Database:
     """The peewee database registered for ``database_name`` (from ``configure()``)."""
     from .models import database_for
@@ -58,12 +69,16 @@ def peewee_database(database_name: str) -> peewee.Database:
     return database_for(database_name)
 
 
-def table_info(database_name: str, table: TableInfo | TableRef) -> TableInfo:
+def table_info(database_name: str, table: TableInfo | TableRef | str) -> TableInfo:
     """The stored table (schema, name, validated oid) as the catalog describes it; its
     columns read once per process and configuration, its identity checked on every call
-    (see the module docstring)."""
+    (see the module docstring). A ``str`` is a name as a caller would give it to enqueue
+    (``"todos"``, ``'"Sales"."Orders"'``): resolved through the catalog, never cached."""
     if isinstance(table, TableInfo):
         return table
+    if isinstance(table, str):
+        with REGISTRY.connection(database_name) as conn:
+            return resolve_table(conn, table)
     database = peewee_database(database_name)
     with _lock:
         cached = _infos.get(database, {}).get(table)
@@ -82,7 +97,7 @@ def table_info(database_name: str, table: TableInfo | TableRef) -> TableInfo:
 
 
 def table_model(
-    database_name: str, table: TableInfo | TableRef, *, operation_class: Any = None
+    database_name: str, table: TableInfo | TableRef | str, *, operation_class: Any = None
 ) -> type[peewee.Model]:
     """The peewee model of ``table`` in ``database_name``: the class's own ``model`` if it
     names one (it must be bound to that table), else a reflected one, cached."""
@@ -121,7 +136,7 @@ def forget(database_name: str | None = None) -> None:
 
 
 def _reflect(database: peewee.Database, info: TableInfo) -> type[peewee.Model]:
-    introspector = Introspector(_OneTableMetadata(database), schema=info.schema)
+    introspector = _AnyNameIntrospector(_OneTableMetadata(database), schema=info.schema)
     models = introspector.generate_models(table_names=[info.name], literal_column_names=True)
     model = models.get(info.name)
     if model is None:
