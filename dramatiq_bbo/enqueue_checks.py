@@ -38,6 +38,8 @@ SIZES = (
     "max_batch_size",
 )
 _BIGINT = range(-(2**63), 2**63)
+#: widest integer accepted in arguments (what jsonb holds goes far beyond: this is sanity)
+_MAX_INT_BITS = 256
 _SMALLINT = range(-(2**15), 2**15)
 
 
@@ -162,6 +164,11 @@ def check_json_value(value: Any, max_depth: int) -> None:
             _check_text(item, path)
         elif isinstance(item, float) and not math.isfinite(item):
             raise InvalidArguments(f"{path} is {item!r}, which JSON cannot hold")
+        elif isinstance(item, int) and item.bit_length() > _MAX_INT_BITS:
+            raise InvalidArguments(
+                f"{path} is an int of {item.bit_length()} bits; integers in arguments are "
+                f"limited to {_MAX_INT_BITS} bits (pass a string for larger numbers)"
+            )
         elif item is not None and not isinstance(item, bool | int | float):
             raise InvalidArguments(
                 f"{path} is a {type(item).__name__}, not a JSON value: {short(item)}"
@@ -177,7 +184,11 @@ def _check_text(text: str, path: str) -> None:
 
 
 def short(value: Any, limit: int = 200) -> str:
-    text = repr(value)
+    """``repr(value)``, cut to ``limit`` characters; never fails (a huge int cannot repr)."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return f"<a {type(value).__name__} too large to show>"
     return text if len(text) <= limit else text[:limit] + "..."
 
 
