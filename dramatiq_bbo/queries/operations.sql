@@ -5,14 +5,13 @@
 -- the right scope (dramatiq_bbo.store.tables_for); every value is a parameter.
 
 -- name: catalog_resolve_table
--- description: The relation a [schema.]table name resolves to, through search_path when unqualified.
+-- description: The relation a [schema.]table name resolves to: through search_path when unqualified, else by exact schema and name (read from the catalog, so a schema the role may not use still resolves, and is then refused with the privilege it lacks).
 SELECT c.oid::bigint AS oid, n.nspname AS schema, c.relname AS name, c.relkind::text AS relkind
 FROM pg_catalog.pg_class AS c
 JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
-WHERE c.oid = to_regclass(
-    CASE WHEN %(schema)s::text IS NULL THEN '' ELSE quote_ident(%(schema)s::text) || '.' END
-    || quote_ident(%(name)s::text)
-);
+WHERE CASE WHEN %(schema)s::text IS NULL
+           THEN c.oid = to_regclass(quote_ident(%(name)s::text))
+           ELSE n.nspname = %(schema)s::text AND c.relname = %(name)s::text END;
 
 -- name: catalog_table_columns
 -- description: The live columns of a table with their SQL type (for casts) and nullability.
@@ -128,10 +127,12 @@ SELECT * FROM {jobs} WHERE worker_id = %(id)s ORDER BY created_at, id;
 
 -- name: catalog_resolve_names
 -- description: The oid each [schema.]table name resolves to (NULL when none), through search_path when unqualified.
-SELECT to_regclass(
-           CASE WHEN e.schema IS NULL THEN '' ELSE quote_ident(e.schema) || '.' END
-           || quote_ident(e.name)
-       )::oid::bigint AS oid
+SELECT CASE WHEN e.schema IS NULL
+            THEN to_regclass(quote_ident(e.name))::oid::bigint
+            ELSE (SELECT c.oid::bigint
+                  FROM pg_catalog.pg_class AS c
+                  JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+                  WHERE n.nspname = e.schema AND c.relname = e.name) END AS oid
 FROM unnest(%(schemas)s::text[], %(names)s::text[]) AS e(schema, name);
 
 -- name: catalog_table_privileges
