@@ -146,9 +146,10 @@ WHERE c.oid = %(oid)s::oid;
 -- name: catalog_table_relations
 -- description: The schema and name of a table and of every partition under it (what a plan scans).
 SELECT n.nspname AS schema, c.relname AS name
-FROM pg_partition_tree(%(oid)s::oid::regclass) AS t
-JOIN pg_catalog.pg_class AS c ON c.oid = t.relid
-JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace;
+FROM pg_catalog.pg_class AS c
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE c.oid = %(oid)s::oid
+   OR c.oid IN (SELECT t.relid FROM pg_partition_tree(%(oid)s::oid::regclass) AS t);
 
 -- name: scope_probe_without_seqscan
 -- description: For the rest of the (savepoint's) transaction, plan as if no sequential scan were possible: an index that can serve the scope is then chosen whatever the table's size.
