@@ -169,6 +169,7 @@ def _variants(name: str) -> list[str]:
     return [c for c in dict.fromkeys(candidates) if c and c != name and len(c.encode()) <= 63]
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(name=_NAME, in_own_schema=st.booleans())
 @example(name="\ud7fc", in_own_schema=False)  # no letter for peewee to name a model after
@@ -243,6 +244,7 @@ def todos(conn: psycopg.Connection[Any]) -> str:
     return "todos"
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(arguments=st.dictionaries(_TEXT, _JSON, max_size=4))
 def test_property_arguments_are_stored_faithfully_or_refused_with_nothing_written(
@@ -263,6 +265,7 @@ def test_property_arguments_are_stored_faithfully_or_refused_with_nothing_writte
 _CURSOR_TEXT = st.text(st.one_of(_CHARS, _TRICKY), min_size=0, max_size=10)
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(values=st.lists(_CURSOR_TEXT, min_size=1, max_size=12, unique=True))
 @example(values=["a"])  # a text cursor once walked nothing at all
