@@ -2,8 +2,13 @@
 
 Everything is checked before anything is written, each failure a typed error naming the
 offending value: the class, the arguments, the sizes, the scope, the database
-(:mod:`dramatiq_bbo.enqueue_checks`), then the table and its cursor
-(:mod:`dramatiq_bbo.catalog`, inside the transaction, before the first write).
+(:mod:`dramatiq_bbo.enqueue_checks`), then, inside the transaction and before the first
+write, the table — resolved through the catalog (:mod:`dramatiq_bbo.catalog`), outside the
+refused schemas and among the class's declared tables, the one the class's model is bound to,
+readable by the role (:mod:`dramatiq_bbo.table_policy`) — and its cursor. The operation
+stores the table as the catalog names it (schema, bare name) with its oid, never as text to
+parse again. A scope no index serves is not refused but warned about
+(:mod:`dramatiq_bbo.scope_index`, ``EnqueueResult.warnings``).
 
 Duplicates. An unfinished operation (queued, active or paused) with the same class, table,
 column, arguments (``jsonb`` equality, so key order does not matter), organization and

@@ -25,11 +25,13 @@ walked by an operation validated on the old one.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from typing import Any
 
 import peewee
+import psycopg
 from playhouse.reflection import Introspector, PostgresqlMetadata
 
 from .catalog import TableInfo, TableRef, display_name, resolve_stored, resolve_table
@@ -69,31 +71,41 @@ def peewee_database(database_name: str) -> peewee.Database:
     return database_for(database_name)
 
 
-def table_info(database_name: str, table: TableInfo | TableRef | str) -> TableInfo:
+def table_info(
+    database_name: str,
+    table: TableInfo | TableRef | str,
+    conn: psycopg.Connection[Any] | None = None,
+) -> TableInfo:
     """The stored table (schema, name, validated oid) as the catalog describes it; its
     columns read once per process and configuration, its identity checked on every call
-    (see the module docstring). A ``str`` is a name as a caller would give it to enqueue
-    (``"todos"``, ``'"Sales"."Orders"'``): resolved through the catalog, never cached."""
+    (see the module docstring), on ``conn`` when the caller holds one (so a caller holding a
+    pooled connection never waits for a second one). A ``str`` is a name as a caller would
+    give it to enqueue (``"todos"``, ``'"Sales"."Orders"'``): resolved, never cached."""
     if isinstance(table, TableInfo):
         return table
-    if isinstance(table, str):
-        with REGISTRY.connection(database_name) as conn:
+    with contextlib.ExitStack() as stack:
+        if conn is None:
+            conn = stack.enter_context(REGISTRY.connection(database_name))
+        if isinstance(table, str):
             return resolve_table(conn, table)
+        return _checked_info(database_name, table, conn)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _checked_info(database_name: str, table: TableRef, conn: psycopg.Connection[Any]) -> TableInfo:
     database = peewee_database(database_name)
     with _lock:
         cached = _infos.get(database, {}).get(table)
-    with REGISTRY.connection(database_name) as conn:
-        if cached is not None:
-            row = conn.execute(
-                query("catalog_table_oid"), {"schema": table.schema, "name": table.name}
-            ).fetchone()
-            if row is not None and row[0] == cached.oid:
-                return cached
-        info = resolve_stored(conn, table)
+    if cached is not None:
+        row = conn.execute(
+            query("catalog_table_oid"), {"schema": table.schema, "name": table.name}
+        ).fetchone()
+        if row is not None and row[0] == cached.oid:
+            return cached
+    info = resolve_stored(conn, table)
     with _lock:
-        entries = _infos.setdefault(database, {})
-        entries[table] = info
-        return info
+        _infos.setdefault(database, {})[table] = info
+    return info
 
 
 def table_model(
