@@ -73,6 +73,9 @@ DEDUPE_SECONDS = 30.0
 ENQUEUE_OPTIONS = frozenset((*SIZES, "priority"))
 _ORGANIZATION_OPTIONS = frozenset(("organization_id", "user_id", "user"))
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.:]")
+_ACTOR_NAME = re.compile(r"[A-Za-z0-9_.:]{1,255}")
+#: longest accepted dedupe window: a day (two slots of one schedule are at least 60 s apart)
+MAX_DEDUPE_SECONDS = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -213,9 +216,16 @@ def schedule(
         isinstance(dedupe_seconds, bool)
         or not isinstance(dedupe_seconds, int | float)
         or not math.isfinite(dedupe_seconds)
-        or dedupe_seconds < 0
+        or not 0 <= dedupe_seconds <= MAX_DEDUPE_SECONDS
     ):
-        raise InvalidBatchSizes(f"dedupe_seconds must be a number >= 0, got {dedupe_seconds!r}")
+        raise InvalidBatchSizes(
+            f"dedupe_seconds must be a number in 0..{MAX_DEDUPE_SECONDS:g}, got {dedupe_seconds!r}"
+        )
+    if name is not None and (not isinstance(name, str) or not _ACTOR_NAME.fullmatch(name)):
+        raise OperationDefinitionError(
+            f"name must be 1..255 letters, digits, '_', '.', ':' (a dramatiq actor name), "
+            f"got {name!r}"
+        )
     actor_name = name or _UNSAFE_NAME.sub("_", f"bbo_cron:{cls.name}:{table_name}:{column_name}")
     declared = CronOperation(
         operation_class=cls,

@@ -218,6 +218,12 @@ API_CASES: list[tuple[str, Callable[[], Any], type[Exception]]] = [
     ("schedule-column-surrogate", schedule(column="\ud800"), E.InvalidIdentifier),
     ("schedule-arguments-deep", schedule(arguments=_deep(100_000)), E.InvalidArguments),
     ("schedule-dedupe-nan", schedule(dedupe_seconds=math.nan), E.InvalidBatchSizes),
+    ("schedule-dedupe-a-century", schedule(dedupe_seconds=3.2e9), E.InvalidBatchSizes),
+    (
+        "schedule-actor-name-nul",
+        lambda: bbo.schedule(_Todos, "todos", "id", cron="0 * * * *", name="a\x00"),
+        E.OperationDefinitionError,
+    ),
     ("schedule-batch-size-zero", schedule(batch_size=0), E.InvalidBatchSizes),
     ("schedule-organization", schedule(organization_id=1), E.InvalidScope),
 ]
