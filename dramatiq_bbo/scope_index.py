@@ -54,7 +54,7 @@ def unindexed_scope(
             conn.execute(query("scope_probe_without_seqscan"))
             explain = sql.SQL("EXPLAIN (FORMAT JSON, VERBOSE) ") + sql.SQL(text)
             row = conn.execute(explain, params).fetchone()
-    except (psycopg.Error, peewee.PeeweeException) as exc:
+    except Exception as exc:  # a warning must never fail the enqueue it is about
         logger.debug("could not plan the scope probe of %s: %s", table.display, exc)
         return None
     plan = row[0] if row is not None else None
