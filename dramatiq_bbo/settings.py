@@ -196,11 +196,23 @@ class Settings:
 def _checked(name: str, value: Any, default: Any) -> Any:
     if bounds_of(name) is not None:
         return check_value(name, value, origin="configure()")
-    # A field declared without bounds: at least the kind of its default.
-    if isinstance(default, dict) and not isinstance(value, dict):
+    # A field declared without bounds (declare them with setting()): at least the kind of
+    # its default, and a finite number.
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigurationError(f"setting {name!r} must be True or False, got {value!r}")
+    elif isinstance(default, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigurationError(f"setting {name!r} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigurationError(f"setting {name!r} must be finite, got {value!r}")
+    elif isinstance(default, str):
+        if not isinstance(value, str) or not clean_text(value):
+            raise ConfigurationError(
+                f"setting {name!r} must be a string without NUL, got {value!r}"
+            )
+    elif isinstance(default, dict) and not isinstance(value, dict):
         raise ConfigurationError(f"setting {name!r} must be a mapping, got {value!r}")
-    if isinstance(default, bool) and not isinstance(value, bool):
-        raise ConfigurationError(f"setting {name!r} must be True or False, got {value!r}")
     return value
 
 
