@@ -89,7 +89,7 @@ def build_operation(
     and its keyset. Reflection happens here, outside any transaction. The stored table's
     identity is checked on ``conn`` when the caller holds one (TableChanged if replaced)."""
     cls = resolve(operation.job_class_name)
-    info = table_info(operation.database_name, operation.table, conn)
+    info = table_info(operation.database_name, operation.table_ref, conn)
     model = table_model(operation.database_name, info, operation_class=cls)
     instance = cls(operation.job_arguments, table=model)
     instance.operation = operation

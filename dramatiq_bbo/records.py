@@ -88,7 +88,7 @@ class OperationRecord:
     table_oid: int | None = None
 
     @property
-    def table(self) -> TableRef:
+    def table_ref(self) -> TableRef:
         """The table this operation runs on: schema, bare name and validated oid, exactly
         as stored (a hand-built record without ``table_schema`` has its text split)."""
         if self.table_schema is None:
@@ -99,7 +99,7 @@ class OperationRecord:
     @property
     def table_display(self) -> str:
         """``schema.table``, quoted where SQL would need it: for messages and logs."""
-        return display_name(self.table.schema, self.table.name)
+        return display_name(self.table_ref.schema, self.table_ref.name)
 
     @property
     def organization_scoped(self) -> bool:

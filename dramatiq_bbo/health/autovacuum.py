@@ -42,7 +42,7 @@ class Autovacuum:
     defaults: ClassVar[dict[str, Any]] = {"autovacuum_stop_on_any": True}
 
     def check(self, context: Context) -> Result:
-        schema, name, _oid = context.operation.table
+        schema, name, _oid = context.operation.table_ref
         table = context.operation.table_display
         with context.connection.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(
