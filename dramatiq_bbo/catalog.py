@@ -6,8 +6,15 @@ columns must exist, be NOT NULL, lead a valid btree index in order, and be uniqu
 
 Names. A table is named ``"table"`` (resolved through the connection's ``search_path``, as
 Postgres would) or ``"schema.table"``. Each part is taken literally — ``"TodoItems"`` is the
-table whose name is exactly ``TodoItems`` — and may also be written double-quoted. Every
-identifier reaches SQL through :class:`psycopg.sql.Identifier`, every value as a parameter.
+table whose name is exactly ``TodoItems`` — and may also be written double-quoted, SQL
+style; a part holding a dot, or starting with a double quote, must be (``'"dot.ted"'``; the
+table named ``"todos"``, quotes included, is written with each quote doubled inside a pair
+of quotes). A part is at
+most 63 bytes (Postgres would silently truncate a longer one to another name) and holds no
+NUL or lone surrogate. Once resolved, a table is kept as what the catalog says — its schema,
+its bare name and its oid (:class:`TableRef`) — and stored that way on the operation row:
+never as text parsed again, so the table that runs is the one validated. Every identifier
+reaches SQL through :class:`psycopg.sql.Identifier`, every value as a parameter.
 
 Cursors. A cursor is a JSON array of the cursor columns' values, in cursor order, stored in
 ``jsonb`` (``min_cursor``, ``max_cursor``, ``next_cursor``, job checkpoints). Ints, strings,
@@ -25,13 +32,19 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from .errors import ColumnNotFound, CursorNotIndexed, TableNotFound
+from .errors import (
+    ColumnNotFound,
+    CursorNotIndexed,
+    InvalidIdentifier,
+    TableChanged,
+    TableNotFound,
+)
 from .queries import query
 
 _TABLE_KINDS = {"r": "table", "p": "partitioned table"}
@@ -58,6 +71,15 @@ class ColumnInfo:
     attnum: int
 
 
+class TableRef(NamedTuple):
+    """A table as stored on an operation row: the catalog's schema and bare name, and the
+    oid it had when enqueue validated it (None on rows older than the oid column)."""
+
+    schema: str
+    name: str
+    oid: int | None = None
+
+
 @dataclass(frozen=True)
 class TableInfo:
     """A resolved target table."""
@@ -69,15 +91,14 @@ class TableInfo:
     columns: dict[str, ColumnInfo] = field(hash=False)
 
     @property
-    def qualified(self) -> str:
-        """``schema.table``, literal parts: the form stored on the operation row, which
-        :func:`resolve_table` resolves back to this table whatever the search_path."""
-        return f"{self.schema}.{self.name}"
+    def ref(self) -> TableRef:
+        """What the operation row stores: schema, bare name and oid, never re-parsed."""
+        return TableRef(self.schema, self.name, self.oid)
 
     @property
     def display(self) -> str:
         """``schema.table`` quoted like SQL would need it, for messages."""
-        return f"{quote_ident(self.schema)}.{quote_ident(self.name)}"
+        return display_name(self.schema, self.name)
 
     @property
     def identifier(self) -> sql.Identifier:
@@ -91,10 +112,37 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def display_name(schema: str | None, name: str) -> str:
+    """``schema.table`` quoted like SQL would need it (``name`` alone without a schema)."""
+    return quote_ident(name) if schema is None else f"{quote_ident(schema)}.{quote_ident(name)}"
+
+
+def check_identifier(value: Any, what: str) -> str:
+    """``value`` if Postgres can hold it as an identifier exactly, else InvalidIdentifier:
+    a string of 1..63 bytes in UTF-8 (a longer one would be truncated to another name),
+    without NUL (text cannot hold it) or lone surrogates (not encodable)."""
+    if not isinstance(value, str) or not value:
+        raise InvalidIdentifier(f"{what} must be a non-empty string, got {value!r}")
+    if "\x00" in value:
+        raise InvalidIdentifier(f"{what} {value!r} holds a NUL character")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidIdentifier(f"{what} {value!r} holds a lone surrogate") from None
+    if size > 63:
+        raise InvalidIdentifier(
+            f"{what} {value!r} is {size} bytes long; Postgres identifiers are at most 63 "
+            "bytes (a longer name would be truncated to another one)"
+        )
+    return value
+
+
 def split_table_name(table_name: Any) -> tuple[str | None, str]:
     """``"t"`` → (None, "t"); ``"s.t"`` → ("s", "t"); parts may be double-quoted."""
     if not isinstance(table_name, str) or not table_name or len(table_name) > 200:
         raise TableNotFound(f"table name must be a non-empty string, got {table_name!r}")
+    if "\x00" in table_name:
+        raise InvalidIdentifier(f"table name {table_name!r} holds a NUL character")
     parts: list[str] = []
     rest = table_name
     while True:
@@ -116,14 +164,37 @@ def split_table_name(table_name: Any) -> tuple[str | None, str]:
                 "a part that contains a dot"
             )
         rest = rest[1:]
-    if any(not part or len(part) > 63 for part in parts):
-        raise TableNotFound(f"table name {table_name!r} has an empty or over-long part")
+    if any(not part for part in parts):
+        raise TableNotFound(f"table name {table_name!r} has an empty part")
+    for part in parts:
+        check_identifier(part, f"table name {table_name!r}: part")
     return (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
 
 
 def resolve_table(conn: psycopg.Connection[Any], table_name: str) -> TableInfo:
     """The ordinary or partitioned table ``table_name`` names, with its columns."""
     schema, name = split_table_name(table_name)
+    return _resolve(conn, schema, name, table_name)
+
+
+def resolve_stored(conn: psycopg.Connection[Any], ref: TableRef) -> TableInfo:
+    """The table an operation row stores, looked up by its exact schema and name (no
+    parsing, no search_path); TableChanged when it is no longer the table enqueue validated
+    (its oid differs: dropped and re-created, or another table renamed into its place)."""
+    info = _resolve(conn, ref.schema, ref.name, display_name(ref.schema, ref.name))
+    if ref.oid is not None and info.oid != ref.oid:
+        raise TableChanged(
+            f"table {info.display} is not the table this operation was enqueued on (oid "
+            f"{info.oid}, the operation was validated on oid {ref.oid}): it was dropped and "
+            "re-created, or another table took its name; cancel the operation and enqueue it "
+            "again if the new table is the intended one"
+        )
+    return info
+
+
+def _resolve(
+    conn: psycopg.Connection[Any], schema: str | None, name: str, table_name: str
+) -> TableInfo:
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
             query("catalog_resolve_table"), {"schema": schema, "name": name}

@@ -11,7 +11,7 @@ from typing import Any
 
 from .db import DEFAULT_DATABASE, REGISTRY
 from .errors import ConfigurationError
-from .settings import Settings
+from .settings import Settings, check_database
 
 
 def configure(
@@ -28,7 +28,12 @@ def configure(
     """
     if dsn is None and database is None and not databases:
         raise ConfigurationError("configure() needs dsn=, database= or databases=")
+    # Everything is checked before the configuration in force is touched.
     new_settings = Settings().replace(**settings)
+    if dsn is not None:
+        check_database(DEFAULT_DATABASE, dsn)
+    for name, target in (databases or {}).items():
+        check_database(name, target if isinstance(target, str) else None)
     REGISTRY.reset()
     REGISTRY.settings = new_settings
     if dsn is not None or database is not None:

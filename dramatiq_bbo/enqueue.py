@@ -2,8 +2,13 @@
 
 Everything is checked before anything is written, each failure a typed error naming the
 offending value: the class, the arguments, the sizes, the scope, the database
-(:mod:`dramatiq_bbo.enqueue_checks`), then the table and its cursor
-(:mod:`dramatiq_bbo.catalog`, inside the transaction, before the first write).
+(:mod:`dramatiq_bbo.enqueue_checks`), then, inside the transaction and before the first
+write, the table — resolved through the catalog (:mod:`dramatiq_bbo.catalog`), outside the
+refused schemas and among the class's declared tables, the one the class's model is bound to,
+readable by the role (:mod:`dramatiq_bbo.table_policy`) — and its cursor. The operation
+stores the table as the catalog names it (schema, bare name) with its oid, never as text to
+parse again. A scope no index serves is not refused but warned about
+(:mod:`dramatiq_bbo.scope_index`, ``EnqueueResult.warnings``).
 
 Duplicates. An unfinished operation (queued, active or paused) with the same class, table,
 column, arguments (``jsonb`` equality, so key order does not matter), organization and
@@ -52,12 +57,24 @@ from .db import REGISTRY
 from .enqueue_checks import EnqueueRequest, check_request, psycopg_connection
 from .errors import ConcurrentEnqueue, OperationDefinitionError
 from .migrations import requires_schema
-from .observability.logs import DUPLICATE_ENQUEUE, WORKER_TRANSITION, event, logger
+from .observability.logs import (
+    DUPLICATE_ENQUEUE,
+    SCOPE_NOT_INDEXED,
+    WORKER_TRANSITION,
+    event,
+    logger,
+)
 from .operation import BaseOperation, resolve
 from .pipeline.setup_checks import warn_without_pipeline
 from .queries import query
 from .records import OperationRecord
 from .store import CELL_LOCAL_TABLES, ORGANIZATION_TABLES
+from .table_policy import (
+    check_model_table,
+    check_privileges,
+    check_table_allowed,
+    privilege_error,
+)
 
 #: Called with the new operation after enqueue's own transaction committed (not for
 #: duplicates, not inside a caller's transaction). A failing hook is logged, never raised.
@@ -77,6 +94,8 @@ class EnqueueResult:
 
     operation: OperationRecord
     duplicate: bool
+    #: what enqueue noticed but did not refuse (e.g. a scope no index serves), also logged
+    warnings: tuple[str, ...] = ()
 
 
 @requires_schema
@@ -165,6 +184,10 @@ def _enqueue(conn: psycopg.Connection[Any], request: EnqueueRequest) -> EnqueueR
     a caller's older snapshot can miss a just-committed twin that the partial unique index
     then catches; the retry (new statement snapshot under READ COMMITTED) finds it."""
     table = resolve_table(conn, request.table_name)
+    cls = request.operation_class
+    check_table_allowed(conn, cls, table)
+    check_model_table(conn, cls, table)
+    check_privileges(conn, table)
     validate_cursor(conn, table, request.cursor_columns)
     failure: psycopg.Error | None = None
     for _attempt in range(2):
@@ -173,6 +196,8 @@ def _enqueue(conn: psycopg.Connection[Any], request: EnqueueRequest) -> EnqueueR
                 return _lock_check_insert(conn, request, table)
         except (pg_errors.UniqueViolation, pg_errors.SerializationFailure) as exc:
             failure = exc
+        except pg_errors.InsufficientPrivilege as exc:
+            raise privilege_error(exc, table) from None
     raise ConcurrentEnqueue(
         f"an identical unfinished {request.operation_class.name} operation on "
         f"{table.display}.{request.column_name} was committed concurrently and is not visible "
@@ -187,7 +212,8 @@ def _lock_check_insert(
     operations = _operations_table(request)
     values: dict[str, Any] = {
         "job_class_name": request.operation_class.name,
-        "table_name": table.qualified,
+        "table_schema": table.schema,
+        "table_name": table.name,
         "column_name": request.column_name,
         "database_name": request.database,
         "job_arguments": request.arguments_json,
@@ -198,9 +224,10 @@ def _lock_check_insert(
         row = cur.execute(query(find, operations=operations), values).fetchone()
         if row is not None:
             return EnqueueResult(OperationRecord.from_row(row), duplicate=True)
-        bounds = _bounds(conn, request, table)
+        bounds, warnings = _bounds(conn, request, table)
         values.update(
             request.sizes,
+            table_oid=table.oid,
             partition=current_partition(conn, request.scope),
             user_id=request.user_id,
             cursor_columns=list(request.cursor_columns),
@@ -214,7 +241,7 @@ def _lock_check_insert(
     assert row is not None
     operation = OperationRecord.from_row(row)
     _run_in_transaction_hooks(conn, operation)
-    return EnqueueResult(operation, duplicate=False)
+    return EnqueueResult(operation, duplicate=False, warnings=warnings)
 
 
 def _run_in_transaction_hooks(conn: psycopg.Connection[Any], operation: OperationRecord) -> None:
@@ -237,13 +264,15 @@ def lock_key(request: EnqueueRequest, table: TableInfo) -> int:
     parts = [
         "dramatiq_bbo.enqueue",
         request.operation_class.name,
-        table.qualified,
+        table.schema,
+        table.name,
         request.column_name,
         request.arguments_json,
-        "-" if request.organization_id is None else str(request.organization_id),
+        request.organization_id,
         request.database,
     ]
-    digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=8).digest()
+    text = json.dumps(parts, ensure_ascii=False, separators=(",", ":"))
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 
@@ -255,13 +284,15 @@ def current_partition(conn: psycopg.Connection[Any], scope: str) -> int:
 
 def _bounds(
     conn: psycopg.Connection[Any], request: EnqueueRequest, table: TableInfo
-) -> tuple[list[Any], list[Any]] | None:
+) -> tuple[tuple[list[Any], list[Any]] | None, tuple[str, ...]]:
     """The keyset range at enqueue time, honouring the class's ``scope()`` when it has one:
-    the scoped peewee query becomes the subquery the bounds are read from."""
+    the scoped peewee query becomes the subquery the bounds are read from. Also the
+    warnings about that scope (one no index serves: :mod:`dramatiq_bbo.scope_index`)."""
     cls = request.operation_class
     columns = request.cursor_columns
     if cls.scope is BaseOperation.scope:
-        return cursor_bounds(conn, table, columns)
+        return cursor_bounds(conn, table, columns), ()
+    from .scope_index import unindexed_scope
     from .tables import column_field, table_model
 
     model: Any = table_model(request.database, table, operation_class=cls)
@@ -275,7 +306,9 @@ def _bounds(
             f"{type(exc).__name__}: {exc}"
         ) from exc
     relation = sql.SQL("({}) AS {}").format(sql.SQL(text), sql.Identifier("bbo_scoped"))
-    return cursor_bounds(conn, table, columns, params=params, relation=relation)
+    bounds = cursor_bounds(conn, table, columns, params=params, relation=relation)
+    warning = unindexed_scope(conn, table, model, scoped, columns, request.sizes["batch_size"])
+    return bounds, () if warning is None else (warning,)
 
 
 def _announce(result: EnqueueResult) -> None:
@@ -283,11 +316,14 @@ def _announce(result: EnqueueResult) -> None:
     fields: dict[str, Any] = {
         "operation_id": str(op.id),
         "job_class_name": op.job_class_name,
+        "table_schema": op.table_schema,
         "table_name": op.table_name,
         "column_name": op.column_name,
         "organization_id": op.organization_id,
         "database_name": op.database_name,
     }
+    for warning in result.warnings:
+        event(SCOPE_NOT_INDEXED, level=logging.WARNING, reason=warning, **fields)
     if result.duplicate:
         event(DUPLICATE_ENQUEUE, level=logging.WARNING, status=op.status.name.lower(), **fields)
     else:

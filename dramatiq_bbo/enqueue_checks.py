@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 
+from .catalog import check_identifier
 from .db import REGISTRY
 from .errors import (
     ColumnNotInCursor,
@@ -26,7 +27,7 @@ from .errors import (
     UnknownDatabase,
 )
 from .operation import BaseOperation
-from .settings import Settings
+from .settings import Settings, check_value, clean_text
 
 SIZES = (
     "batch_size",
@@ -36,8 +37,9 @@ SIZES = (
     "min_batch_size",
     "max_batch_size",
 )
-_INT4_MAX = 2**31 - 1
 _BIGINT = range(-(2**63), 2**63)
+#: widest integer accepted in arguments (what jsonb holds goes far beyond: this is sanity)
+_MAX_INT_BITS = 256
 _SMALLINT = range(-(2**15), 2**15)
 
 
@@ -96,6 +98,7 @@ def check_request(
 def _cursor_columns(cls: type[BaseOperation], column_name: Any) -> tuple[str, ...]:
     if not isinstance(column_name, str) or not column_name:
         raise ColumnNotInCursor(f"column_name must be a non-empty string, got {column_name!r}")
+    check_identifier(column_name, "column_name")
     columns = cls.cursor_columns(column_name)
     if column_name not in columns:
         raise ColumnNotInCursor(
@@ -113,6 +116,7 @@ def _arguments_json(arguments: Any, settings: Settings) -> str:
             f"arguments must be a JSON object (dict) or array (list), got "
             f"{type(value).__name__}: {short(value)}"
         )
+    check_json_value(value, settings.max_arguments_depth)
     try:
         text = json.dumps(
             value, sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=False
@@ -131,8 +135,60 @@ def _arguments_json(arguments: Any, settings: Settings) -> str:
     return text
 
 
+def check_json_value(value: Any, max_depth: int) -> None:
+    """Refuse what JSON or ``jsonb`` cannot hold faithfully, naming where it is: nesting
+    deeper than ``max_depth`` (checked without recursing that deep), keys that are not
+    strings, strings with a NUL (``jsonb`` refuses ``\\u0000``) or a lone surrogate, floats
+    that are NaN or infinite, and values of any other type."""
+    stack: list[tuple[Any, str, int]] = [(value, "arguments", 1)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            if depth > max_depth:
+                raise InvalidArguments(
+                    f"{path} is nested deeper than {max_depth} levels (setting "
+                    "max_arguments_depth); pass a flatter structure"
+                )
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if not isinstance(key, str):
+                        raise InvalidArguments(
+                            f"{path} has a key that is not a string ({short(key, 60)}), "
+                            f"in {short(item)}"
+                        )
+                    _check_text(key, f"{path} key {short(key, 60)}")
+                    stack.append((child, f"{path}[{short(key, 60)}]", depth + 1))
+            else:
+                stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in enumerate(item))
+        elif isinstance(item, str):
+            _check_text(item, path)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise InvalidArguments(f"{path} is {item!r}, which JSON cannot hold")
+        elif isinstance(item, int) and item.bit_length() > _MAX_INT_BITS:
+            raise InvalidArguments(
+                f"{path} is an int of {item.bit_length()} bits; integers in arguments are "
+                f"limited to {_MAX_INT_BITS} bits (pass a string for larger numbers)"
+            )
+        elif item is not None and not isinstance(item, bool | int | float):
+            raise InvalidArguments(
+                f"{path} is a {type(item).__name__}, not a JSON value: {short(item)}"
+            )
+
+
+def _check_text(text: str, path: str) -> None:
+    if not clean_text(text):
+        raise InvalidArguments(
+            f"{path} holds a NUL character or a lone surrogate, which the database cannot "
+            f"store: {short(text)}"
+        )
+
+
 def short(value: Any, limit: int = 200) -> str:
-    text = repr(value)
+    """``repr(value)``, cut to ``limit`` characters; never fails (a huge int cannot repr)."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return f"<a {type(value).__name__} too large to show>"
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -201,20 +257,8 @@ def _sizes(
 
 
 def _checked_size(name: str, value: Any, origin: str) -> Any:
-    if name == "interval_seconds":
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value < 0
-        ):
-            raise InvalidBatchSizes(f"{name} must be a number >= 0, got {value!r} ({origin})")
-        return float(value)
-    lowest = 0 if name == "pause_ms" else 1
-    if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= _INT4_MAX:
-        kind = "an int >= 0" if lowest == 0 else "an int > 0"
-        raise InvalidBatchSizes(f"{name} must be {kind}, got {value!r} ({origin})")
-    return value
+    """A size checked against the bounds of the setting of the same name (one place)."""
+    return check_value(name, value, origin=origin, error=InvalidBatchSizes)
 
 
 def _priority(priority: Any) -> int:

@@ -152,6 +152,30 @@ class OperationInterrupted(BBOError):
         self.reason = reason
 
 
+# -- identifiers, table scope and inputs -------------------------------------------------------
+
+
+class InvalidIdentifier(ValidationError):
+    """A table or column name is not one Postgres can hold: empty, longer than 63 bytes
+    (Postgres would silently truncate it to another name), or holding a NUL or a lone
+    surrogate."""
+
+
+class TableNotAllowed(ValidationError):
+    """The table is in a schema no operation may touch (``bbo``, ``dramatiq``, the system
+    catalogs, temporary schemas), or outside the tables the operation class declares."""
+
+
+class TablePrivilegeMissing(ValidationError):
+    """The connected role lacks a privilege the operation needs on its table (or schema)."""
+
+
+class TableChanged(BBOError):
+    """The table stored on an operation is no longer the table that was validated at enqueue
+    (dropped, or renamed and another table took its name): the operation refuses to run on
+    another table."""
+
+
 class TooManyInterruptions(BBOError):
     """A job was interrupted (worker shutdown, expired lease) more than ``max_interruptions``
     times: from then on each interruption counts as a failed attempt. Recorded on the job row

@@ -86,12 +86,15 @@ WORKER_SHUTDOWN = "worker_shutdown"
 
 # -- building an operation instance ---------------------------------------------------------
 def build_operation(
-    operation: OperationRecord, job: JobRecord | None = None
+    operation: OperationRecord,
+    job: JobRecord | None = None,
+    conn: psycopg.Connection[Any] | None = None,
 ) -> tuple[BaseOperation, Keyset]:
     """The author's class instantiated for ``operation`` (arguments, table model, records)
-    and its keyset. Reflection happens here, outside any transaction."""
+    and its keyset. Reflection happens here, outside any transaction. The stored table's
+    identity is checked on ``conn`` when the caller holds one (TableChanged if replaced)."""
     cls = resolve(operation.job_class_name)
-    info = table_info(operation.database_name, operation.table_name)
+    info = table_info(operation.database_name, operation.table_ref, conn)
     model = table_model(operation.database_name, info, operation_class=cls)
     instance = cls(operation.job_arguments, table=model)
     instance.operation = operation
@@ -113,7 +116,7 @@ def create_next_job(
 
     Three round trips (pipelined): lock the operation row, probe the range, then insert the
     job, advance the cursor and commit (four with ``claim_for``)."""
-    _, keyset = build_operation(operation)
+    _, keyset = build_operation(operation, conn=conn)
     operations, jobs = tables_for(operation)
     settings = REGISTRY.settings
     with pipelined(conn), conn.transaction():
@@ -244,7 +247,7 @@ def _run_claimed(
     engine: SubBatchEngine | None = None
     end = functools.partial(_end, name, connection, operation, job, owner)
     try:
-        instance, keyset = build_operation(operation, job)
+        instance, keyset = build_operation(operation, job, connection)
         engine = SubBatchEngine(
             keyset=keyset,
             operation=operation,

@@ -37,6 +37,10 @@ Cursor = list[Any]  # a stored cursor: JSON values in cursor-column order
 Range = tuple[Cursor, Cursor]  # inclusive (first, last)
 
 
+def _as_is(value: Any) -> Any:
+    return value
+
+
 class Keyset:
     """The keyset walk over one table, shared by job creation, splitting and sub-batches."""
 
@@ -81,8 +85,10 @@ class Keyset:
                 f"cursor {list(cursor)!r} has {len(cursor)} values, the keyset "
                 f"{self.columns!r} has {len(self.fields)} columns"
             )
+        # converter=_as_is: the value is cast in SQL, and must not go through the field's
+        # own db_value (a text field would turn a compiled statement's Slot into "<Slot 0>")
         casts = [
-            peewee.Cast(peewee.Value(value, unpack=False), type_name)
+            peewee.Cast(peewee.Value(value, converter=_as_is, unpack=False), type_name)
             for value, type_name in zip(cursor, self.type_names, strict=True)
         ]
         return peewee.Tuple(*casts) if self.composite else casts[0]

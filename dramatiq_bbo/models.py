@@ -110,7 +110,9 @@ class OperationBase(_StateModel):
     """Columns shared by both operation ("worker") tables."""
 
     job_class_name = peewee.TextField()
+    table_schema = peewee.TextField()
     table_name = peewee.TextField()
+    table_oid = peewee.BigIntegerField(null=True)
     column_name = peewee.TextField()
     cursor_columns = ArrayField(peewee.TextField, index=False)
     job_arguments = _jsonb()

@@ -41,6 +41,11 @@ class BaseOperation:
       NOT NULL, unique together and lead a btree index. Default: ``(column_name,)``.
     - ``database``: name of the configured database holding the table (default ``"main"``).
     - ``model``: a peewee model for the table; if absent one is reflected from the catalog.
+      It must be bound to the table the operation is enqueued on (checked at enqueue and
+      before every job).
+    - ``tables``: the tables the class may run on, e.g. ``("todos", "archive.todos")``;
+      enqueue refuses any other. Default: any table outside the refused schemas (see
+      :mod:`dramatiq_bbo.table_policy`).
     - ``batch_size``, ``sub_batch_size``, ``pause_ms``, ``interval_seconds``,
       ``min_batch_size``, ``max_batch_size``: per-class defaults over the settings;
       ``enqueue()`` may override them.
@@ -52,6 +57,9 @@ class BaseOperation:
     cursor: ClassVar[tuple[str, ...] | None] = None
     database: ClassVar[str] = "main"
     model: ClassVar[Any] = None
+    tables: ClassVar[tuple[str, ...] | None] = None
+    #: ``tables`` as (schema or None, name) pairs, set at class creation
+    _declared_tables: ClassVar[tuple[tuple[str | None, str], ...] | None] = None
 
     batch_size: ClassVar[int | None] = None
     sub_batch_size: ClassVar[int | None] = None
@@ -141,6 +149,14 @@ def _validate_class(cls: type[BaseOperation]) -> None:
             raise OperationDefinitionError(
                 f"{cls.__qualname__}: {attribute} must be an int, got {value!r}"
             )
+    if "tables" in cls.__dict__:
+        from .table_policy import declared_tables
+
+        if cls.tables is None:
+            cls._declared_tables = None
+        else:
+            cls._declared_tables = declared_tables(cls.__qualname__, cls.tables)
+            cls.tables = tuple(cls.tables)
     if cls.perform is BaseOperation.perform:
         raise OperationDefinitionError(f"{cls.__qualname__} must implement perform()")
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, ClassVar
 
+from .catalog import TableRef, display_name, split_table_name
+
 
 class OperationStatus(enum.IntEnum):
     QUEUED = 0
@@ -79,6 +81,25 @@ class OperationRecord:
     updated_at: datetime
     organization_id: int | None = None
     user_id: int | None = None
+    #: the table's schema, as the catalog spells it (``table_name`` is the bare name);
+    #: None only on records built by hand from a ``"schema.table"`` text
+    table_schema: str | None = None
+    #: the table's oid when enqueue validated it (checked again before each job)
+    table_oid: int | None = None
+
+    @property
+    def table_ref(self) -> TableRef:
+        """The table this operation runs on: schema, bare name and validated oid, exactly
+        as stored (a hand-built record without ``table_schema`` has its text split)."""
+        if self.table_schema is None:
+            schema, name = split_table_name(self.table_name)
+            return TableRef(schema or "public", name, self.table_oid)
+        return TableRef(self.table_schema, self.table_name, self.table_oid)
+
+    @property
+    def table_display(self) -> str:
+        """``schema.table``, quoted where SQL would need it: for messages and logs."""
+        return display_name(self.table_ref.schema, self.table_ref.name)
 
     @property
     def organization_scoped(self) -> bool:
@@ -91,7 +112,7 @@ class OperationRecord:
     @property
     def identifier(self) -> str:
         """``Class/table.column``: the label logs and metrics use."""
-        return f"{self.job_class_name}/{self.table_name}.{self.column_name}"
+        return f"{self.job_class_name}/{self.table_display}.{self.column_name}"
 
     @property
     def progress(self) -> float | None:

@@ -1,18 +1,128 @@
-"""Operator-tunable settings with their documented defaults.
+"""Operator-tunable settings with their documented defaults and their bounds.
 
 Every number an operator may want to change lives here, not as a constant in the code that
 uses it. ``bbo.configure(**overrides)`` replaces fields by name; an unknown name is refused
 with :class:`~dramatiq_bbo.errors.ConfigurationError` so a typo never silently falls back to
 the default.
+
+Bounds. Each field declares what it accepts in one place, its ``field(metadata=...)`` built
+by :func:`setting`: the kind (int, float or str), the lowest and highest value, and for
+strings a pattern. ``configure()`` checks every override against them before changing
+anything, so NaN, infinities, negative or zero leases, absurd magnitudes (a lease of ten
+years, a batch beyond int32), empty queue names or strings holding NUL are refused at once
+with an error naming the setting and the value, instead of failing later inside the
+database. A new setting adds its bounds the same way; enqueue's per-call sizes are checked
+against the very same bounds (:func:`check_value`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigurationError
+from .errors import BBOError, ConfigurationError
+
+INT4_MAX = 2**31 - 1
+#: one day, in milliseconds and in seconds: the longest sane timeout or lease
+_DAY_MS = 86_400_000
+_DAY_S = 86_400.0
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What one setting accepts: ``kind`` in ``[low, high]`` (``low`` excluded when
+    ``low_open``); strings match ``pattern`` and hold no NUL or lone surrogate."""
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    pattern: str | None = None
+
+    def describe(self) -> str:
+        """``an int > 0``, ``a number >= 0``...: the kind and the lower bound."""
+        if self.kind is str:
+            return f"a string matching {self.pattern}" if self.pattern else "a string"
+        kind = "an int" if self.kind is int else "a number"
+        if self.low is None:
+            return kind
+        if self.kind is int and self.low == 1 and not self.low_open:
+            return f"{kind} > 0"
+        return f"{kind} {'>' if self.low_open else '>='} {self.low:g}"
+
+    def accepted(self) -> str:
+        if self.kind is str or self.high is None:
+            return ""
+        low = "" if self.low is None else f"{'above ' if self.low_open else ''}{self.low:g}"
+        return f"; accepted: {low}..{self.high:g}" if low else f"; at most {self.high:g}"
+
+
+def setting(
+    default: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    pattern: str | None = None,
+) -> Any:
+    """A settings field whose bounds live next to its default (see the module docstring)."""
+    bounds = Bounds(type(default), low, high, low_open, pattern)
+    return field(default=default, metadata={"bounds": bounds})
+
+
+def bounds_of(name: str) -> Bounds | None:
+    for f in dataclasses.fields(Settings):
+        if f.name == name:
+            bound = f.metadata.get("bounds")
+            return bound if isinstance(bound, Bounds) else None
+    return None
+
+
+def check_value(
+    name: str,
+    value: Any,
+    *,
+    origin: str | None = None,
+    error: type[BBOError] = ConfigurationError,
+) -> Any:
+    """``value`` checked against the bounds of setting ``name`` (an int for an int setting,
+    a float for a float one), or ``error`` naming the setting, the value and ``origin``."""
+    bounds = bounds_of(name)
+    if bounds is None:
+        return value
+    where = f" ({origin})" if origin else ""
+    wrong = error(f"{name} must be {bounds.describe()}, got {value!r}{where}{bounds.accepted()}")
+    if bounds.kind is str:
+        if not isinstance(value, str) or not clean_text(value):
+            raise wrong
+        if bounds.pattern is not None and not re.fullmatch(bounds.pattern, value):
+            raise wrong
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise wrong
+    if bounds.kind is int and not isinstance(value, int):
+        raise wrong
+    if not math.isfinite(value):
+        raise wrong
+    if bounds.low is not None and (value < bounds.low or (bounds.low_open and value == bounds.low)):
+        raise wrong
+    if bounds.high is not None and value > bounds.high:
+        raise wrong
+    return float(value) if bounds.kind is float else value
+
+
+def clean_text(text: str) -> bool:
+    """No NUL (Postgres text cannot hold it) and no lone surrogate (not encodable as UTF-8)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass
@@ -22,83 +132,124 @@ class Settings:
 
     # -- operation defaults --------------------------------------------------------------
     #: rows per job (one keyset batch)
-    batch_size: int = 1_000
+    batch_size: int = setting(1_000, low=1, high=INT4_MAX)
     #: rows per sub-batch (one short transaction with its checkpoint)
-    sub_batch_size: int = 100
-    #: sleep between two sub-batches, in milliseconds
-    pause_ms: int = 100
-    #: delay between two jobs of one operation, in seconds
-    interval_seconds: float = 120.0
+    sub_batch_size: int = setting(100, low=1, high=INT4_MAX)
+    #: sleep between two sub-batches, in milliseconds (at most an hour)
+    pause_ms: int = setting(100, low=0, high=3_600_000)
+    #: delay between two jobs of one operation, in seconds (at most 30 days)
+    interval_seconds: float = setting(120.0, low=0, high=30 * _DAY_S)
     #: bounds for the batch optimizer
-    min_batch_size: int = 1_000
-    max_batch_size: int = 2_000_000
+    min_batch_size: int = setting(1_000, low=1, high=INT4_MAX)
+    max_batch_size: int = setting(2_000_000, low=1, high=INT4_MAX)
 
     # -- guards on every sub-batch transaction ------------------------------------------------
-    #: SET LOCAL statement_timeout for each sub-batch, in milliseconds
-    statement_timeout_ms: int = 30_000
-    #: SET LOCAL lock_timeout for each sub-batch, in milliseconds
-    lock_timeout_ms: int = 5_000
+    #: SET LOCAL statement_timeout for each sub-batch, in milliseconds (0 would disable it)
+    statement_timeout_ms: int = setting(30_000, low=1, high=_DAY_MS)
+    #: SET LOCAL lock_timeout for each sub-batch, in milliseconds (0 would disable it)
+    lock_timeout_ms: int = setting(5_000, low=1, high=_DAY_MS)
 
     # -- enqueue limits -------------------------------------------------------------------
-    #: largest accepted job_arguments, serialised, in bytes
-    max_arguments_bytes: int = 64 * 1024
+    #: largest accepted job_arguments, serialised, in bytes (jsonb holds at most 255 MiB)
+    max_arguments_bytes: int = setting(64 * 1024, low=2, high=255 * 1024 * 1024)
+    #: deepest accepted nesting of job_arguments (objects and arrays within each other)
+    max_arguments_depth: int = setting(32, low=1, high=1_000)
 
     # -- pipeline -----------------------------------------------------------------------------
-    #: dramatiq queue the actors live on
-    queue_name: str = "background_operations"
+    #: dramatiq queue the actors live on (dramatiq's queue name rules)
+    queue_name: str = setting("background_operations", pattern=r"[a-zA-Z_][a-zA-Z0-9._-]{0,99}")
     #: jobs running at once per database
-    max_running_jobs: int = 10
+    max_running_jobs: int = setting(10, low=1, high=10_000)
     #: attempts per job before it counts as failed for good
-    max_attempts: int = 3
+    max_attempts: int = setting(3, low=1, high=1_000)
     #: a job's time budget as a fraction of the operation interval. Above the optimizer's
     #: target (0.95): the budget is a guard against a job gone slow, not the sizing target.
-    job_budget_fraction: float = 1.5
+    job_budget_fraction: float = setting(1.5, low=0, low_open=True, high=100)
     #: a job's time budget when the interval is 0 (seconds)
-    min_job_budget_seconds: float = 30.0
+    min_job_budget_seconds: float = setting(30.0, low=0, low_open=True, high=_DAY_S)
     #: how long a health stop holds an operation, in seconds
-    health_hold_seconds: float = 600.0
+    health_hold_seconds: float = setting(600.0, low=0, low_open=True, high=_DAY_S)
     #: lease on a running job and on an operation's stage: renewed by a heartbeat every
     #: third of it while the job runs, so a dead or frozen runner's job is taken over about
     #: this long after its last heartbeat (see docs/pipeline.md, "Liveness")
-    lease_seconds: float = 30.0
+    lease_seconds: float = setting(30.0, low=0.1, high=_DAY_S)
     #: how often every worker process runs a scheduler pass (expired leases recovered,
     #: operations without a live stage re-driven), in seconds; 0 leaves it to the cron tick
-    scheduler_pass_seconds: float = 5.0
+    scheduler_pass_seconds: float = setting(5.0, low=0, high=3_600.0)
     #: the server ends a sub-batch's session idle inside its transaction for this long
     #: (idle_in_transaction_session_timeout), releasing the locks of a frozen runner before
     #: its lease expires; keep it under two thirds of lease_seconds; 0 disables it
-    sub_batch_idle_timeout_seconds: float = 10.0
+    sub_batch_idle_timeout_seconds: float = setting(10.0, low=0, high=_DAY_S)
     #: interruptions (worker shutdown, expired lease) a job may have for free; each one past
     #: this counts as a failed attempt
-    max_interruptions: int = 15
+    max_interruptions: int = setting(15, low=0, high=10_000)
     #: how long an operation whose class a worker cannot import is held before another
     #: worker (perhaps one that knows the class) tries it again, in seconds
-    unknown_class_hold_seconds: float = 60.0
+    unknown_class_hold_seconds: float = setting(60.0, low=0, low_open=True, high=_DAY_S)
 
     # -- health thresholds (see dramatiq_bbo.health) ---------------------------------------------
     health: dict[str, Any] = field(default_factory=dict)
 
     def replace(self, **overrides: Any) -> Settings:
-        """A copy with ``overrides`` applied; refuses unknown names and wrong kinds."""
+        """A copy with ``overrides`` applied; refuses unknown names and values out of their
+        bounds (then nothing is applied)."""
         known = {f.name: f for f in dataclasses.fields(self)}
+        checked: dict[str, Any] = {}
         for name, value in overrides.items():
-            if name not in known:
+            if not isinstance(name, str) or name not in known:
                 raise ConfigurationError(
                     f"unknown setting {name!r}; known settings: {', '.join(sorted(known))}"
                 )
-            default = getattr(self, name)
-            if isinstance(default, bool) or not isinstance(default, int | float | str | dict):
-                continue
-            if isinstance(default, int | float) and (
-                isinstance(value, bool) or not isinstance(value, int | float)
-            ):
-                raise ConfigurationError(f"setting {name!r} must be a number, got {value!r}")
-            if isinstance(default, str) and not isinstance(value, str):
-                raise ConfigurationError(f"setting {name!r} must be a string, got {value!r}")
-            if isinstance(default, dict) and not isinstance(value, dict):
-                raise ConfigurationError(f"setting {name!r} must be a mapping, got {value!r}")
-        if "health" in overrides:  # threshold names are checked too (dramatiq_bbo.health)
+            checked[name] = _checked(name, value, getattr(self, name))
+        if "health" in checked:  # threshold names are checked too (dramatiq_bbo.health)
             from .health.settings import validate
 
-            overrides = {**overrides, "health": validate(overrides["health"])}
-        return dataclasses.replace(self, **overrides)
+            checked["health"] = validate(checked["health"])
+        return dataclasses.replace(self, **checked)
+
+
+def _checked(name: str, value: Any, default: Any) -> Any:
+    if bounds_of(name) is not None:
+        return check_value(name, value, origin="configure()")
+    # A field declared without bounds (declare them with setting()): at least the kind of
+    # its default, and a finite number.
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigurationError(f"setting {name!r} must be True or False, got {value!r}")
+    elif isinstance(default, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigurationError(f"setting {name!r} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigurationError(f"setting {name!r} must be finite, got {value!r}")
+    elif isinstance(default, str):
+        if not isinstance(value, str) or not clean_text(value):
+            raise ConfigurationError(
+                f"setting {name!r} must be a string without NUL, got {value!r}"
+            )
+    elif isinstance(default, dict) and not isinstance(value, dict):
+        raise ConfigurationError(f"setting {name!r} must be a mapping, got {value!r}")
+    return value
+
+
+def check_database(name: Any, dsn: Any = None) -> None:
+    """A database name and DSN given to ``configure()``, checked before anything changes:
+    names are 1..63 characters of clean text, a DSN a string libpq can parse."""
+    if not isinstance(name, str) or not 1 <= len(name) <= 63 or not clean_text(name):
+        raise ConfigurationError(
+            f"database name must be a string of 1..63 characters without NUL, got {name!r}"
+        )
+    if dsn is None:
+        return
+    if not isinstance(dsn, str) or not dsn.strip() or not clean_text(dsn):
+        raise ConfigurationError(
+            f"the DSN of database {name!r} must be a non-empty string without NUL or lone "
+            f"surrogates, got a {type(dsn).__name__}"
+        )
+    import psycopg
+
+    try:
+        psycopg.conninfo.conninfo_to_dict(dsn)
+    except (psycopg.Error, ValueError) as exc:
+        raise ConfigurationError(
+            f"the DSN of database {name!r} is malformed: {str(exc).strip()}"
+        ) from None

@@ -9,30 +9,40 @@ its own model (``model = Todo``) instead; it must be bound to the same database 
 tables, since the sub-batch transaction and its checkpoint share one connection.
 
 Models are cached per peewee database object (a new ``configure()`` builds new databases, so a
-stale model never outlives its configuration) and per ``(schema, table)``; so is what the
-catalog says about a stored table name (:func:`table_info`), which every job needs and which
+stale model never outlives its configuration) and per ``(schema, table, oid)``; so is what
+the catalog says about a stored table (:func:`table_info`), which every job needs and which
 does not change while operations run. After a migration that changes a target table's columns,
 call :func:`forget` (or ``configure()`` again). Enqueue validation never uses these caches: it
 always reads the catalog.
+
+The stored table is the operation row's ``(table_schema, table_name, table_oid)``
+(:class:`~dramatiq_bbo.catalog.TableRef`), looked up by exact schema and name — never a text
+parsed again. Each :func:`table_info` call checks, with one indexed catalog lookup, that the
+pair still names the table of that oid (:class:`~dramatiq_bbo.errors.TableChanged` if not), so
+a table dropped and re-created, or renamed away with another renamed into its place, is never
+walked by an operation validated on the old one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from typing import Any
 
 import peewee
+import psycopg
 from playhouse.reflection import Introspector, PostgresqlMetadata
 
-from .catalog import TableInfo, resolve_table
+from .catalog import TableInfo, TableRef, display_name, resolve_stored, resolve_table
 from .db import REGISTRY
-from .errors import TableNotFound
+from .errors import OperationDefinitionError, TableNotFound
+from .queries import query
 
-_cache: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], type[peewee.Model]]] = (
+_cache: weakref.WeakKeyDictionary[Any, dict[tuple[str, str, int], type[peewee.Model]]] = (
     weakref.WeakKeyDictionary()
 )
-_infos: weakref.WeakKeyDictionary[Any, dict[str, TableInfo]] = weakref.WeakKeyDictionary()
+_infos: weakref.WeakKeyDictionary[Any, dict[TableRef, TableInfo]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
@@ -43,6 +53,17 @@ class _OneTableMetadata(PostgresqlMetadata):  # type: ignore[misc]
         return []
 
 
+class _AnyNameIntrospector(Introspector):  # type: ignore[misc]
+    """peewee names the model class after the table, and fails on a table name with no
+    letter or digit in it (``"✓"``, ``" "``): any table name must reflect."""
+
+    def make_model_name(self, table: str, snake_case: bool = True) -> str:
+        try:
+            return str(super().make_model_name(table, snake_case))
+        except IndexError:
+            return "Table"
+
+
 def peewee_database(database_name: str) -> peewee.Database:
     """The peewee database registered for ``database_name`` (from ``configure()``)."""
     from .models import database_for
@@ -50,33 +71,61 @@ def peewee_database(database_name: str) -> peewee.Database:
     return database_for(database_name)
 
 
-def table_info(database_name: str, table: TableInfo | str) -> TableInfo:
-    """Resolve a stored table name (``schema.table``, literal parts) through the catalog,
-    once per process and configuration (see the module docstring)."""
+def table_info(
+    database_name: str,
+    table: TableInfo | TableRef | str,
+    conn: psycopg.Connection[Any] | None = None,
+) -> TableInfo:
+    """The stored table (schema, name, validated oid) as the catalog describes it; its
+    columns read once per process and configuration, its identity checked on every call
+    (see the module docstring), on ``conn`` when the caller holds one (so a caller holding a
+    pooled connection never waits for a second one). A ``str`` is a name as a caller would
+    give it to enqueue (``"todos"``, ``'"Sales"."Orders"'``): resolved, never cached."""
     if isinstance(table, TableInfo):
         return table
+    with contextlib.ExitStack() as stack:
+        if conn is None:
+            conn = stack.enter_context(REGISTRY.connection(database_name))
+        if isinstance(table, str):
+            return resolve_table(conn, table)
+        return _checked_info(database_name, table, conn)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _checked_info(database_name: str, table: TableRef, conn: psycopg.Connection[Any]) -> TableInfo:
     database = peewee_database(database_name)
     with _lock:
         cached = _infos.get(database, {}).get(table)
     if cached is not None:
-        return cached
-    with REGISTRY.connection(database_name) as conn:
-        info = resolve_table(conn, table)
+        row = conn.execute(
+            query("catalog_table_oid"), {"schema": table.schema, "name": table.name}
+        ).fetchone()
+        if row is not None and row[0] == cached.oid:
+            return cached
+    info = resolve_stored(conn, table)
     with _lock:
-        return _infos.setdefault(database, {}).setdefault(table, info)
+        _infos.setdefault(database, {})[table] = info
+    return info
 
 
 def table_model(
-    database_name: str, table: TableInfo | str, *, operation_class: Any = None
+    database_name: str, table: TableInfo | TableRef | str, *, operation_class: Any = None
 ) -> type[peewee.Model]:
     """The peewee model of ``table`` in ``database_name``: the class's own ``model`` if it
-    names one, else a reflected one, cached."""
+    names one (it must be bound to that table), else a reflected one, cached."""
     own = getattr(operation_class, "model", None)
-    if own is not None:
-        return own  # type: ignore[no-any-return]
     info = table_info(database_name, table)
+    if own is not None:
+        meta = own._meta
+        if meta.table_name != info.name or meta.schema not in (None, info.schema):
+            raise OperationDefinitionError(
+                f"{operation_class.__name__}.model ({own.__name__}) is bound to table "
+                f"{display_name(meta.schema, meta.table_name)}, not to {info.display} the "
+                "operation runs on"
+            )
+        return own  # type: ignore[no-any-return]
     database = peewee_database(database_name)
-    key = (info.schema, info.name)
+    key = (info.schema, info.name, info.oid)
     with _lock:
         cached = _cache.get(database, {}).get(key)
     if cached is not None:
@@ -99,7 +148,7 @@ def forget(database_name: str | None = None) -> None:
 
 
 def _reflect(database: peewee.Database, info: TableInfo) -> type[peewee.Model]:
-    introspector = Introspector(_OneTableMetadata(database), schema=info.schema)
+    introspector = _AnyNameIntrospector(_OneTableMetadata(database), schema=info.schema)
     models = introspector.generate_models(table_names=[info.name], literal_column_names=True)
     model = models.get(info.name)
     if model is None:

@@ -8,6 +8,7 @@ demo should not write to the database your environment points at unless you name
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from dramatiq_bbo.cli.main import EXIT_ERROR, EXIT_OK
@@ -46,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=_positive_seconds,
         default=300.0,
         metavar="SECONDS",
         help="give up when the operation has not finished after this long (default: 300)",
@@ -82,8 +83,19 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: most rows the demo table may hold (a sanity bound, not a limit of the library)
+MAX_DEMO_ROWS = 100_000_000
+
+
 def _positive_int(text: str) -> int:
     value = int(text.replace("_", "").replace(",", ""))
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    if not 1 <= value <= MAX_DEMO_ROWS:
+        raise argparse.ArgumentTypeError(f"must be 1..{MAX_DEMO_ROWS:,}, got {text}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or not 0 < value <= 86_400:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds in (0, 86400], got {text}")
     return value

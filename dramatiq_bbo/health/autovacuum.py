@@ -19,7 +19,6 @@ from typing import Any, ClassVar
 
 from psycopg.rows import dict_row
 
-from ..catalog import split_table_name
 from ..queries import query
 from .base import Context, Result, Signal
 
@@ -43,8 +42,8 @@ class Autovacuum:
     defaults: ClassVar[dict[str, Any]] = {"autovacuum_stop_on_any": True}
 
     def check(self, context: Context) -> Result:
-        table = context.operation.table_name
-        schema, name = split_table_name(table)
+        schema, name, _oid = context.operation.table_ref
+        table = context.operation.table_display
         with context.connection.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(
                 query("health_autovacuum_workers"), {"schema": schema, "name": name}

@@ -156,7 +156,7 @@ def _resolve(indicators: Sequence[Indicator | str]) -> list[Indicator]:
 
 
 def _key(dsn: str, operation: OperationRecord, indicator: Indicator) -> CacheKey:
-    table = operation.table_name if getattr(indicator, "per_table", True) else None
+    table = operation.table_display if getattr(indicator, "per_table", True) else None
     return (dsn, table, indicator.name)
 
 

@@ -21,6 +21,7 @@ OPTIMIZATION = "background_operation_worker_optimization_event"
 DUPLICATE_ENQUEUE = "background_operation_duplicate_enqueue"
 HEALTH_SIGNAL = "background_operation_health_signal"
 HEALTH_HOLD = "background_operation_health_hold"
+SCOPE_NOT_INDEXED = "background_operation_scope_not_indexed"
 
 
 def event(message: str, *, level: int = logging.INFO, **fields: Any) -> None:

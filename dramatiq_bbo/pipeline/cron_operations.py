@@ -63,6 +63,7 @@ from ..operation import BaseOperation, resolve
 from ..queries import query
 from ..records import OperationRecord
 from ..store import CELL_LOCAL_TABLES
+from ..table_policy import check_name_allowed
 
 __all__ = ["CronOperation", "declare_cron_operations", "schedule", "scheduled", "unschedule"]
 
@@ -72,6 +73,9 @@ DEDUPE_SECONDS = 30.0
 ENQUEUE_OPTIONS = frozenset((*SIZES, "priority"))
 _ORGANIZATION_OPTIONS = frozenset(("organization_id", "user_id", "user"))
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.:]")
+_ACTOR_NAME = re.compile(r"[A-Za-z0-9_.:]{1,255}")
+#: longest accepted dedupe window: a day (two slots of one schedule are at least 60 s apart)
+MAX_DEDUPE_SECONDS = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,8 @@ class CronOperation:
                             query("cron_recent_operation", operations=CELL_LOCAL_TABLES[0]),
                             {
                                 "job_class_name": request.operation_class.name,
-                                "table_name": table.qualified,
+                                "table_schema": table.schema,
+                                "table_name": table.name,
                                 "column_name": request.column_name,
                                 "database_name": request.database,
                                 "job_arguments": request.arguments_json,
@@ -157,6 +162,7 @@ class CronOperation:
                 DUPLICATE_ENQUEUE,
                 operation_id=str(recent.id),
                 job_class_name=recent.job_class_name,
+                table_schema=recent.table_schema,
                 table_name=recent.table_name,
                 column_name=recent.column_name,
                 database_name=recent.database_name,
@@ -200,6 +206,7 @@ def schedule(
     expression = normalize_cron(cron)
     if not isinstance(table_name, str) or not table_name.strip():
         raise TableNotFound(f"table_name must be a non-empty string, got {table_name!r}")
+    check_name_allowed(cls, table_name)  # the name's form, refused schemas, cls.tables
     _cursor_columns(cls, column_name)
     arguments_json = _arguments_json(arguments, REGISTRY.settings)
     options = _checked_options(enqueue_options)
@@ -209,9 +216,16 @@ def schedule(
         isinstance(dedupe_seconds, bool)
         or not isinstance(dedupe_seconds, int | float)
         or not math.isfinite(dedupe_seconds)
-        or dedupe_seconds < 0
+        or not 0 <= dedupe_seconds <= MAX_DEDUPE_SECONDS
     ):
-        raise InvalidBatchSizes(f"dedupe_seconds must be a number >= 0, got {dedupe_seconds!r}")
+        raise InvalidBatchSizes(
+            f"dedupe_seconds must be a number in 0..{MAX_DEDUPE_SECONDS:g}, got {dedupe_seconds!r}"
+        )
+    if name is not None and (not isinstance(name, str) or not _ACTOR_NAME.fullmatch(name)):
+        raise OperationDefinitionError(
+            f"name must be 1..255 letters, digits, '_', '.', ':' (a dramatiq actor name), "
+            f"got {name!r}"
+        )
     actor_name = name or _UNSAFE_NAME.sub("_", f"bbo_cron:{cls.name}:{table_name}:{column_name}")
     declared = CronOperation(
         operation_class=cls,

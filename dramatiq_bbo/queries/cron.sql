@@ -7,6 +7,7 @@
 SELECT *
 FROM {operations}
 WHERE job_class_name = %(job_class_name)s
+  AND table_schema = %(table_schema)s
   AND table_name = %(table_name)s
   AND column_name = %(column_name)s
   AND database_name = %(database_name)s

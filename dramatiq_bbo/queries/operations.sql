@@ -5,14 +5,13 @@
 -- the right scope (dramatiq_bbo.store.tables_for); every value is a parameter.
 
 -- name: catalog_resolve_table
--- description: The relation a [schema.]table name resolves to, through search_path when unqualified.
+-- description: The relation a [schema.]table name resolves to: through search_path when unqualified, else by exact schema and name (read from the catalog, so a schema the role may not use still resolves, and is then refused with the privilege it lacks).
 SELECT c.oid::bigint AS oid, n.nspname AS schema, c.relname AS name, c.relkind::text AS relkind
 FROM pg_catalog.pg_class AS c
 JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
-WHERE c.oid = to_regclass(
-    CASE WHEN %(schema)s::text IS NULL THEN '' ELSE quote_ident(%(schema)s::text) || '.' END
-    || quote_ident(%(name)s::text)
-);
+WHERE CASE WHEN %(schema)s::text IS NULL
+           THEN c.oid = to_regclass(quote_ident(%(name)s::text))
+           ELSE n.nspname = %(schema)s::text AND c.relname = %(name)s::text END;
 
 -- name: catalog_table_columns
 -- description: The live columns of a table with their SQL type (for casts) and nullability.
@@ -58,6 +57,7 @@ SELECT pg_advisory_xact_lock(%(key)s::bigint);
 SELECT *
 FROM {operations}
 WHERE job_class_name = %(job_class_name)s
+  AND table_schema = %(table_schema)s
   AND table_name = %(table_name)s
   AND column_name = %(column_name)s
   AND database_name = %(database_name)s
@@ -72,6 +72,7 @@ SELECT *
 FROM {operations}
 WHERE organization_id = %(organization_id)s
   AND job_class_name = %(job_class_name)s
+  AND table_schema = %(table_schema)s
   AND table_name = %(table_name)s
   AND column_name = %(column_name)s
   AND database_name = %(database_name)s
@@ -83,11 +84,13 @@ LIMIT 1;
 -- name: operation_insert_cell_local
 -- description: Create a queued cell-local operation; returns the whole row.
 INSERT INTO {operations} (
-    partition, job_class_name, table_name, column_name, cursor_columns, job_arguments,
-    database_name, status, priority, batch_size, sub_batch_size, min_batch_size,
-    max_batch_size, pause_ms, interval_seconds, min_cursor, max_cursor, total_tuple_count
+    partition, job_class_name, table_schema, table_name, table_oid, column_name,
+    cursor_columns, job_arguments, database_name, status, priority, batch_size,
+    sub_batch_size, min_batch_size, max_batch_size, pause_ms, interval_seconds, min_cursor,
+    max_cursor, total_tuple_count
 ) VALUES (
-    %(partition)s, %(job_class_name)s, %(table_name)s, %(column_name)s, %(cursor_columns)s,
+    %(partition)s, %(job_class_name)s, %(table_schema)s, %(table_name)s, %(table_oid)s,
+    %(column_name)s, %(cursor_columns)s,
     %(job_arguments)s::jsonb, %(database_name)s, 0, %(priority)s, %(batch_size)s,
     %(sub_batch_size)s, %(min_batch_size)s, %(max_batch_size)s, %(pause_ms)s,
     %(interval_seconds)s, %(min_cursor)s::jsonb, %(max_cursor)s::jsonb, %(total_tuple_count)s
@@ -97,13 +100,13 @@ RETURNING *;
 -- name: operation_insert_organization
 -- description: Create a queued organization-scoped operation; returns the whole row.
 INSERT INTO {operations} (
-    partition, organization_id, user_id, job_class_name, table_name, column_name,
-    cursor_columns, job_arguments, database_name, status, priority, batch_size, sub_batch_size,
-    min_batch_size, max_batch_size, pause_ms, interval_seconds, min_cursor, max_cursor,
-    total_tuple_count
+    partition, organization_id, user_id, job_class_name, table_schema, table_name, table_oid,
+    column_name, cursor_columns, job_arguments, database_name, status, priority, batch_size,
+    sub_batch_size, min_batch_size, max_batch_size, pause_ms, interval_seconds, min_cursor,
+    max_cursor, total_tuple_count
 ) VALUES (
-    %(partition)s, %(organization_id)s, %(user_id)s, %(job_class_name)s, %(table_name)s,
-    %(column_name)s, %(cursor_columns)s, %(job_arguments)s::jsonb, %(database_name)s, 0,
+    %(partition)s, %(organization_id)s, %(user_id)s, %(job_class_name)s, %(table_schema)s,
+    %(table_name)s, %(table_oid)s, %(column_name)s, %(cursor_columns)s, %(job_arguments)s::jsonb, %(database_name)s, 0,
     %(priority)s, %(batch_size)s, %(sub_batch_size)s, %(min_batch_size)s, %(max_batch_size)s,
     %(pause_ms)s, %(interval_seconds)s, %(min_cursor)s::jsonb, %(max_cursor)s::jsonb,
     %(total_tuple_count)s
@@ -121,3 +124,40 @@ SELECT * FROM {operations} WHERE id = %(id)s FOR UPDATE;
 -- name: operation_jobs
 -- description: The jobs of one operation, oldest first.
 SELECT * FROM {jobs} WHERE worker_id = %(id)s ORDER BY created_at, id;
+
+-- name: catalog_resolve_names
+-- description: The oid each [schema.]table name resolves to (NULL when none), through search_path when unqualified.
+SELECT CASE WHEN e.schema IS NULL
+            THEN to_regclass(quote_ident(e.name))::oid::bigint
+            ELSE (SELECT c.oid::bigint
+                  FROM pg_catalog.pg_class AS c
+                  JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+                  WHERE n.nspname = e.schema AND c.relname = e.name) END AS oid
+FROM unnest(%(schemas)s::text[], %(names)s::text[]) AS e(schema, name);
+
+-- name: catalog_table_privileges
+-- description: Whether the current role may use the table's schema and read the table.
+SELECT current_user AS role,
+       has_schema_privilege(c.relnamespace, 'USAGE') AS schema_usage,
+       has_table_privilege(c.oid, 'SELECT') AS can_select
+FROM pg_catalog.pg_class AS c
+WHERE c.oid = %(oid)s::oid;
+
+-- name: catalog_table_relations
+-- description: The schema and name of a table and of every partition under it (what a plan scans).
+SELECT n.nspname AS schema, c.relname AS name
+FROM pg_catalog.pg_class AS c
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE c.oid = %(oid)s::oid
+   OR c.oid IN (SELECT t.relid FROM pg_partition_tree(%(oid)s::oid::regclass) AS t);
+
+-- name: scope_probe_without_seqscan
+-- description: For the rest of the (savepoint's) transaction, plan as if no sequential scan were possible: an index that can serve the scope is then chosen whatever the table's size.
+SELECT set_config('enable_seqscan', 'off', true);
+
+-- name: catalog_table_oid
+-- description: The oid of the relation with exactly this schema and name (no search_path, no parsing).
+SELECT c.oid::bigint AS oid
+FROM pg_catalog.pg_class AS c
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND c.relname = %(name)s;

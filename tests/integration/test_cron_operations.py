@@ -106,7 +106,7 @@ def emails(configured: str, conn: psycopg.Connection[Any]) -> psycopg.Connection
 
 def operations(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
     return conn.execute(
-        "SELECT id, job_class_name, table_name, status"
+        "SELECT id, job_class_name, table_schema || '.' || table_name, status"
         " FROM bbo.background_operation_workers_cell_local ORDER BY id"
     ).fetchall()
 

@@ -56,11 +56,13 @@ def test_enqueue_stores_range_estimate_and_class_defaults(conn, todos, define_op
     stored = result.operation
     assert isinstance(stored.id, int)
     assert stored.status == bbo.OperationStatus.QUEUED
-    assert (stored.job_class_name, stored.table_name, stored.column_name) == (
+    assert (stored.job_class_name, stored.table_schema, stored.table_name) == (
         op.name,
-        "public.todos",
-        "id",
+        "public",
+        "todos",
     )
+    assert stored.column_name == "id"
+    assert stored.table_oid == conn.execute("SELECT 'public.todos'::regclass::oid").fetchone()[0]
     assert stored.cursor_columns == ("id",)
     assert stored.job_arguments == {"done": True}
     assert stored.database_name == "main"
@@ -203,11 +205,12 @@ def test_enqueue_logs_the_transition_and_calls_hooks(
     stored = bbo.enqueue(op, todos, "id").operation
     (logged,) = bbo_events(caplog, WORKER_TRANSITION)
     assert logged["previous_state"] is None and logged["new_state"] == "queued"
-    assert (logged["job_class_name"], logged["table_name"], logged["column_name"]) == (
+    assert (logged["job_class_name"], logged["table_schema"], logged["table_name"]) == (
         op.name,
-        "public.todos",
-        "id",
+        "public",
+        "todos",
     )
+    assert logged["column_name"] == "id"
     assert logged["operation_id"] == str(stored.id)
     assert hook_calls == [stored]
     bbo.enqueue(op, todos, "id")  # a duplicate wakes nobody

@@ -282,7 +282,7 @@ def test_enqueue_accepts_schema_qualified_names(conn, define_operation):
     conn.execute("CREATE TABLE app.items (id bigint PRIMARY KEY)")
     conn.execute("INSERT INTO app.items VALUES (5), (6)")
     operation = bbo.enqueue(define_operation(), "app.items", "id").operation
-    assert operation.table_name == "app.items"
+    assert (operation.table_schema, operation.table_name) == ("app", "items")
     assert (operation.min_cursor, operation.max_cursor) == ([5], [6])
 
 
@@ -295,7 +295,11 @@ def test_enqueue_accepts_quoted_mixed_case_names(conn, define_operation):
     op = define_operation()
     assert bbo.enqueue(op, "TodoItems", "ItemId").operation.max_cursor == [7]
     billing = bbo.enqueue(op, '"Billing"."TodoItems"', "ItemId").operation
-    assert (billing.table_name, billing.max_cursor) == ("Billing.TodoItems", [3])
+    assert (billing.table_schema, billing.table_name, billing.max_cursor) == (
+        "Billing",
+        "TodoItems",
+        [3],
+    )
     # A lower-case spelling is another table, which does not exist.
     with pytest.raises(errors.TableNotFound, match="todoitems"):
         bbo.enqueue(op, "todoitems", "ItemId")

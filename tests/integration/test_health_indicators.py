@@ -326,11 +326,11 @@ def test_a_user_callable_gets_the_operation_and_a_connection_to_its_database(
     operation = prepare()
 
     def rows_left(context: health.Context) -> Any:
-        table = sql.Identifier(*context.operation.table_name.split("."))
+        table = sql.Identifier(context.operation.table_schema, context.operation.table_name)
         row = context.connection.execute(
             sql.SQL("SELECT count(*) FROM {} WHERE visits = 0").format(table)
         ).fetchone()
-        return Signal.STOP, f"{row[0]} rows in {context.operation.table_name}"
+        return Signal.STOP, f"{row[0]} rows in {context.operation.table_display}"
 
     registered(rows_left, name="rows_left")
     assert answer(operation, "rows_left") == health.Result(

@@ -49,7 +49,9 @@ def full_operation(**extra: Any) -> dict[str, Any]:
     return {
         "partition": 1,
         "job_class_name": "Backfill::Ünïcode",
+        "table_schema": "sales",
         "table_name": "order_items",
+        "table_oid": 16_384,
         "column_name": "id",
         "cursor_columns": ["created_at", "external_id", "id"],
         "job_arguments": {
@@ -116,6 +118,7 @@ FULL_ROWS: dict[type[models.OperationBase] | type[models.JobBase], Callable[[], 
 MINIMAL_ROWS: dict[Any, dict[str, Any]] = {
     CellLocalOperation: {
         "job_class_name": "X",
+        "table_schema": "public",
         "table_name": "t",
         "column_name": "id",
         "cursor_columns": ["id"],
@@ -239,9 +242,9 @@ def test_cell_local_ids_come_from_the_identity(
 ) -> None:
     conn.execute(
         """INSERT INTO bbo.background_operation_workers_cell_local
-           (job_class_name, table_name, column_name, cursor_columns, batch_size, sub_batch_size,
-            min_cursor)
-           VALUES ('Raw', 't', 'id', '{id}', 10, 5, '[0]')"""
+           (job_class_name, table_schema, table_name, column_name, cursor_columns, batch_size,
+            sub_batch_size, min_cursor)
+           VALUES ('Raw', 'public', 't', 'id', '{id}', 10, 5, '[0]')"""
     )
     first = CellLocalOperation.create(**{**MINIMAL_ROWS[CellLocalOperation], "table_name": "a"})
     second = CellLocalOperation.create(**{**MINIMAL_ROWS[CellLocalOperation], "table_name": "b"})

@@ -25,6 +25,7 @@ ALL_TABLES = OPERATION_TABLES + JOB_TABLES
 
 _OPERATION = {
     "job_class_name": "BackfillThings",
+    "table_schema": "public",
     "table_name": "things",
     "column_name": "id",
     "cursor_columns": ["id"],
@@ -69,6 +70,8 @@ OPERATION_BAD_ROWS = [
     ("job_class_name_length", {"job_class_name": "J" * 256}),
     ("table_name_length", {"table_name": ""}),
     ("table_name_length", {"table_name": "t" * 128}),
+    ("table_schema_length", {"table_schema": ""}),
+    ("table_schema_length", {"table_schema": "é" * 32}),  # 64 bytes
     ("column_name_length", {"column_name": ""}),
     ("column_name_length", {"column_name": "c" * 64}),
     ("database_name_length", {"database_name": ""}),
@@ -224,10 +227,11 @@ def test_same_configuration_is_accepted_once_the_first_is_over(
         {"job_arguments": Jsonb({"since": "2025-01-01"})},
         {"job_class_name": "OtherBackfill"},
         {"table_name": "other_things"},
+        {"table_schema": "archive"},
         {"column_name": "other_id"},
         {"database_name": "ci"},
     ],
-    ids=["arguments", "class", "table", "column", "database"],
+    ids=["arguments", "class", "table", "schema", "column", "database"],
 )
 def test_a_different_configuration_is_accepted(
     conn: psycopg.Connection[Any], table: str, difference: dict[str, Any]
