@@ -59,6 +59,7 @@ from .outcomes import (
     worker_event,
 )
 from .queries import query
+from .reconnect import connection_lost, is_broken, is_connection_error, retrying
 from .records import JobRecord, JobStatus, OperationRecord
 from .statements import pipelined
 from .store import fetch_operation, parse_operation_id, tables_for
@@ -216,8 +217,12 @@ def run_job(
     job (a caller running many jobs keeps one), instead of one from the pool each time."""
     name = database or DEFAULT_DATABASE
     owner = _new_owner()
-    with _bookkeeping(name, connection) as conn:
-        operation, previous, job = _claim(conn, name, operation_id, job_id, owner)
+
+    def claim() -> tuple[OperationRecord, JobStatus, JobRecord]:
+        with _bookkeeping(name, connection) as conn:
+            return _claim(conn, name, operation_id, job_id, owner)
+
+    operation, previous, job = retrying(f"claiming job {job_id!s}", claim)
     return _run_claimed(name, connection, operation, job, owner, previous, stop_check)
 
 
@@ -282,6 +287,8 @@ def _run_claimed(
         raise
     except Exception as exc:
         _close(engine)
+        if is_connection_error(exc):  # not the job's fault: give it back, attempt refunded
+            return connection_lost(job, engine, exc, lambda: end(engine, started, release=True))
         return end(engine, started, exception=exc)
     except BaseException:
         # A worker shutdown or an interrupt is not a failed attempt: give the job back.
@@ -298,8 +305,8 @@ def _run_claimed(
 def _bookkeeping(
     name: str, connection: psycopg.Connection[Any] | None
 ) -> Iterator[psycopg.Connection[Any]]:
-    """The caller's bookkeeping connection, else one from the pool for the block."""
-    if connection is not None:
+    """The caller's bookkeeping connection (unless it broke), else one from the pool."""
+    if connection is not None and not is_broken(connection):
         yield connection
         return
     with REGISTRY.connection(name) as conn:
@@ -391,20 +398,24 @@ def _end(
     else:
         status, refund = JobStatus.SUCCEEDED, 0
     _, jobs = tables_for(operation)
-    with _bookkeeping(name, connection) as conn, conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            query("execution_finish_job", jobs=jobs),
-            {
-                "status": int(status),
-                "refund": refund,
-                "exception_class": class_name(exception),
-                "exception_message": exception_message(exception),
-                "metrics": json.dumps(metrics, default=str),
-                "partition": job.partition,
-                "id": job.id,
-                "lease_owner": owner,
-            },
-        ).fetchone()
+
+    def finish() -> dict[str, Any] | None:  # retried: Postgres may be restarting
+        with _bookkeeping(name, connection) as conn, conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(
+                query("execution_finish_job", jobs=jobs),
+                {
+                    "status": int(status),
+                    "refund": refund,
+                    "exception_class": class_name(exception),
+                    "exception_message": exception_message(exception),
+                    "metrics": json.dumps(metrics, default=str),
+                    "partition": job.partition,
+                    "id": job.id,
+                    "lease_owner": owner,
+                },
+            ).fetchone()
+
+    row = retrying(f"recording the end of job {job.id}", finish)
     if row is None:
         raise LeaseLost(f"job {job.id} was taken over by another runner before it finished")
     final = JobRecord.from_row(row)
