@@ -253,4 +253,5 @@ def _recording_connection_class(entry: DatabaseEntry) -> type[psycopg.Connection
                 entry._last_error = (time.monotonic(), exc)
                 raise
 
+    RecordingConnection.__qualname__ = "RecordingConnection"  # as the pool's logs name it
     return RecordingConnection
