@@ -45,7 +45,7 @@ CONNECTION_LOST = "connection_lost"
 
 def is_connection_error(exc: BaseException | None) -> bool:
     """True when ``exc`` (or what it wraps: peewee re-raises psycopg errors as its own, with
-    the original in ``args``) says the connection to Postgres was lost or could not be made."""
+    the original in ``orig``) says the connection to Postgres was lost or could not be made."""
     stack: list[Any] = [exc]
     seen: set[int] = set()
     while stack:
@@ -55,7 +55,8 @@ def is_connection_error(exc: BaseException | None) -> bool:
         seen.add(id(error))
         if isinstance(error, ConnectionFailed) or _is_psycopg_connection_error(error):
             return True
-        stack.extend([error.__cause__, error.__context__, *error.args])
+        stack.extend([error.__cause__, error.__context__, getattr(error, "orig", None)])
+        stack.extend(error.args)
     return False
 
 

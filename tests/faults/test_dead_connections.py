@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import peewee
 import psycopg
 import pytest
 
@@ -28,6 +29,7 @@ from dramatiq_bbo.health.base import Signal
 from dramatiq_bbo.health.evaluator import clear_cache, evaluate
 from dramatiq_bbo.models import database_for
 from dramatiq_bbo.pipeline import orchestrator, scheduler
+from dramatiq_bbo.reconnect import is_broken, is_connection_error
 from dramatiq_bbo.records import JobStatus, OperationRecord, OperationStatus
 from dramatiq_bbo.server import free_port
 
@@ -260,3 +262,45 @@ def test_the_connect_timeout_setting_bounds_a_checkout_and_a_direct_connect(
 def test_pool_size_is_a_setting(configured: str) -> None:
     bbo.configure(dsn=configured, pool_max_size=3)
     assert REGISTRY.pool().max_size == 3
+
+
+def test_only_a_lost_connection_counts_as_one_never_a_timeout(
+    configured: str, conn: psycopg.Connection[Any]
+) -> None:
+    errors: list[BaseException] = []
+    with psycopg.connect(configured, autocommit=True) as victim:
+        victim.execute("SET statement_timeout = '50ms'")
+        with pytest.raises(psycopg.errors.QueryCanceled) as timed_out:
+            victim.execute("SELECT pg_sleep(2)")
+        errors.append(timed_out.value)
+        victim.execute("SET statement_timeout = 0")
+        victim.execute("SET lock_timeout = '50ms'")
+        conn.execute("CREATE TABLE locked (id int)")
+        with conn.transaction():
+            conn.execute("LOCK TABLE locked")
+            with pytest.raises(psycopg.errors.LockNotAvailable) as lock_timeout:
+                victim.execute("SELECT * FROM locked")
+        errors.append(lock_timeout.value)
+        assert not any(is_connection_error(error) for error in errors)
+        assert not is_broken(victim)
+
+        conn.execute("SELECT pg_terminate_backend(%s, 5000)", [victim.info.backend_pid])
+        with pytest.raises(psycopg.OperationalError) as lost:
+            victim.execute("SELECT 1")
+        assert is_connection_error(lost.value) and is_broken(victim)
+        # peewee re-raises psycopg's errors as its own, keeping the original
+        assert is_connection_error(peewee.OperationalError(lost.value))
+        with pytest.raises(psycopg.OperationalError) as again:
+            victim.execute("SELECT 1")
+        assert is_connection_error(again.value)
+
+
+def test_a_step_gives_up_after_reconnect_seconds_and_raises_the_connection_error(
+    unreachable: str,
+) -> None:
+    bbo.configure(dsn=unreachable, connect_timeout_seconds=1, reconnect_seconds=1)
+    started = time.monotonic()
+    with pytest.raises(ConnectionFailed, match="(?i)connection refused"):
+        bbo.run_to_completion(1)
+    # tries of up to connect_timeout_seconds each, for reconnect_seconds, then the last one
+    assert time.monotonic() - started < 1 + 1 + 1 + 3
