@@ -399,23 +399,20 @@ def _end(
         status, refund = JobStatus.SUCCEEDED, 0
     _, jobs = tables_for(operation)
 
-    def finish() -> dict[str, Any] | None:  # retried: Postgres may be restarting
-        with _bookkeeping(name, connection) as conn, conn.cursor(row_factory=dict_row) as cur:
-            return cur.execute(
-                query("execution_finish_job", jobs=jobs),
-                {
-                    "status": int(status),
-                    "refund": refund,
-                    "exception_class": class_name(exception),
-                    "exception_message": exception_message(exception),
-                    "metrics": json.dumps(metrics, default=str),
-                    "partition": job.partition,
-                    "id": job.id,
-                    "lease_owner": owner,
-                },
-            ).fetchone()
-
-    row = retrying(f"recording the end of job {job.id}", finish)
+    params = {
+        "status": int(status),
+        "refund": refund,
+        "exception_class": class_name(exception),
+        "exception_message": exception_message(exception),
+        "metrics": json.dumps(metrics, default=str),
+        "partition": job.partition,
+        "id": job.id,
+        "lease_owner": owner,
+    }
+    row = retrying(  # Postgres may be restarting: the job is given back once it answers
+        f"recording the end of job {job.id}",
+        lambda: _finish_job(name, connection, jobs, params),
+    )
     if row is None:
         raise LeaseLost(f"job {job.id} was taken over by another runner before it finished")
     final = JobRecord.from_row(row)
@@ -429,6 +426,15 @@ def _end(
         exception=exception,
         interrupted_reason=interrupted,
     )
+
+
+def _finish_job(
+    name: str, connection: psycopg.Connection[Any] | None, jobs: Any, params: dict[str, Any]
+) -> dict[str, Any] | None:
+    """``execution_finish_job`` on the bookkeeping connection: the job row, or None when
+    another runner holds the job."""
+    with _bookkeeping(name, connection) as conn, conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query("execution_finish_job", jobs=jobs), params).fetchone()
 
 
 def run_to_completion(
