@@ -31,6 +31,7 @@ Keyset bounds and splitting are in :mod:`dramatiq_bbo.keyset`, the sub-batch the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
@@ -43,6 +44,7 @@ from psycopg import sql
 from .catalog import json_values
 from .errors import ConfigurationError, LeaseLost, OperationDefinitionError
 from .keyset import Keyset, next_batch_bounds, split_range
+from .observability.logs import logger
 from .queries import query
 from .reconnect import heal, is_broken, is_connection_error
 from .records import JobRecord, JobStatus, OperationRecord
@@ -127,8 +129,17 @@ class SubBatchEngine:
         """Roll back the open sub-batch, if any: call before any bookkeeping once perform()
         raised, since the suspended generator still holds the transaction and its locks."""
         active, self._active = self._active, None
-        if active is not None:
+        if active is None:
+            return
+        try:
             active.close()  # type: ignore[attr-defined]
+        except Exception:
+            logger.exception("rolling back the open sub-batch failed; dropping the connection")
+            database, conn = self.database, getattr(self.database._state, "conn", None)
+            database._state.reset()
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
 
     def count_affected(self, count: int) -> None:
         self._pending_affected += count

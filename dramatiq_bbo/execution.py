@@ -12,7 +12,8 @@ sub-batches run on the peewee database's connection for the running thread (see
 :mod:`dramatiq_bbo.batching`). Because a failed ``perform()`` leaves the sub-batch generator
 suspended with its transaction open and the job row locked, the runner closes it (rolling the
 sub-batch back) before any bookkeeping on another connection, which would otherwise wait on
-that lock forever.
+that lock forever. A lost connection is an interruption, not a failed attempt: the job goes
+back to pending at its checkpoint once Postgres answers (:mod:`dramatiq_bbo.reconnect`).
 
 Leases. Claiming a job stamps it with a unique lease owner and an expiry renewed by every
 sub-batch checkpoint. A job left ``running`` by a killed process is taken over once its lease
@@ -24,7 +25,6 @@ How a run ended (:class:`JobOutcome`, the events logged) is :mod:`dramatiq_bbo.o
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
@@ -32,7 +32,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -40,6 +40,7 @@ from psycopg.rows import dict_row
 
 from . import retries
 from .batching import Keyset, SubBatchEngine
+from .bookkeeping import bookkeeping, finish_job
 from .db import DEFAULT_DATABASE, REGISTRY
 from .errors import (
     IncompleteJob,
@@ -59,7 +60,7 @@ from .outcomes import (
     worker_event,
 )
 from .queries import query
-from .reconnect import connection_lost, is_broken, is_connection_error, retrying
+from .reconnect import connection_lost, is_connection_error, retrying
 from .records import JobRecord, JobStatus, OperationRecord
 from .statements import pipelined
 from .store import fetch_operation, parse_operation_id, tables_for
@@ -219,7 +220,7 @@ def run_job(
     owner = _new_owner()
 
     def claim() -> tuple[OperationRecord, JobStatus, JobRecord]:
-        with _bookkeeping(name, connection) as conn:
+        with bookkeeping(name, connection) as conn:
             return _claim(conn, name, operation_id, job_id, owner)
 
     operation, previous, job = retrying(f"claiming job {job_id!s}", claim)
@@ -301,18 +302,6 @@ def _run_claimed(
     return end(engine, started)
 
 
-@contextlib.contextmanager
-def _bookkeeping(
-    name: str, connection: psycopg.Connection[Any] | None
-) -> Iterator[psycopg.Connection[Any]]:
-    """The caller's bookkeeping connection (unless it broke), else one from the pool."""
-    if connection is not None and not is_broken(connection):
-        yield connection
-        return
-    with REGISTRY.connection(name) as conn:
-        yield conn
-
-
 def _claim(
     conn: psycopg.Connection[Any], name: str, operation_id: Any, job_id: Any, owner: str
 ) -> tuple[OperationRecord, JobStatus, JobRecord]:
@@ -345,6 +334,8 @@ def _claim(
     previous, job = before.fetchone(), claimed.fetchone()
     if previous is None:
         raise InvalidTransition(f"operation {operation.id} has no job {job_id!s}")
+    if job is None and previous["lease_owner"] == owner:
+        job = previous  # claimed by an earlier try whose answer was lost with its connection
     if job is None:
         raise InvalidTransition(
             f"job {job_id!s} of operation {operation.id} cannot run: it is "
@@ -355,19 +346,9 @@ def _claim(
 
 
 def _close(engine: SubBatchEngine | None) -> None:
-    """Roll back the open sub-batch; if even that fails, drop the thread's connection."""
-    if engine is None:
-        return
-    try:
+    """Roll back the open sub-batch (or drop the connection if even that fails)."""
+    if engine is not None:
         engine.close()
-    except Exception:
-        logger.exception("rolling back the open sub-batch failed; dropping the connection")
-        database = engine.database
-        conn = getattr(database._state, "conn", None)
-        database._state.reset()
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
 
 
 def _end(
@@ -409,9 +390,10 @@ def _end(
         "id": job.id,
         "lease_owner": owner,
     }
+    tries: list[int] = []
     row = retrying(  # Postgres may be restarting: the job is given back once it answers
         f"recording the end of job {job.id}",
-        lambda: _finish_job(name, connection, jobs, params),
+        lambda: finish_job(name, connection, job, jobs, params, tries),
     )
     if row is None:
         raise LeaseLost(f"job {job.id} was taken over by another runner before it finished")
@@ -426,15 +408,6 @@ def _end(
         exception=exception,
         interrupted_reason=interrupted,
     )
-
-
-def _finish_job(
-    name: str, connection: psycopg.Connection[Any] | None, jobs: Any, params: dict[str, Any]
-) -> dict[str, Any] | None:
-    """``execution_finish_job`` on the bookkeeping connection: the job row, or None when
-    another runner holds the job."""
-    with _bookkeeping(name, connection) as conn, conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(query("execution_finish_job", jobs=jobs), params).fetchone()
 
 
 def run_to_completion(

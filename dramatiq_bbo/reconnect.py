@@ -94,8 +94,8 @@ def backoff(settings: Any) -> Iterator[float]:
     """Delays between tries: doubling from ``reconnect_backoff_seconds`` up to
     ``reconnect_backoff_max_seconds``, until ``reconnect_seconds`` have passed."""
     deadline = time.monotonic() + float(settings.reconnect_seconds)
-    delay = float(settings.reconnect_backoff_seconds)
-    cap = float(settings.reconnect_backoff_max_seconds)
+    delay = max(float(settings.reconnect_backoff_seconds), 0.001)  # never a busy loop
+    cap = max(float(settings.reconnect_backoff_max_seconds), delay)
     while (left := deadline - time.monotonic()) > 0:
         yield min(delay, cap, left)
         delay = min(delay * 2, cap)

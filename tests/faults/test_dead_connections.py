@@ -13,6 +13,7 @@ And a wrong DSN fails fast: a checkout or a connect gives up within
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,9 +23,11 @@ import psycopg
 import pytest
 
 import dramatiq_bbo as bbo
-from dramatiq_bbo import db, tables
+from dramatiq_bbo import db, execution, tables
+from dramatiq_bbo.bookkeeping import finish_job
 from dramatiq_bbo.db import REGISTRY
 from dramatiq_bbo.errors import ConnectionFailed
+from dramatiq_bbo.execution import create_next_job
 from dramatiq_bbo.health.base import Signal
 from dramatiq_bbo.health.evaluator import clear_cache, evaluate
 from dramatiq_bbo.models import database_for
@@ -32,6 +35,7 @@ from dramatiq_bbo.pipeline import orchestrator, scheduler
 from dramatiq_bbo.reconnect import is_broken, is_connection_error
 from dramatiq_bbo.records import JobStatus, OperationRecord, OperationStatus
 from dramatiq_bbo.server import free_port
+from dramatiq_bbo.store import tables_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -304,3 +308,37 @@ def test_a_step_gives_up_after_reconnect_seconds_and_raises_the_connection_error
         bbo.run_to_completion(1)
     # tries of up to connect_timeout_seconds each, for reconnect_seconds, then the last one
     assert time.monotonic() - started < 1 + 1 + 1 + 3
+
+
+def test_a_claim_or_an_end_of_job_tried_again_after_a_lost_answer_recognises_its_own_write(
+    items: str, conn: psycopg.Connection[Any]
+) -> None:
+    """When the connection dies after the server committed but before the answer came back,
+    the step is tried again: it must find its own write, not refuse its own job."""
+    operation = enqueue()
+    with REGISTRY.connection() as bookkeeping_conn:
+        job = create_next_job(bookkeeping_conn, operation)
+        assert job is not None
+        first = execution._claim(bookkeeping_conn, "main", operation.id, job.id, "runner-1")
+        again = execution._claim(bookkeeping_conn, "main", operation.id, job.id, "runner-1")
+        assert again[2].id == first[2].id and again[2].attempts == first[2].attempts == 1
+        with pytest.raises(bbo.errors.InvalidTransition, match="live lease"):
+            execution._claim(bookkeeping_conn, "main", operation.id, job.id, "runner-2")
+
+    params = {
+        "status": int(JobStatus.PENDING),
+        "refund": 1,
+        "exception_class": None,
+        "exception_message": None,
+        "metrics": json.dumps({"runs": 1, "interrupted_reason": "connection_lost"}),
+        "partition": job.partition,
+        "id": job.id,
+        "lease_owner": "runner-1",
+    }
+    tries: list[int] = []
+    _, jobs = tables_for(operation)
+    written = finish_job("main", None, job, jobs, params, tries)
+    assert written is not None and written["attempts"] == 0
+    assert finish_job("main", None, job, jobs, params, tries) == written  # its own write
+    other = {**params, "metrics": json.dumps({"runs": 2})}
+    assert finish_job("main", None, job, jobs, other, tries) is None  # not another run's
