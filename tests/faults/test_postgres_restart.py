@@ -15,7 +15,6 @@ skipped), no job failed, and no attempt was spent on the restart.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,8 +125,8 @@ def test_operations_finish_unattended_after_a_postgres_restart_mid_run(
         database,
         tmp_path / "dramatiq.log",
         threads=4,
-        # the fallback if a hand-off were lost: a lease this short would show up as a
-        # recovery (an attempt counted), which the assertions below refuse
+        # No scheduler tick runs: an operation whose hand-off were lost would wait for its
+        # lease and a tick (the fallback), and miss the deadline below.
         settings={"lease_seconds": 10, "max_running_jobs": 8},
     )
     workers.start()
@@ -149,7 +148,6 @@ def test_operations_finish_unattended_after_a_postgres_restart_mid_run(
         wait_until(lambda: processed(database) >= total // 4, timeout=60, interval=0.1)
         before = processed(database)
         assert before < total * 3 // 4, "the run ended too early to restart it midway"
-        restarted = time.monotonic()
         restart(server, mode)
 
         def finished() -> bool:
@@ -160,10 +158,12 @@ def test_operations_finish_unattended_after_a_postgres_restart_mid_run(
             assert all(s != OperationStatus.FAILED for (s,) in rows), workers.tail()
             return len(rows) == len(ids) and all(s == OperationStatus.FINISHED for (s,) in rows)
 
-        wait_until(finished, timeout=90, interval=0.2)
-        recovered_in = time.monotonic() - restarted
+        # resumed as soon as Postgres answers: well within one lease plus the run's rest
+        wait_until(finished, timeout=45, interval=0.2)
     finally:
         workers.stop()
+    # the restart hit running jobs, which were given back rather than failed
+    assert "background_operation_connection_lost" in workers.log_text(), workers.tail()
 
     for table in TABLES:
         visits = query(database, f'SELECT visits, count(*) FROM "{table}" GROUP BY 1')
@@ -175,4 +175,3 @@ def test_operations_finish_unattended_after_a_postgres_restart_mid_run(
     )
     assert jobs and all(status == JobStatus.SUCCEEDED for _, status, *_ in jobs), jobs
     assert all(attempts == 1 for _, _, attempts, *_ in jobs), f"attempts spent: {jobs}"
-    assert recovered_in < 90
