@@ -33,6 +33,7 @@ Keyset bounds and splitting are in :mod:`dramatiq_bbo.keyset`, the sub-batch the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
@@ -45,7 +46,9 @@ from psycopg import sql
 from .catalog import json_values
 from .errors import ConfigurationError, LeaseLost, OperationDefinitionError
 from .keyset import Keyset, next_batch_bounds, split_range
+from .observability.logs import logger
 from .queries import query
+from .reconnect import heal, is_broken, is_connection_error
 from .records import JobRecord, JobStatus, OperationRecord
 from .settings import Settings
 from .statements import Compiled, pipelined, slots
@@ -122,6 +125,7 @@ class SubBatchEngine:
                 "each_sub_batch() is already being iterated for this job; nested or parallel "
                 "walks of one job are not supported"
             )
+        heal(self.database)  # a connection that broke since the last job is replaced
         if self.database.in_transaction():
             raise ConfigurationError(
                 "each_sub_batch() must own its transactions, but a peewee transaction is open "
@@ -135,8 +139,17 @@ class SubBatchEngine:
         """Roll back the open sub-batch, if any: call before any bookkeeping once perform()
         raised, since the suspended generator still holds the transaction and its locks."""
         active, self._active = self._active, None
-        if active is not None:
+        if active is None:
+            return
+        try:
             active.close()  # type: ignore[attr-defined]
+        except Exception:
+            logger.exception("rolling back the open sub-batch failed; dropping the connection")
+            database, conn = self.database, getattr(self.database._state, "conn", None)
+            database._state.reset()
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
 
     def count_affected(self, count: int) -> None:
         self._pending_affected += count
@@ -167,14 +180,9 @@ class SubBatchEngine:
         with our own statements instead of costing two round trips of their own."""
         job = self.job
         started = time.monotonic()
-        database = self.database
-        conn = database.connection()
-        transaction = database.transaction()
-        database.push_transaction(transaction)
+        conn, transaction, found = self._open()
         committed = False
         try:
-            with translate_timeouts("starting a sub-batch"):
-                found = self._begin(conn)
             if found is None:
                 self.exhausted = True
                 return
@@ -198,6 +206,29 @@ class SubBatchEngine:
         self.durations.append(time.monotonic() - started)
         if count < job.sub_batch_size or checkpoint == job.max_cursor:
             self.exhausted = True
+
+    def _open(self) -> tuple[psycopg.Connection[Any], Any, Any]:
+        """Begin a sub-batch on this thread's peewee connection: ``(connection, peewee
+        transaction, what _begin found)``, the transaction pushed on peewee's stack.
+
+        A connection found dead here (terminated while idle, or by a restart since the last
+        sub-batch) is replaced and the begin tried once more on a new one: nothing of the
+        sub-batch had happened yet. A second failure propagates (Postgres is away: the job
+        ends as interrupted, see :mod:`dramatiq_bbo.execution`)."""
+        database = self.database
+        for last_try in (False, True):
+            heal(database)
+            conn = database.connection()
+            transaction = database.transaction()
+            database.push_transaction(transaction)
+            try:
+                with translate_timeouts("starting a sub-batch"):
+                    return conn, transaction, self._begin(conn)
+            except Exception as exc:
+                self._end_transaction(conn, transaction, False)
+                if last_try or not is_connection_error(exc):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _begin(
         self, conn: psycopg.Connection[Any]
@@ -282,7 +313,13 @@ class SubBatchEngine:
         self, conn: psycopg.Connection[Any], transaction: Any, committed: bool
     ) -> None:
         """Take the sub-batch's transaction off peewee's stack; roll it back unless it
-        committed, and run or drop peewee's ``after_commit`` callbacks accordingly."""
+        committed, and run or drop peewee's ``after_commit`` callbacks accordingly.
+
+        On a lost connection there is nothing to roll back (the server did): the connection
+        is discarded so the next sub-batch, or the next job on this thread, opens a new one.
+        Whether a ``COMMIT`` lost with the connection happened is not guessed: the checkpoint
+        committed with the sub-batch or not at all, and the job resumes from the one stored
+        in its row."""
         database = self.database
         if database.top_transaction() is transaction:
             database.pop_transaction()
@@ -290,8 +327,16 @@ class SubBatchEngine:
             database._run_commit_callbacks()
             return
         database._clear_commit_callbacks()
+        if is_broken(conn):
+            heal(database)
+            return
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            conn.rollback()
+            try:
+                conn.rollback()
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                heal(database)
 
     def _text(self, conn: psycopg.Connection[Any], name: str) -> str:
         """A named query of the sub-batch, composed for this job's tables once."""

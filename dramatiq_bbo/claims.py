@@ -86,6 +86,8 @@ def claim(
     previous, job = before.fetchone(), claimed.fetchone()
     if previous is None:
         raise InvalidTransition(f"operation {operation.id} has no job {job_id!s}")
+    if job is None and previous["lease_owner"] == owner:
+        job = previous  # claimed by an earlier try whose answer was lost with its connection
     if job is None:
         raise InvalidTransition(_refusal(operation, previous, job_id, stage_token))
     return operation, JobStatus(previous["status"]), JobRecord.from_row(job)

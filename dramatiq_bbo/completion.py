@@ -25,6 +25,7 @@ back and wakes the pipeline, which carries the operation on.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from typing import Any
@@ -39,6 +40,7 @@ from .execution import StopCheck, prepare_retry, run_job, run_next_job, worker_e
 from .heartbeat import HEARTBEAT, release_stage, take_stage
 from .migrations import requires_schema
 from .queries import query
+from .reconnect import CONNECTION_LOST, is_broken, retrying
 from .records import JobRecord, OperationRecord, OperationStatus
 from .splitting import split_next
 from .statements import pipelined
@@ -55,7 +57,9 @@ def run_to_completion(
     """Run the operation until its range is done (or it is paused, cancelled, or
     ``stop_check()`` returns a reason between sub-batches); returns its record then."""
     name = database or DEFAULT_DATABASE
-    operation = _activate(name, operation_id)
+    operation = retrying(
+        f"starting operation {operation_id}", lambda: _activate(name, operation_id)
+    )
     if operation.status != OperationStatus.ACTIVE:
         return operation
     token = f"run_to_completion:{uuid.uuid4().hex}"
@@ -77,30 +81,73 @@ def _run(name: str, operation: OperationRecord, stop_check: StopCheck | None) ->
     """The loop of :func:`run_to_completion`, under the operation's stage lease."""
     check = status_stop_check(name, operation, stop_check)
     max_attempts = int(REGISTRY.settings.max_attempts)
-    # one bookkeeping connection for the whole run: a pool checkout costs a round trip
-    with REGISTRY.connection(name) as conn:
+    # One bookkeeping connection for the whole run (a pool checkout costs a round trip),
+    # replaced if it breaks; a step that lost its connection runs again once Postgres
+    # answers (see dramatiq_bbo.reconnect): each step reads the state afresh.
+    with _RunConnection(name) as keeper:
         while True:
-            current, job = _next_job(conn, operation.id, max_attempts)
-            if current.status != OperationStatus.ACTIVE:
-                return current
-            try:
-                if job is None:  # a new job, claimed as it is created
-                    outcome = run_next_job(conn, current, stop_check=check, database=name)
-                    if outcome is None:
-                        break
-                else:
-                    outcome = run_job(
-                        current.id, job.id, stop_check=check, database=name, connection=conn
-                    )
-            except (InvalidTransition, LeaseLost):
-                continue  # another runner claimed or took over the job: look again
-            if outcome.interrupted_reason is not None:
-                return fetch_operation(conn, current.id) or current
-            if retries.failed_for_good(outcome.job, outcome.timed_out, max_attempts):
-                total, failed = job_counts(name, current, max_attempts)
-                if retries.operation_should_fail(total, failed):
-                    return end_operation(name, current, max_attempts, failed=True)
-    return end_operation(name, current, max_attempts)
+            ended = retrying(
+                f"running operation {operation.id}",
+                lambda: _step(name, keeper.get(), operation.id, check, max_attempts),
+            )
+            if ended is not None:
+                return ended
+
+
+def _step(
+    name: str,
+    conn: psycopg.Connection[Any],
+    operation_id: Any,
+    check: StopCheck,
+    max_attempts: int,
+) -> OperationRecord | None:
+    """Run the operation's next job; its record once the run is over, else None."""
+    current, job = _next_job(conn, operation_id, max_attempts)
+    if current.status != OperationStatus.ACTIVE:
+        return current
+    try:
+        if job is None:  # a new job, claimed as it is created
+            outcome = run_next_job(conn, current, stop_check=check, database=name)
+            if outcome is None:
+                return end_operation(name, current, max_attempts)
+        else:
+            outcome = run_job(current.id, job.id, stop_check=check, database=name, connection=conn)
+    except (InvalidTransition, LeaseLost):
+        return None  # another runner claimed or took over the job: look again
+    if outcome.interrupted_reason == CONNECTION_LOST:
+        return None  # given back at its checkpoint: the next step resumes it
+    if outcome.interrupted_reason is not None:
+        return fetch_operation(conn, current.id) or current
+    if retries.failed_for_good(outcome.job, outcome.timed_out, max_attempts):
+        total, failed = job_counts(name, current, max_attempts)
+        if retries.operation_should_fail(total, failed):
+            return end_operation(name, current, max_attempts, failed=True)
+    return None
+
+
+class _RunConnection:
+    """run_to_completion's bookkeeping connection from the pool, replaced once broken."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._stack = contextlib.ExitStack()
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def get(self) -> psycopg.Connection[Any]:
+        if self._conn is None or is_broken(self._conn):
+            self.close()  # a broken one goes back to the pool, which drops it
+            self._conn = self._stack.enter_context(REGISTRY.connection(self.name))
+        return self._conn
+
+    def close(self) -> None:
+        self._conn = None
+        self._stack.close()
+
+    def __enter__(self) -> _RunConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _next_job(

@@ -6,14 +6,18 @@ rows an operation changes, which is what lets a sub-batch and its checkpoint com
 transaction.
 
 Our code talks to Postgres through psycopg 3 connections taken from a small per-process pool
-(pools are rebuilt after ``fork`` so dramatiq's worker processes never share a socket).
+(pools are rebuilt after ``fork`` so dramatiq's worker processes never share a socket). The
+pool checks every connection it lends, so one broken by a restart is dropped rather than lent
+again, and a checkout fails within ``connect_timeout_seconds`` with libpq's reason.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +40,8 @@ class DatabaseEntry:
     peewee: Any = None  # a playhouse Psycopg3Database; typed loosely to keep peewee optional
     _pool: ConnectionPool | None = field(default=None, repr=False)
     _pool_pid: int = field(default=0, repr=False)
+    #: when the pool's last connect attempt failed, and why (for ConnectionFailed's message)
+    _last_error: tuple[float, BaseException] | None = field(default=None, repr=False)
 
 
 class Registry:
@@ -102,30 +108,44 @@ class Registry:
                         # Inherited through fork: its sockets belong to the parent. Keep a
                         # reference so garbage collection never closes them from here.
                         _INHERITED_POOLS.append(entry._pool)
-                    entry._pool = ConnectionPool(
-                        entry.dsn,
-                        min_size=0,
-                        max_size=int(os.environ.get("BBO_POOL_MAX_SIZE", "8")),
-                        kwargs={"autocommit": True},
-                        check=ConnectionPool.check_connection,
-                        name=f"bbo-{name}",
-                        open=True,
-                        timeout=30,
-                    )
+                    entry._pool = self._new_pool(entry)
                     entry._pool_pid = pid
         return entry._pool
 
+    def _new_pool(self, entry: DatabaseEntry) -> ConnectionPool:
+        """A pool that checks each connection as it lends it (so one broken by a restart or
+        ``pg_terminate_backend`` is dropped, never lent), waits ``connect_timeout_seconds``
+        at most, and gives a failing server up as quickly: the next checkout tries afresh
+        at once instead of behind a long backoff, so work resumes as soon as Postgres is
+        back."""
+        timeout = float(self.settings.connect_timeout_seconds)
+        return ConnectionPool(
+            entry.dsn,
+            min_size=0,
+            max_size=int(self.settings.pool_max_size),
+            kwargs={"autocommit": True, "connect_timeout": libpq_connect_timeout(timeout)},
+            connection_class=_recording_connection_class(entry),
+            check=ConnectionPool.check_connection,
+            name=f"bbo-{entry.name}",
+            open=True,
+            timeout=timeout,
+            reconnect_timeout=timeout,
+        )
+
     @contextlib.contextmanager
     def connection(self, name: str = DEFAULT_DATABASE) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled autocommit connection; open ``conn.transaction()`` for atomic work."""
+        """A pooled autocommit connection; open ``conn.transaction()`` for atomic work.
+
+        A checkout that cannot get a connection within ``connect_timeout_seconds`` raises
+        :class:`~dramatiq_bbo.errors.ConnectionFailed` with libpq's reason (connection
+        refused, unknown host, authentication failed...), never the password."""
         pool = self.pool(name)
+        started = time.monotonic()
         try:
             cm = pool.connection()
             conn = cm.__enter__()
-        except psycopg.OperationalError as exc:
-            raise ConnectionFailed(f"cannot connect to database {name!r}: {exc}") from None
-        except Exception as exc:  # PoolTimeout and friends
-            raise ConnectionFailed(f"cannot connect to database {name!r}: {exc}") from None
+        except Exception as exc:  # PoolTimeout (the pool's own attempts failed) and friends
+            raise self._connection_failed(name, exc, started) from None
         try:
             yield conn
         except BaseException as exc:
@@ -133,6 +153,20 @@ class Registry:
             raise
         else:
             cm.__exit__(None, None, None)
+
+    def _connection_failed(self, name: str, exc: Exception, started: float) -> ConnectionFailed:
+        """The error of a failed checkout, with the cause of the pool's last failed connect
+        attempt if one failed during this checkout (else the pool's own reason: exhausted)."""
+        entry = self.get(name)
+        cause: BaseException = exc
+        attempt = entry._last_error
+        if attempt is not None and attempt[0] >= started - 1.0:
+            cause = attempt[1]
+        return ConnectionFailed(
+            f"cannot connect to database {name!r} ({describe_dsn(entry.dsn)}) within "
+            f"{float(self.settings.connect_timeout_seconds):g}s (connect_timeout_seconds): "
+            f"{one_line(cause)}"
+        )
 
 
 REGISTRY = Registry()
@@ -168,10 +202,56 @@ def dsn_of_peewee(database: Any) -> str:
 
 
 def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:
-    """A standalone connection (CLI, migrate) with a typed error instead of a traceback."""
+    """A standalone connection (CLI, migrate) with a typed error instead of a traceback,
+    within ``connect_timeout_seconds`` unless ``connect_timeout`` is given."""
     validate_dsn(dsn)
-    kwargs.setdefault("connect_timeout", 10)
+    timeout = float(REGISTRY.settings.connect_timeout_seconds)
+    kwargs.setdefault("connect_timeout", libpq_connect_timeout(timeout))
     try:
         return psycopg.connect(dsn, **kwargs)
     except psycopg.OperationalError as exc:
-        raise ConnectionFailed(f"cannot connect: {str(exc).strip()}") from None
+        raise ConnectionFailed(
+            f"cannot connect ({describe_dsn(dsn)}) within {kwargs['connect_timeout']}s: "
+            f"{one_line(exc)}"
+        ) from None
+
+
+def libpq_connect_timeout(seconds: float) -> int:
+    """libpq's ``connect_timeout`` is whole seconds, and 2 at least (it reads 1 as 2)."""
+    return max(2, math.ceil(seconds))
+
+
+def describe_dsn(dsn: str) -> str:
+    """Where a DSN points (host, port, database, user), for error messages: never the
+    password."""
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "an unparsable DSN"
+    shown = [
+        f"{key}={params[key]}" for key in ("host", "port", "dbname", "user") if params.get(key)
+    ]
+    return " ".join(shown) or "libpq defaults"
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line (libpq's span several, with tabs)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _recording_connection_class(entry: DatabaseEntry) -> type[psycopg.Connection[Any]]:
+    """A connection class whose failed connects are noted on ``entry``: the pool connects
+    in a background thread and only says "timed out" to the waiting caller."""
+
+    class RecordingConnection(psycopg.Connection):  # type: ignore[type-arg]
+        @classmethod
+        def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
+            try:
+                return super().connect(conninfo, **kwargs)
+            except psycopg.Error as exc:
+                entry._last_error = (time.monotonic(), exc)
+                raise
+
+    RecordingConnection.__qualname__ = "RecordingConnection"  # as the pool's logs name it
+    return RecordingConnection

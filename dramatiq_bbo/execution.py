@@ -12,7 +12,8 @@ sub-batches run on the peewee database's connection for the running thread (see
 :mod:`dramatiq_bbo.batching`). Because a failed ``perform()`` leaves the sub-batch generator
 suspended with its transaction open and the job row locked, the runner closes it (rolling the
 sub-batch back) before any bookkeeping on another connection, which would otherwise wait on
-that lock forever.
+that lock forever. A lost connection is an interruption, not a failed attempt: the job goes
+back to pending at its checkpoint once Postgres answers (:mod:`dramatiq_bbo.reconnect`).
 
 Leases. Claiming a job (:mod:`dramatiq_bbo.claims`: operation row first, one running job per
 operation) stamps it with a unique lease owner and an expiry that the process's heartbeat
@@ -27,11 +28,10 @@ How a run ended (:class:`JobOutcome`, the events logged) is :mod:`dramatiq_bbo.o
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -39,6 +39,7 @@ from psycopg.rows import dict_row
 
 from . import retries
 from .batching import Keyset, SubBatchEngine, sub_batch_guards
+from .bookkeeping import bookkeeping, finish_job
 from .claims import claim, claim_new, new_owner, other_job_running
 from .db import DEFAULT_DATABASE, REGISTRY
 from .errors import (
@@ -61,6 +62,7 @@ from .outcomes import (
     worker_event,
 )
 from .queries import query
+from .reconnect import connection_lost, is_connection_error, retrying
 from .records import JobRecord, JobStatus, OperationRecord
 from .statements import pipelined
 from .store import fetch_operation, tables_for
@@ -201,8 +203,12 @@ def run_job(
     not claimed once another stage holds it, and the heartbeat renews it meanwhile."""
     name = database or DEFAULT_DATABASE
     owner = new_owner()
-    with _bookkeeping(name, connection) as conn:
-        operation, previous, job = claim(conn, name, operation_id, job_id, owner, stage_token)
+
+    def claim_it() -> tuple[OperationRecord, JobStatus, JobRecord]:
+        with bookkeeping(name, connection) as conn:
+            return claim(conn, name, operation_id, job_id, owner, stage_token)
+
+    operation, previous, job = retrying(f"claiming job {job_id!s}", claim_it)
     lease = HEARTBEAT.hold(name, operation, job=job, owner=owner, stage_token=stage_token)
     try:
         return _run_claimed(name, connection, operation, job, owner, previous, stop_check)
@@ -272,6 +278,8 @@ def _run_claimed(
         _close(engine)
         if getattr(exc, "sqlstate", None) == "LEASE":  # the checkpoint found the lease gone
             raise LeaseLost(str(exc).strip()) from None
+        if is_connection_error(exc):  # not the job's fault: give it back, attempt refunded
+            return connection_lost(job, engine, exc, lambda: end(engine, started, release=True))
         return end(engine, started, exception=exc)
     except BaseException:
         # A worker shutdown or an interrupt is not a failed attempt: give the job back.
@@ -284,32 +292,10 @@ def _run_claimed(
     return end(engine, started)
 
 
-@contextlib.contextmanager
-def _bookkeeping(
-    name: str, connection: psycopg.Connection[Any] | None
-) -> Iterator[psycopg.Connection[Any]]:
-    """The caller's bookkeeping connection, else one from the pool for the block."""
-    if connection is not None:
-        yield connection
-        return
-    with REGISTRY.connection(name) as conn:
-        yield conn
-
-
 def _close(engine: SubBatchEngine | None) -> None:
-    """Roll back the open sub-batch; if even that fails, drop the thread's connection."""
-    if engine is None:
-        return
-    try:
+    """Roll back the open sub-batch (or drop the connection if even that fails)."""
+    if engine is not None:
         engine.close()
-    except Exception:
-        logger.exception("rolling back the open sub-batch failed; dropping the connection")
-        database = engine.database
-        conn = getattr(database._state, "conn", None)
-        database._state.reset()
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
 
 
 def _end(
@@ -345,21 +331,23 @@ def _end(
     if release or interrupted:
         metrics["interrupted_reason"] = interrupted or "released"
     _, jobs = tables_for(operation)
-    with _bookkeeping(name, connection) as conn, conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            query("execution_finish_job", jobs=jobs),
-            {
-                "status": int(status),
-                "refund": refund,
-                "interruption": interruption,
-                "exception_class": class_name(exception),
-                "exception_message": exception_message(exception),
-                "metrics": json.dumps(metrics, default=str),
-                "partition": job.partition,
-                "id": job.id,
-                "lease_owner": owner,
-            },
-        ).fetchone()
+
+    params = {
+        "status": int(status),
+        "refund": refund,
+        "interruption": interruption,
+        "exception_class": class_name(exception),
+        "exception_message": exception_message(exception),
+        "metrics": json.dumps(metrics, default=str),
+        "partition": job.partition,
+        "id": job.id,
+        "lease_owner": owner,
+    }
+    tries: list[int] = []
+    row = retrying(  # Postgres may be restarting: the job is given back once it answers
+        f"recording the end of job {job.id}",
+        lambda: finish_job(name, connection, job, jobs, params, tries),
+    )
     if row is None:
         raise LeaseLost(f"job {job.id} was taken over by another runner before it finished")
     final = JobRecord.from_row(row)

@@ -36,7 +36,7 @@ from playhouse.postgres_ext import (
     Psycopg3Database,
 )
 
-from .db import DEFAULT_DATABASE, Registry
+from .db import DEFAULT_DATABASE, Registry, libpq_connect_timeout
 from .records import JobStatus, OperationStatus
 
 database_proxy = peewee.DatabaseProxy()
@@ -224,17 +224,18 @@ def job_model(organization_scoped: bool) -> type[JobBase]:
 
 
 # -- binding ----------------------------------------------------------------------------------
-def _peewee_database(dsn: str) -> Psycopg3Database:
+def _peewee_database(dsn: str, connect_timeout: int) -> Psycopg3Database:
     """peewee hands its database argument to psycopg as a conninfo only when it starts with
     ``postgresql://`` (anything else is taken as a bare dbname), so spell every DSN as a URI:
-    libpq takes any keyword as a URI query parameter, which keeps its defaults and env vars."""
+    libpq takes any keyword as a URI query parameter, which keeps its defaults and env vars.
+    A connect (also the one after a lost connection) waits ``connect_timeout`` at most."""
     if not dsn.startswith("postgresql://"):
         params = psycopg.conninfo.conninfo_to_dict(dsn)
         query = urllib.parse.urlencode(
             {k: str(v) for k, v in params.items()}, quote_via=urllib.parse.quote
         )
         dsn = f"postgresql://?{query}"
-    return Psycopg3Database(dsn)
+    return Psycopg3Database(dsn, connect_timeout=connect_timeout)
 
 
 def bind_registry(registry: Registry) -> None:
@@ -247,7 +248,8 @@ def bind_registry(registry: Registry) -> None:
         if entry.peewee is not None:
             _databases[name] = entry.peewee
         else:
-            _databases[name] = _peewee_database(entry.dsn)
+            timeout = libpq_connect_timeout(float(registry.settings.connect_timeout_seconds))
+            _databases[name] = _peewee_database(entry.dsn, timeout)
             _owned.add(name)
     if DEFAULT_DATABASE in _databases:
         database_proxy.initialize(_databases[DEFAULT_DATABASE])

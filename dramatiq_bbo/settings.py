@@ -187,6 +187,18 @@ class Settings:
     #: worker (perhaps one that knows the class) tries it again, in seconds
     unknown_class_hold_seconds: float = setting(60.0, low=0, low_open=True, high=_DAY_S)
 
+    # -- connections ----------------------------------------------------------------------
+    #: how long a connect or a pool checkout may take before ConnectionFailed (with the cause)
+    connect_timeout_seconds: float = 5.0
+    #: pooled connections per process and database, for our own bookkeeping statements
+    pool_max_size: int = 8
+    #: how long a step that lost its connection keeps retrying before it gives up (seconds)
+    reconnect_seconds: float = 60.0
+    #: first delay between two retries after a lost connection; it doubles each time...
+    reconnect_backoff_seconds: float = 0.1
+    #: ...up to this many seconds
+    reconnect_backoff_max_seconds: float = 5.0
+
     # -- health thresholds (see dramatiq_bbo.health) ---------------------------------------------
     health: dict[str, Any] = field(default_factory=dict)
 

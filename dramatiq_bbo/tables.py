@@ -38,6 +38,7 @@ from .catalog import TableInfo, TableRef, display_name, resolve_stored, resolve_
 from .db import REGISTRY
 from .errors import OperationDefinitionError, TableNotFound
 from .queries import query
+from .reconnect import heal, is_connection_error
 
 _cache: weakref.WeakKeyDictionary[Any, dict[tuple[str, str, int], type[peewee.Model]]] = (
     weakref.WeakKeyDictionary()
@@ -148,8 +149,16 @@ def forget(database_name: str | None = None) -> None:
 
 
 def _reflect(database: peewee.Database, info: TableInfo) -> type[peewee.Model]:
-    introspector = _AnyNameIntrospector(_OneTableMetadata(database), schema=info.schema)
-    models = introspector.generate_models(table_names=[info.name], literal_column_names=True)
+    """Reflect one table on this thread's peewee connection; a connection found dead (a
+    restart or ``pg_terminate_backend`` since its last use) is replaced and the reflection,
+    which only reads the catalog, tried once more on a new one."""
+    heal(database)
+    try:
+        models = _generate(database, info)
+    except Exception as exc:
+        if not is_connection_error(exc) or not heal(database):
+            raise
+        models = _generate(database, info)
     model = models.get(info.name)
     if model is None:
         raise TableNotFound(
@@ -157,6 +166,14 @@ def _reflect(database: peewee.Database, info: TableInfo) -> type[peewee.Model]:
             "not read its catalog entries)"
         )
     return model  # type: ignore[no-any-return]
+
+
+def _generate(database: peewee.Database, info: TableInfo) -> dict[str, Any]:
+    # the metadata object reads pg_type as it is built: on the connection too
+    introspector = _AnyNameIntrospector(_OneTableMetadata(database), schema=info.schema)
+    return introspector.generate_models(  # type: ignore[no-any-return]
+        table_names=[info.name], literal_column_names=True
+    )
 
 
 def column_field(model: type[peewee.Model], column: str) -> peewee.Field:

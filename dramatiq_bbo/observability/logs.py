@@ -22,6 +22,9 @@ DUPLICATE_ENQUEUE = "background_operation_duplicate_enqueue"
 HEALTH_SIGNAL = "background_operation_health_signal"
 HEALTH_HOLD = "background_operation_health_hold"
 SCOPE_NOT_INDEXED = "background_operation_scope_not_indexed"
+CONNECTION_RETRY = "background_operation_connection_retry"
+CONNECTION_GAVE_UP = "background_operation_connection_gave_up"
+CONNECTION_LOST = "background_operation_connection_lost"
 
 
 def event(message: str, *, level: int = logging.INFO, **fields: Any) -> None:

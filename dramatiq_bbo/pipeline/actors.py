@@ -17,6 +17,7 @@ connections plus one per worker thread that acks. Size ``max_connections`` for
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -28,6 +29,7 @@ from ..cron import cron_spec
 from ..db import REGISTRY
 from ..enqueue import after_enqueue_hooks, in_transaction_hooks
 from ..health import install as install_health_checks
+from ..reconnect import retrying
 from ..records import OperationRecord
 from . import messages, orchestrator, runner, scheduler, shutdown
 from .cron_operations import declare_cron_operations
@@ -127,21 +129,26 @@ def _tick_all() -> None:
     """periodiq's every-minute tick: one scheduler pass per configured database."""
     for name in REGISTRY.names():
         try:
-            report = scheduler.tick(name)
+            report = retrying(f"scheduler tick on {name}", functools.partial(scheduler.tick, name))
             logger.debug("scheduler tick on %s: %s", name, report)
         except Exception:
             logger.exception("scheduler tick on database %s failed", name)
 
 
 def _scheduler(database: str) -> None:
-    scheduler.tick(database)
+    retrying(f"scheduler tick on {database}", lambda: scheduler.tick(database))
 
 
 def _orchestrator(database: str, operation_id: str, token: str | None = None) -> None:
     if shutdown.refuse(messages.ORCHESTRATOR, (database, operation_id, token)):
         return
     try:
-        orchestrator.orchestrate(database, operation_id, token)
+        # Idempotent under its lease token: a try whose COMMIT was lost and then ran again
+        # finds the operation leased by the message it wrote, and stops.
+        retrying(
+            f"orchestrating operation {operation_id}",
+            lambda: orchestrator.orchestrate(database, operation_id, token),
+        )
     except Exception:
         # Give the stage lease back so the scheduler re-drives the operation at its next
         # tick instead of after the whole lease.

@@ -29,6 +29,7 @@ from ..execution import JobOutcome, run_job
 from ..observability.logs import event, logger
 from ..optimizer import decide_for_operation, log_decision
 from ..queries import query
+from ..reconnect import CONNECTION_LOST, retrying
 from ..records import JobRecord, JobStatus, OperationRecord, OperationStatus
 from ..store import fetch_operation, get_operation, parse_operation_id, tables_for
 from . import shutdown
@@ -49,7 +50,7 @@ def run(
     """Handle one runner message; a job another runner holds, or an operation whose stage
     lease moved on from ``token`` (run_to_completion took it over), makes it a no-op (None)."""
     key = parse_operation_id(operation_id)
-    operation = get_operation(key, database=database)
+    operation = retrying(f"reading operation {key}", lambda: get_operation(key, database=database))
     if hold_before_run(database, operation, _job_key(job_id)):  # class unknown here: held
         return None
     started = time.monotonic()
@@ -67,7 +68,10 @@ def run(
     except LeaseLost:
         logger.warning("job %s of operation %s was taken over by another runner", job_id, key)
         return None
-    chain(database, key, outcome, started, held=token)
+    # at once when Postgres is back, not after the lease and the scheduler's next tick
+    retrying(
+        f"chaining operation {key}", lambda: chain(database, key, outcome, started, held=token)
+    )
     return outcome
 
 
@@ -153,8 +157,8 @@ def chain(
 
 
 def _next_delay(operation: OperationRecord, outcome: JobOutcome, started: float) -> float:
-    if outcome.interrupted_reason == "worker_shutdown":
-        return 0.0
+    if outcome.interrupted_reason in ("worker_shutdown", CONNECTION_LOST):
+        return 0.0  # the job's range is not done: resume it now
     elapsed = time.monotonic() - started
     delay = max(0.0, float(operation.interval_seconds) - elapsed)
     if operation.on_hold_until is not None:
