@@ -320,14 +320,7 @@ def _end(
     interruption = int(release or interrupted == WORKER_SHUTDOWN)
     if exception is None and interruption:
         exception = _too_many_interruptions(job)
-    if exception is not None:
-        exception = as_timeout(exception)
-        status, refund = JobStatus.FAILED, 0
-        metrics["timeout_kind"] = getattr(exception, "kind", None)
-    elif release or interrupted:
-        status, refund = JobStatus.PENDING, 1
-    else:
-        status, refund = JobStatus.SUCCEEDED, 0
+    exception, status, refund = _ending(exception, release or bool(interrupted), metrics)
     if release or interrupted:
         metrics["interrupted_reason"] = interrupted or "released"
     _, jobs = tables_for(operation)
@@ -361,6 +354,20 @@ def _end(
         exception=exception,
         interrupted_reason=interrupted,
     )
+
+
+def _ending(
+    exception: BaseException | None, interrupted: bool, metrics: dict[str, Any]
+) -> tuple[BaseException | None, JobStatus, int]:
+    """How a run ends: failed (a timeout recognised as such, its kind in ``metrics``), given
+    back as pending with the attempt refunded, or succeeded."""
+    if exception is not None:
+        exception = as_timeout(exception)
+        metrics["timeout_kind"] = getattr(exception, "kind", None)
+        return exception, JobStatus.FAILED, 0
+    if interrupted:
+        return None, JobStatus.PENDING, 1
+    return None, JobStatus.SUCCEEDED, 0
 
 
 def _too_many_interruptions(job: JobRecord) -> TooManyInterruptions | None:

@@ -20,6 +20,7 @@ from psycopg.rows import dict_row
 
 from ..completion import end_operation
 from ..db import REGISTRY
+from ..errors import TableChanged, TableNotFound
 from ..execution import create_next_job, prepare_retry, worker_event
 from ..observability.logs import logger
 from ..queries import query
@@ -29,6 +30,7 @@ from ..store import parse_operation_id, tables_for
 from .checks import pre_job_checks
 from .messages import MESSENGER, ORCHESTRATOR, RUNNER, new_token
 from .scheduler import jobs_in_flight, scheduler_lock_key
+from .table_hold import hold_for_table
 from .unknown_class import hold_if_unknown
 
 
@@ -67,7 +69,15 @@ def orchestrate(database: str, operation_id: Any, token: str | None = None) -> D
                 return refusal
             if operation.status == OperationStatus.QUEUED:
                 operation = activated = _activate(conn, operation)
-            job = _next_job(conn, operation)
+            try:
+                job = _next_job(conn, operation)
+            except (TableChanged, TableNotFound) as exc:  # never run on another table
+                hold_for_table(conn, operation, exc)
+                if MESSENGER.ready:
+                    _call_back_after_hold(conn, database, operation)
+                else:
+                    _release(conn, operation, None)
+                return Decision.HELD_BY_CHECK
             if job is None:
                 _release(conn, operation, None)
             else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,11 @@ import dramatiq_bbo as bbo
 from dramatiq_bbo import errors
 from dramatiq_bbo.migrations import migrate, migration_files
 from dramatiq_bbo.observability.logs import SCOPE_NOT_INDEXED
+from dramatiq_bbo.pipeline.orchestrator import Decision, orchestrate
 from tests.integration.enqueue_support import define_operation, operation_rows
+from tests.integration.pipeline_support import no_broker
 
-__all__ = ["define_operation"]  # the fixture, re-exported for pytest
+__all__ = ["define_operation", "no_broker"]  # fixtures, re-exported for pytest
 
 
 @pytest.fixture
@@ -169,3 +172,30 @@ def test_migration_0004_splits_rows_stored_as_schema_dot_table(empty_dsn, tmp_pa
         ("x", "y", False),
     ]
     assert indexed is not None and "table_schema, table_name" in indexed[0]
+
+
+# -- a table replaced after enqueue, met by the pipeline ------------------------------------------
+def test_the_pipeline_holds_an_operation_whose_table_was_replaced_and_says_why(
+    tables, define_operation, no_broker
+):
+    op = define_operation()
+    operation = bbo.enqueue(op, "todos", "id").operation
+    tables.execute("ALTER TABLE todos RENAME TO old_todos")
+    tables.execute("CREATE TABLE todos (id bigint PRIMARY KEY)")
+    tables.execute("INSERT INTO todos SELECT generate_series(1, 7)")
+
+    decision = orchestrate("main", operation.id, operation.lease_owner)
+
+    held = bbo.get_operation(operation.id)
+    assert decision == Decision.HELD_BY_CHECK
+    assert held.hold_reason is not None and "not the table this operation was enqueued on" in (
+        held.hold_reason
+    )
+    assert held.on_hold_until is not None and held.on_hold_until > datetime.now(UTC)
+    assert bbo.list_jobs(operation.id) == []
+    counts = [
+        tables.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("todos", "old_todos")
+    ]
+    assert counts == [7, 50]
+    # a second message meets the hold and does nothing more
+    assert orchestrate("main", operation.id, None) == Decision.ON_HOLD

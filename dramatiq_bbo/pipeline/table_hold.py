@@ -1,0 +1,62 @@
+"""An operation whose table is gone or replaced since enqueue: held with the reason, not retried.
+
+Enqueue records the table's oid next to its (schema, name). When a stage finds that pair no
+longer names that table (dropped, or renamed and another took its name), running on whatever
+holds the name now would change the wrong rows, and retrying every minute would only fill the
+logs. The orchestrator holds the operation instead, for ``health_hold_seconds``, with the
+catalog's explanation as ``hold_reason`` (shown by ``bbo.get_operation``), and logs
+:data:`TABLE_HOLD` once per process and operation. When the hold ends the next pass looks
+again: a table renamed back resumes the operation; otherwise the operator cancels it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import psycopg
+
+from ..db import REGISTRY
+from ..observability.logs import event
+from ..queries import query
+from ..records import OperationRecord
+from ..store import tables_for
+
+#: logged once per process and operation when its table no longer matches the enqueued one
+TABLE_HOLD = "background_operation_table_hold"
+
+_logged: set[str] = set()
+_lock = threading.Lock()
+
+
+def hold_for_table(
+    conn: psycopg.Connection[Any], operation: OperationRecord, exc: BaseException
+) -> None:
+    """Hold ``operation`` on ``conn`` (whose transaction holds its row lock) with ``exc``'s
+    text as the reason."""
+    seconds = float(REGISTRY.settings.health_hold_seconds)
+    operations, _ = tables_for(operation)
+    reason = str(exc).strip() or type(exc).__name__
+    conn.execute(
+        query("pipeline_hold_with_reason", operations=operations),
+        {
+            "seconds": seconds,
+            "reason": reason,
+            "partition": operation.partition,
+            "id": operation.id,
+        },
+    )
+    with _lock:
+        first = str(operation.id) not in _logged
+        _logged.add(str(operation.id))
+    if first:
+        event(
+            TABLE_HOLD,
+            level=logging.WARNING,
+            operation_id=str(operation.id),
+            job_class_name=operation.job_class_name,
+            database_name=operation.database_name,
+            hold_seconds=seconds,
+            reason=reason,
+        )
