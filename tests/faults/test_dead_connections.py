@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 import dramatiq_bbo as bbo
-from dramatiq_bbo import db, execution, tables
+from dramatiq_bbo import claims, db, tables
 from dramatiq_bbo.bookkeeping import finish_job
 from dramatiq_bbo.db import REGISTRY
 from dramatiq_bbo.errors import ConnectionFailed
@@ -319,15 +319,16 @@ def test_a_claim_or_an_end_of_job_tried_again_after_a_lost_answer_recognises_its
     with REGISTRY.connection() as bookkeeping_conn:
         job = create_next_job(bookkeeping_conn, operation)
         assert job is not None
-        first = execution._claim(bookkeeping_conn, "main", operation.id, job.id, "runner-1")
-        again = execution._claim(bookkeeping_conn, "main", operation.id, job.id, "runner-1")
+        first = claims.claim(bookkeeping_conn, "main", operation.id, job.id, "runner-1")
+        again = claims.claim(bookkeeping_conn, "main", operation.id, job.id, "runner-1")
         assert again[2].id == first[2].id and again[2].attempts == first[2].attempts == 1
         with pytest.raises(bbo.errors.InvalidTransition, match="live lease"):
-            execution._claim(bookkeeping_conn, "main", operation.id, job.id, "runner-2")
+            claims.claim(bookkeeping_conn, "main", operation.id, job.id, "runner-2")
 
     params = {
         "status": int(JobStatus.PENDING),
         "refund": 1,
+        "interruption": 1,
         "exception_class": None,
         "exception_message": None,
         "metrics": json.dumps({"runs": 1, "interrupted_reason": "connection_lost"}),
