@@ -145,9 +145,11 @@ def _check_spelling(cls: Any, base: type) -> None:
     """An unknown public name close to one ``base`` knows is taken for a typo of it.
 
     A name far from every known one (the author's own helper) is fine, and so is a name that
-    extends a known one (``processed``, ``scope_for``): typos drop, swap or double letters.
-    Methods are compared with methods, other attributes with other attributes. Checked on
-    the class's own namespace and on mixins outside the ``base`` hierarchy.
+    extends a known one (``processed``, ``scope_for``; a plural such as ``batch_sizes`` is
+    still a typo): typos drop, swap, double or change a letter or two. Methods are compared
+    with methods, other attributes with other attributes. Checked on the class's own namespace
+    and on mixins outside the ``base`` hierarchy (a parent operation class was checked when it
+    was defined).
     """
     known = _public_names(base)
     methods, attributes = _suggestions(base)
@@ -219,7 +221,7 @@ def _public_names(base: type) -> frozenset[str]:
         if klass is object:
             continue
         names.update(vars(klass))
-        names.update(vars(klass).get("__annotations__", {}))
+        names.update(inspect.get_annotations(klass))
     return frozenset(name for name in names if not name.startswith("_"))
 
 
@@ -234,7 +236,7 @@ def _suggestions(base: type) -> tuple[frozenset[str], frozenset[str]]:
         for name, value in vars(klass).items():
             if not name.startswith("_") and _is_method(value):
                 methods.add(name)
-        for name, annotation in vars(klass).get("__annotations__", {}).items():
+        for name, annotation in inspect.get_annotations(klass).items():
             if not name.startswith("_") and _is_class_var(annotation):
                 attributes.add(name)
     return frozenset(methods), frozenset(attributes)
