@@ -53,7 +53,8 @@ class UnknownOperationClass(ValidationError):
 
 
 class OperationDefinitionError(ValidationError):
-    """An operation class is malformed (bad cursor, missing perform, duplicate name...)."""
+    """An operation class is malformed (bad cursor, neither or both of process and perform, a
+    misspelt attribute name, duplicate name...)."""
 
 
 class TableNotFound(ValidationError):

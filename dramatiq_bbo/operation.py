@@ -1,8 +1,14 @@
 """``BaseOperation``: what an author writes, and the registry that finds it by name.
 
 An operation class says *what to walk* (``cursor``, optional ``scope``) and *what to do with
-one sub-batch* (``perform``). Batching, checkpoints, pacing, retries and throttling belong to
-the framework: an operation class holds no plumbing.
+one sub-batch* (``process``). Batching, checkpoints, pacing, retries and throttling belong to
+the framework: an operation class holds no plumbing. An author who needs the loop itself (work
+before the first sub-batch or after the last, state carried across sub-batches in local
+variables) writes ``perform`` instead, walking ``each_sub_batch()``; the same engine runs
+under both, so the checkpoints and the exactly-once guarantee are the same.
+
+A class is checked when it is defined (:mod:`dramatiq_bbo.operation_checks`): exactly one of
+``process`` and ``perform``, well-formed values, and no misspelt attribute name.
 
 Classes register themselves by name when defined (``name`` attribute, default the class
 name), so the pipeline finds them from the name stored on the operation row, and an unknown
@@ -11,28 +17,26 @@ name is refused at enqueue time rather than discovered by a worker.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import OperationDefinitionError, UnknownOperationClass
+from .operation_checks import check_class
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .batching import SubBatch
     from .records import JobRecord, OperationRecord
-
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:]{0,254}$")
+    from .sub_batch import SubBatch
 
 _registry: dict[str, type[BaseOperation]] = {}
 _registry_lock = threading.Lock()
 
 
 class BaseOperation:
-    """Subclass this, set the class attributes, implement :meth:`perform`.
+    """Subclass this, set the class attributes, implement :meth:`process` (or :meth:`perform`).
 
-    Class attributes (all optional but ``perform``):
+    Class attributes (all optional); a public name close to one of them is refused as a typo
+    (``interval = 0`` for ``interval_seconds``), other names of your own are fine:
 
     - ``name``: registry name stored on the operation row (default: the class name).
     - ``operation_name``: what the SQL does, for logs and metrics (``"delete_all"``...).
@@ -68,7 +72,7 @@ class BaseOperation:
     min_batch_size: ClassVar[int | None] = None
     max_batch_size: ClassVar[int | None] = None
 
-    #: set by the framework before ``perform`` runs
+    #: set by the framework before ``perform`` (or ``process``) runs
     table: Any
     arguments: Any
     operation: OperationRecord
@@ -78,7 +82,7 @@ class BaseOperation:
         super().__init_subclass__(**kwargs)
         if "name" not in cls.__dict__:
             cls.name = cls.__name__
-        _validate_class(cls)
+        check_class(cls, BaseOperation)
         register(cls)
 
     def __init__(self, arguments: Any = None, *, table: Any = None) -> None:
@@ -92,9 +96,24 @@ class BaseOperation:
         """Narrow the walk (``query.where(...)``); the narrowing must be indexed."""
         return query
 
+    def process(self, sub_batch: SubBatch) -> None:
+        """Change one sub-batch (``sub_batch.where(...).delete()``...); called once per
+        sub-batch of the job's range, each in its own short transaction.
+
+        Returning commits the sub-batch together with the job's checkpoint; raising rolls it
+        back and fails the job, which is retried from its checkpoint.
+        """
+        raise NotImplementedError(f"{type(self).__name__}.process() is not implemented")
+
     def perform(self) -> None:
-        """Process the current job's range; usually ``for sb in self.each_sub_batch(): ...``."""
-        raise NotImplementedError(f"{type(self).__name__}.perform() is not implemented")
+        """Walk the current job's range. By default: :meth:`process` for each sub-batch.
+
+        Override it instead of ``process`` to own the loop:
+        ``for sub_batch in self.each_sub_batch(): ...``. Stop checks (pause, cancel, lease
+        lost, health) and pacing run between sub-batches either way, inside the walk.
+        """
+        for sub_batch in self.each_sub_batch():
+            self.process(sub_batch)
 
     # -- what the author calls -----------------------------------------------------------------
     def each_sub_batch(self) -> Iterator[SubBatch]:
@@ -106,7 +125,8 @@ class BaseOperation:
         if self._engine is None:
             raise OperationDefinitionError(
                 f"{type(self).__name__}.each_sub_batch() can only be called while a job runs "
-                "(from perform(), driven by run_to_completion() or a worker)"
+                "(from perform(), driven by run_to_completion() or a worker); with process(), "
+                "the framework walks the sub-batches for you"
             )
         return self._engine.iterate()  # type: ignore[no-any-return]
 
@@ -114,51 +134,6 @@ class BaseOperation:
     def cursor_columns(cls, column_name: str) -> tuple[str, ...]:
         """The keyset columns for an operation batching on ``column_name``."""
         return tuple(cls.cursor) if cls.cursor else (column_name,)
-
-
-def _validate_class(cls: type[BaseOperation]) -> None:
-    if not isinstance(cls.name, str) or not _NAME.match(cls.name):
-        raise OperationDefinitionError(
-            f"{cls.__qualname__}: name must be 1..255 letters, digits, '_', '.', ':' "
-            f"and not start with a digit, got {cls.name!r}"
-        )
-    if cls.cursor is not None:
-        if isinstance(cls.cursor, str):
-            raise OperationDefinitionError(
-                f"{cls.__qualname__}: cursor must be a tuple of column names, e.g. "
-                f"({cls.cursor!r},), got the string {cls.cursor!r}"
-            )
-        columns = tuple(cls.cursor)
-        if not 1 <= len(columns) <= 8:
-            raise OperationDefinitionError(
-                f"{cls.__qualname__}: cursor needs 1..8 columns, got {columns!r}"
-            )
-        for column in columns:
-            if not isinstance(column, str) or not _IDENTIFIER.match(column):
-                raise OperationDefinitionError(
-                    f"{cls.__qualname__}: cursor column {column!r} is not a valid identifier"
-                )
-        if len(set(columns)) != len(columns):
-            raise OperationDefinitionError(
-                f"{cls.__qualname__}: cursor repeats a column: {columns!r}"
-            )
-        cls.cursor = columns
-    for attribute in ("batch_size", "sub_batch_size", "min_batch_size", "max_batch_size"):
-        value = getattr(cls, attribute)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise OperationDefinitionError(
-                f"{cls.__qualname__}: {attribute} must be an int, got {value!r}"
-            )
-    if "tables" in cls.__dict__:
-        from .table_policy import declared_tables
-
-        if cls.tables is None:
-            cls._declared_tables = None
-        else:
-            cls._declared_tables = declared_tables(cls.__qualname__, cls.tables)
-            cls.tables = tuple(cls.tables)
-    if cls.perform is BaseOperation.perform:
-        raise OperationDefinitionError(f"{cls.__qualname__} must implement perform()")
 
 
 def register(cls: type[BaseOperation], name: str | None = None) -> type[BaseOperation]:

@@ -1,8 +1,9 @@
 """The demo's operation: delete the done todos last updated before a cutoff.
 
-It is the shape of DESIGN's first example without the organization scope: a cell-local
-operation walking every row of ``bbo_demo.todos`` in ``id`` order (the primary key is the
-index the walk needs), deleting the matching rows of each sub-batch in its own transaction.
+A cell-local operation (no organization scope) walking every row of ``bbo_demo.todos`` in
+``id`` order (the primary key is the index the walk needs). It only says what to do with one
+sub-batch — delete its matching rows — and the framework walks the sub-batches, each in its
+own transaction committed with the checkpoint.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ class PurgeDoneTodos(bbo.BaseOperation):
     cursor = ("id",)
     database: ClassVar[str] = DATABASE
 
-    def perform(self) -> None:
+    def process(self, sub_batch: bbo.SubBatch) -> None:
         cutoff = self.arguments["updated_before"]
-        for sub_batch in self.each_sub_batch():
-            sub_batch.where(self.table.done == True, self.table.updated_at < cutoff).delete()  # noqa: E712
+        sub_batch.where(self.table.done == True, self.table.updated_at < cutoff).delete()  # noqa: E712

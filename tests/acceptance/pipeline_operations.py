@@ -70,7 +70,7 @@ class PipelineDelete(bbo.BaseOperation):
 class PipelineVisit(bbo.BaseOperation):
     """``visits = visits + 1`` on every row; ``arguments["sleep_ms"]`` (default 0) sleeps in
     each sub-batch *after* its update, inside its transaction, so a test can kill a worker
-    while a sub-batch is uncommitted."""
+    while a sub-batch is uncommitted. Written with ``perform()``: the author's loop."""
 
     name = "acceptance.pipeline.visit"
     operation_name = "update_all"
@@ -83,6 +83,28 @@ class PipelineVisit(bbo.BaseOperation):
             sub_batch.update(visits=self.table.visits + 1)
             if sleep_ms > 0:
                 time.sleep(sleep_ms / 1000)
+
+
+class PipelineVisitProcess(bbo.BaseOperation):
+    """:class:`PipelineVisit` written with ``process()``: the framework's loop."""
+
+    name = "acceptance.pipeline.visit_process"
+    operation_name = "update_all"
+    pause_ms = 0
+    interval_seconds = 0
+
+    def process(self, sub_batch: bbo.SubBatch) -> None:
+        sub_batch.update(visits=self.table.visits + 1)
+        sleep_ms = float((self.arguments or {}).get("sleep_ms", 0))
+        if sleep_ms > 0:
+            time.sleep(sleep_ms / 1000)
+
+
+#: the visiting operation class of each way of writing one
+VISIT_STYLES: dict[str, type[bbo.BaseOperation]] = {
+    "perform": PipelineVisit,
+    "process": PipelineVisitProcess,
+}
 
 
 class RecordedVisit(bbo.BaseOperation):

@@ -35,6 +35,7 @@ from dramatiq_bbo.pipeline import messages, scheduler
 from dramatiq_bbo.records import JobStatus, OperationStatus
 from tests.acceptance.pipeline_operations import (
     RUNS_TABLE_DDL,
+    VISIT_STYLES,
     PipelineDelete,
     PipelineVisit,
     RecordedVisit,
@@ -215,25 +216,38 @@ def test_a_200k_row_delete_finishes_on_dramatiq_workers_and_starts_within_a_seco
     assert first_commit < 1.0, f"first sub-batch committed {first_commit:.3f} s after enqueue"
 
 
+def job_cursors(conn: psycopg.Connection[Any], operation_id: Any) -> list[tuple[Any, Any, Any]]:
+    """Each job's (min, max, checkpoint) cursors, in range order."""
+    return sorted(
+        (j["min_cursor"], j["max_cursor"], j["checkpoint_cursor"]) for j in jobs(conn, operation_id)
+    )
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("style", sorted(VISIT_STYLES))
 def test_kill_9_of_the_worker_mid_job_then_a_new_worker_visits_every_row_once(
     dsn: str,
     conn: psycopg.Connection[Any],
     pipeline: Callable[..., None],
     dramatiq_workers: Callable[..., DramatiqWorkers],
+    style: str,
 ) -> None:
-    rows, lease = 20_000, 3
+    """Written with perform() or with process(), the same checkpoints and one visit per row."""
+    rows, lease, batch = 20_000, 3, 4_000
     make_counter_table(conn, "counters", rows)
     pipeline(lease_seconds=lease)
     first = dramatiq_workers(processes=1, threads=2, settings={"lease_seconds": lease})
 
     result = bbo.enqueue(
-        PipelineVisit,
+        VISIT_STYLES[style],
         "counters",
         "id",
         arguments={"sleep_ms": 20},  # each sub-batch sleeps inside its transaction
-        batch_size=4_000,
+        batch_size=batch,
         sub_batch_size=100,
+        # job sizes pinned, so that the job ranges are the same whatever the optimizer measures
+        min_batch_size=batch,
+        max_batch_size=batch,
     )
     operation_id = result.operation.id
     # Mid-job: sub-batches of the first job committed, and it is still running.
@@ -249,6 +263,11 @@ def test_kill_9_of_the_worker_mid_job_then_a_new_worker_visits_every_row_once(
     (abandoned,) = running_jobs(conn, operation_id)  # left running under a lease
     committed = processed(conn, operation_id)
     assert visits(conn, "counters") == {1: committed, 0: rows - committed}
+    # ids 1..rows: the committed sub-batches are the rows 1..committed, and the abandoned
+    # job's checkpoint is the last of them (none if it had committed nothing yet)
+    assert conn.execute("SELECT max(id) FROM counters WHERE visits = 1").fetchone() == (committed,)
+    started = committed >= abandoned["min_cursor"][0]
+    assert abandoned["checkpoint_cursor"] == ([committed] if started else None)
 
     dramatiq_workers(processes=1, threads=2, settings={"lease_seconds": lease})
     with Ticker():  # recovers the abandoned job once its lease expired
@@ -256,6 +275,9 @@ def test_kill_9_of_the_worker_mid_job_then_a_new_worker_visits_every_row_once(
 
     assert visits(conn, "counters") == {1: rows}
     assert_finished(conn, operation_id, rows)
+    assert job_cursors(conn, operation_id) == [
+        ([low], [low + batch - 1], [low + batch - 1]) for low in range(1, rows + 1, batch)
+    ]
     resumed = {j["id"]: j for j in jobs(conn, operation_id)}[abandoned["id"]]
     # the killed run is an interruption, not a failed attempt; its checkpoint was kept
     assert (resumed["attempts"], resumed["interruptions"]) == (1, 1)

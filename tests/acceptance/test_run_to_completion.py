@@ -17,7 +17,7 @@ import pytest
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo.records import JobStatus, OperationStatus
-from tests.acceptance.killable_operation import KILL_AFTER, KillableVisit
+from tests.acceptance.killable_operation import KILL_AFTER, STYLES
 from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,13 +152,32 @@ def test_failures_at_random_sub_batches_still_visit_every_row_exactly_once(
     assert record.next_cursor == record.max_cursor
 
 
+def job_cursors(operation_id: Any) -> list[tuple[Any, Any, Any]]:
+    """Each job's (min, max, checkpoint) cursors, in range order."""
+    return sorted(
+        (j.min_cursor, j.max_cursor, j.checkpoint_cursor) for j in bbo.list_jobs(operation_id)
+    )
+
+
+@pytest.mark.parametrize("style", sorted(STYLES))
 def test_a_killed_process_neither_repeats_nor_skips_a_sub_batch(
-    configured: str, conn: psycopg.Connection[Any]
+    configured: str, conn: psycopg.Connection[Any], style: str
 ) -> None:
+    """Written with perform() or with process(), the same checkpoints and one visit per row."""
     bbo.configure(dsn=configured, lease_seconds=1)
     make_counters(conn, 3500)
     total = 3500 - 3500 // 7
-    result = bbo.enqueue(KillableVisit, "counters", "id", batch_size=1000, sub_batch_size=100)
+    ids = [[row[0]] for row in conn.execute("SELECT id FROM counters ORDER BY id")]
+    result = bbo.enqueue(
+        STYLES[style],
+        "counters",
+        "id",
+        batch_size=1000,
+        sub_batch_size=100,
+        # job sizes pinned, so that the job ranges are the same whatever the optimizer measures
+        min_batch_size=1000,
+        max_batch_size=1000,
+    )
     operation_id = result.operation.id
     code = textwrap.dedent(
         f"""
@@ -176,6 +195,13 @@ def test_a_killed_process_neither_repeats_nor_skips_a_sub_batch(
 
     # 13 sub-batches committed (job 1: 10, job 2: 3); the 14th died uncommitted.
     assert visit_counts(conn) == {1: 1300, 0: total - 1300}
+    assert (
+        conn.execute("SELECT max(id) FROM counters WHERE visits = 1").fetchone()[0] == ids[1299][0]
+    )
+    assert job_cursors(operation_id) == [
+        (ids[0], ids[999], ids[999]),
+        (ids[1000], ids[1999], ids[1299]),  # the checkpoint of the last committed sub-batch
+    ]
     abandoned = [j for j in bbo.list_jobs(operation_id) if j.status == JobStatus.RUNNING]
     assert len(abandoned) == 1 and abandoned[0].checkpoint_cursor is not None
     wait_until(
@@ -191,6 +217,11 @@ def test_a_killed_process_neither_repeats_nor_skips_a_sub_batch(
     assert visit_counts(conn) == {1: total}
     assert finished.status == OperationStatus.FINISHED
     assert finished.processed_tuple_count == total
+    assert job_cursors(operation_id) == [
+        (ids[0], ids[999], ids[999]),
+        (ids[1000], ids[1999], ids[1999]),
+        (ids[2000], ids[2999], ids[2999]),
+    ]
     resumed = {j.id: j for j in bbo.list_jobs(operation_id)}[abandoned[0].id]
     # the kill was an interruption, not a failed attempt
     assert (resumed.status, resumed.attempts, resumed.interruptions) == (JobStatus.SUCCEEDED, 1, 1)
