@@ -28,7 +28,8 @@ from ..records import JobRecord, OperationRecord, OperationStatus
 from ..splitting import split_job, splittable_job
 from ..store import parse_operation_id, tables_for
 from .checks import pre_job_checks
-from .messages import MESSENGER, ORCHESTRATOR, RUNNER, new_token
+from .handoff import lease_and_send, take_lease
+from .messages import MESSENGER, RUNNER
 from .scheduler import jobs_in_flight, scheduler_lock_key
 from .table_hold import hold_for_table
 from .unknown_class import hold_if_unknown
@@ -148,14 +149,10 @@ def _next_job(conn: psycopg.Connection[Any], operation: OperationRecord) -> JobR
 def _dispatch(
     conn: psycopg.Connection[Any], database: str, operation: OperationRecord, job: JobRecord
 ) -> None:
-    operations, jobs = tables_for(operation)
-    token = new_token()
-    seconds = float(REGISTRY.settings.lease_seconds)
+    _, jobs = tables_for(operation)
     # operation row (locked since the start of this transaction), then job row
-    conn.execute(
-        query("pipeline_lease_operation", operations=operations),
-        {"token": token, "seconds": seconds, "partition": operation.partition, "id": operation.id},
-    )
+    token = take_lease(conn, operation)
+    seconds = float(REGISTRY.settings.lease_seconds)
     conn.execute(
         query("pipeline_dispatch_job", jobs=jobs),
         {
@@ -183,20 +180,7 @@ def _call_back_after_hold(
     if row is None or row[0] is None:
         _release(conn, operation, None)
         return
-    delay = float(row[0]) + 0.05
-    token = new_token()
-    conn.execute(
-        query("pipeline_lease_operation", operations=operations),
-        {
-            "token": token,
-            "seconds": delay + float(REGISTRY.settings.lease_seconds),
-            "partition": operation.partition,
-            "id": operation.id,
-        },
-    )
-    MESSENGER.send(
-        conn, database, ORCHESTRATOR, database, str(operation.id), token, delay_ms=int(delay * 1000)
-    )
+    lease_and_send(conn, database, operation, delay=float(row[0]) + 0.05)
 
 
 def _release(conn: psycopg.Connection[Any], operation: OperationRecord, token: str | None) -> None:

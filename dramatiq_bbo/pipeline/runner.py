@@ -34,7 +34,8 @@ from ..records import JobRecord, JobStatus, OperationRecord, OperationStatus
 from ..store import fetch_operation, get_operation, parse_operation_id, tables_for
 from . import shutdown
 from .checks import sub_batch_checks
-from .messages import MESSENGER, ORCHESTRATOR, new_token
+from .handoff import Take, send_orchestrator, take_lease
+from .messages import ORCHESTRATOR
 from .shutdown import shutting_down
 from .unknown_class import hold_before_run
 
@@ -135,23 +136,12 @@ def chain(
             fail = retries.operation_should_fail(total, failed)
         if not fail:
             delay = _next_delay(operation, outcome, started)
-            token = new_token()
-            passed = conn.execute(
-                query("pipeline_pass_stage_lease", operations=operations),
-                {
-                    "token": token,
-                    "held": held,
-                    "seconds": delay + float(settings.lease_seconds),
-                    "partition": operation.partition,
-                    "id": operation.id,
-                },
-            ).fetchone()
-            args = (database, str(operation.id), token)
+            token = take_lease(conn, operation, delay=delay, take=Take.PASSED, held=held)
             # None: another stage holds the operation (run_to_completion) and carries it on
-            if passed is not None and shutting_down.is_set():
-                shutdown.defer(database, ORCHESTRATOR, args, delay)
-            elif passed is not None:
-                MESSENGER.send(conn, database, ORCHESTRATOR, *args, delay_ms=int(delay * 1000))
+            if token is not None and shutting_down.is_set():
+                shutdown.defer(database, ORCHESTRATOR, (database, str(operation.id), token), delay)
+            elif token is not None:
+                send_orchestrator(conn, database, operation.id, token, delay)
     if fail:
         end_operation(database, operation, max_attempts, failed=True)
 

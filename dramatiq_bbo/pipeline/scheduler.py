@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -33,7 +33,7 @@ from ..observability.logs import JOB_TRANSITION, event, logger
 from ..queries import query
 from ..records import JobStatus
 from ..store import CELL_LOCAL_TABLES, ORGANIZATION_TABLES
-from .messages import MESSENGER, ORCHESTRATOR, new_token
+from .handoff import lease_and_send
 
 #: scopes in the order the scheduler serves them
 SCOPES = (("organization", ORGANIZATION_TABLES), ("cell_local", CELL_LOCAL_TABLES))
@@ -44,6 +44,13 @@ DISPATCH_GROUP = 10
 RECOVERY_BATCH = 100
 #: lock_timeout of a pass's transactions: they only wait for the advisory lock
 PASS_LOCK_TIMEOUT = "5s"
+
+
+class _Picked(NamedTuple):
+    """A schedulable operation's row, as the pass picked it."""
+
+    id: Any
+    partition: int
 
 
 @dataclass
@@ -133,7 +140,7 @@ def _dispatch_group(
             {"database_name": database, "limit": free},
         ).fetchall()
         for operation_id, partition in rows:
-            _dispatch(conn, database, operations, operation_id, partition)
+            lease_and_send(conn, database, _Picked(operation_id, partition))
             report.dispatched.append(str(operation_id))
     return budget - len(rows), len(rows) if len(rows) == free else 0
 
@@ -145,23 +152,3 @@ def jobs_in_flight(conn: psycopg.Connection[Any]) -> int:
         row = conn.execute(query("pipeline_jobs_in_flight", jobs=jobs)).fetchone()
         total += int(row[0]) if row else 0
     return total
-
-
-def _dispatch(
-    conn: psycopg.Connection[Any],
-    database: str,
-    operations: Any,
-    operation_id: Any,
-    partition: int,
-) -> None:
-    token = new_token()
-    conn.execute(
-        query("pipeline_lease_operation", operations=operations),
-        {
-            "token": token,
-            "seconds": float(REGISTRY.settings.lease_seconds),
-            "partition": partition,
-            "id": operation_id,
-        },
-    )
-    MESSENGER.send(conn, database, ORCHESTRATOR, database, str(operation_id), token)

@@ -31,7 +31,8 @@ from ..operation import resolve
 from ..queries import query
 from ..records import OperationRecord
 from ..store import fetch_operation, tables_for
-from .messages import MESSENGER, ORCHESTRATOR, new_token
+from .handoff import lease_and_send
+from .messages import MESSENGER
 
 #: logged once per process and class when an operation is held because of its class
 UNKNOWN_CLASS_HOLD = "background_operation_unknown_class_hold"
@@ -93,13 +94,7 @@ def hold_before_run(database: str, operation: OperationRecord, job_id: Any) -> b
                 query("pipeline_release_operation", operations=operations), {**where, "token": None}
             )
             return True
-        token = new_token()
-        seconds = float(REGISTRY.settings.lease_seconds)
-        conn.execute(
-            query("pipeline_lease_operation", operations=operations),
-            {**where, "token": token, "seconds": seconds},
-        )
-        MESSENGER.send(conn, database, ORCHESTRATOR, database, str(locked.id), token)
+        lease_and_send(conn, database, locked)
     return True
 
 
