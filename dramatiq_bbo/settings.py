@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import BBOError, ConfigurationError
+from .health_thresholds import HealthSettings
 
 INT4_MAX = 2**31 - 1
 #: one day, in milliseconds and in seconds: the longest sane timeout or lease
@@ -200,7 +201,8 @@ class Settings:
     reconnect_backoff_max_seconds: float = 5.0
 
     # -- health thresholds (see dramatiq_bbo.health) ---------------------------------------------
-    health: dict[str, Any] = field(default_factory=dict)
+    #: typed and frozen; ``configure(health={...})`` replaces thresholds by name
+    health: HealthSettings = field(default_factory=HealthSettings)
 
     def replace(self, **overrides: Any) -> Settings:
         """A copy with ``overrides`` applied; refuses unknown names and values out of their
@@ -213,10 +215,8 @@ class Settings:
                     f"unknown setting {name!r}; known settings: {', '.join(sorted(known))}"
                 )
             checked[name] = _checked(name, value, getattr(self, name))
-        if "health" in checked:  # threshold names are checked too (dramatiq_bbo.health)
-            from .health.settings import validate
-
-            checked["health"] = validate(checked["health"])
+        if "health" in checked:  # a mapping: its thresholds over the defaults, all checked
+            checked["health"] = HealthSettings.of(checked["health"])
         return dataclasses.replace(self, **checked)
 
 
@@ -238,8 +238,6 @@ def _checked(name: str, value: Any, default: Any) -> Any:
             raise ConfigurationError(
                 f"setting {name!r} must be a string without NUL, got {value!r}"
             )
-    elif isinstance(default, dict) and not isinstance(value, dict):
-        raise ConfigurationError(f"setting {name!r} must be a mapping, got {value!r}")
     return value
 
 

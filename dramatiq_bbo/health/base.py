@@ -9,7 +9,7 @@ archiving is off or the role may not read it) are logged and let work go on.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -53,7 +53,7 @@ class Context:
         operation: OperationRecord,
         connection: Any,
         database: str,
-        settings: dict[str, Any],
+        settings: Mapping[str, Any],
         *,
         connect: Callable[[], Any] | None = None,
     ) -> None:
