@@ -187,6 +187,15 @@ class Settings:
     #: how long an operation whose class a worker cannot import is held before another
     #: worker (perhaps one that knows the class) tries it again, in seconds
     unknown_class_hold_seconds: float = setting(60.0, low=0, low_open=True, high=_DAY_S)
+    #: lock_timeout of a scheduler pass's transactions, in seconds: they wait only for the
+    #: per-database capacity lock; past it the pass leaves the dispatch to the next one
+    scheduler_lock_timeout_seconds: float = setting(5.0, low=0, low_open=True, high=3_600.0)
+    #: lock_timeout of the short transaction writing a health hold, in seconds; past it the
+    #: hold is not written (logged) and the job stops all the same
+    health_hold_lock_timeout_seconds: float = setting(5.0, low=0, low_open=True, high=3_600.0)
+    #: how long a stopping worker waits for its consumer threads before it sends the stage
+    #: messages it kept for the other workers, in seconds
+    shutdown_consumer_stop_seconds: float = setting(10.0, low=0, high=3_600.0)
 
     # -- connections ----------------------------------------------------------------------
     #: how long a connect or a pool checkout may take before ConnectionFailed (with the cause)

@@ -51,3 +51,10 @@ def translate_timeouts(doing: str) -> Iterator[None]:
         raise SubBatchTimeout(
             f"{kind} while {doing}; the sub-batch rolled back: {str(exc).strip()}", kind=kind
         ) from exc
+
+
+def set_lock_timeout(conn: psycopg.Connection[Any], seconds: float) -> None:
+    """``lock_timeout`` for the rest of ``conn``'s transaction (``SET LOCAL``), in whole
+    milliseconds (at least 1: 0 would mean no timeout at all)."""
+    milliseconds = max(1, round(float(seconds) * 1000))
+    conn.execute("SELECT set_config('lock_timeout', %s, true)", [f"{milliseconds}ms"])

@@ -19,6 +19,7 @@ from ..observability.logs import HEALTH_HOLD, event, logger
 from ..queries import query
 from ..records import OperationRecord
 from ..store import tables_for
+from ..timeouts import set_lock_timeout
 from .base import Result
 
 #: the hold_reason CHECK constraint's limit (schema/sql/0001_operations.sql)
@@ -45,7 +46,7 @@ def hold(
     reason = hold_reason(result)
     try:
         with conn.transaction():
-            conn.execute("SET LOCAL lock_timeout = '5s'")
+            set_lock_timeout(conn, REGISTRY.settings.health_hold_lock_timeout_seconds)
             row = conn.execute(
                 query("health_hold_operation", operations=operations),
                 {

@@ -33,6 +33,7 @@ from ..observability.logs import JOB_TRANSITION, event, logger
 from ..queries import query
 from ..records import JobStatus
 from ..store import CELL_LOCAL_TABLES, ORGANIZATION_TABLES
+from ..timeouts import set_lock_timeout
 from .handoff import lease_and_send
 
 #: scopes in the order the scheduler serves them
@@ -42,8 +43,6 @@ SCOPES = (("organization", ORGANIZATION_TABLES), ("cell_local", CELL_LOCAL_TABLE
 DISPATCH_GROUP = 10
 #: stale jobs recovered per transaction (a pass loops until none is left)
 RECOVERY_BATCH = 100
-#: lock_timeout of a pass's transactions: they only wait for the advisory lock
-PASS_LOCK_TIMEOUT = "5s"
 
 
 class _Picked(NamedTuple):
@@ -96,7 +95,7 @@ def recover(database: str, report: TickReport | None = None) -> int:
     for _scope, (_operations, jobs) in SCOPES:
         while True:
             with REGISTRY.connection(database) as conn, conn.transaction():
-                conn.execute("SELECT set_config('lock_timeout', %s, true)", [PASS_LOCK_TIMEOUT])
+                set_lock_timeout(conn, REGISTRY.settings.scheduler_lock_timeout_seconds)
                 rows = conn.execute(
                     query("pipeline_recover_stale_jobs", jobs=jobs),
                     {"limit": RECOVERY_BATCH, "max_interruptions": max_interruptions},
@@ -126,7 +125,7 @@ def _dispatch_group(
     ``DISPATCH_GROUP`` schedulable operations (skipping locked rows) to the orchestrator.
     Returns the budget left for this pass, and how many were handed off."""
     with REGISTRY.connection(database) as conn, conn.transaction():
-        conn.execute("SELECT set_config('lock_timeout', %s, true)", [PASS_LOCK_TIMEOUT])
+        set_lock_timeout(conn, REGISTRY.settings.scheduler_lock_timeout_seconds)
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (scheduler_lock_key(database),))
         in_flight = jobs_in_flight(conn)
         if budget is None:  # the pass's first group: the capacity it may fill
