@@ -63,6 +63,7 @@ from .observability.logs import (
     WORKER_TRANSITION,
     event,
     logger,
+    operation_fields,
 )
 from .operation import BaseOperation, resolve
 from .pipeline.setup_checks import warn_without_pipeline
@@ -313,15 +314,7 @@ def _bounds(
 
 def _announce(result: EnqueueResult) -> None:
     op = result.operation
-    fields: dict[str, Any] = {
-        "operation_id": str(op.id),
-        "job_class_name": op.job_class_name,
-        "table_schema": op.table_schema,
-        "table_name": op.table_name,
-        "column_name": op.column_name,
-        "organization_id": op.organization_id,
-        "database_name": op.database_name,
-    }
+    fields = operation_fields(op, "table_schema", "column_name", "organization_id")
     for warning in result.warnings:
         event(SCOPE_NOT_INDEXED, level=logging.WARNING, reason=warning, **fields)
     if result.duplicate:

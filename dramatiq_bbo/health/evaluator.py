@@ -36,7 +36,7 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from ..db import REGISTRY
-from ..observability.logs import HEALTH_SIGNAL, event, logger
+from ..observability.logs import HEALTH_SIGNAL, event, logger, operation_fields
 from ..records import OperationRecord
 from . import indicators as registry
 from . import settings as health_settings
@@ -256,8 +256,5 @@ def log_signal(result: Result, operation: OperationRecord) -> None:
         indicator=result.indicator,
         signal=result.signal.value,
         reason=result.reason,
-        operation_id=str(operation.id),
-        job_class_name=operation.job_class_name,
-        table_name=operation.table_name,
-        database_name=operation.database_name,
+        **operation_fields(operation),
     )

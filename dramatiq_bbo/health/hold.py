@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from ..db import REGISTRY
-from ..observability.logs import HEALTH_HOLD, event, logger
+from ..observability.logs import HEALTH_HOLD, event, logger, operation_fields
 from ..queries import query
 from ..records import OperationRecord
 from ..store import tables_for
@@ -63,10 +63,7 @@ def hold(
     event(
         HEALTH_HOLD,
         level=logging.WARNING,
-        operation_id=str(operation.id),
-        job_class_name=operation.job_class_name,
-        table_name=operation.table_name,
-        database_name=operation.database_name,
+        **operation_fields(operation),
         indicator=result.indicator,
         signal=result.signal.value,
         reason=reason,
@@ -88,10 +85,7 @@ def release(conn: psycopg.Connection[Any], operation: OperationRecord) -> bool:
     if row is not None:
         event(
             HEALTH_HOLD,
-            operation_id=str(operation.id),
-            job_class_name=operation.job_class_name,
-            table_name=operation.table_name,
-            database_name=operation.database_name,
+            **operation_fields(operation),
             released=True,
             previous_reason=operation.hold_reason,
         )

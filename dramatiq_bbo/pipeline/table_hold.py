@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from ..db import REGISTRY
-from ..observability.logs import event
+from ..observability.logs import event, operation_fields
 from ..queries import query
 from ..records import OperationRecord
 from ..store import tables_for
@@ -54,9 +54,7 @@ def hold_for_table(
         event(
             TABLE_HOLD,
             level=logging.WARNING,
-            operation_id=str(operation.id),
-            job_class_name=operation.job_class_name,
-            database_name=operation.database_name,
+            **operation_fields(operation),
             hold_seconds=seconds,
             reason=reason,
         )

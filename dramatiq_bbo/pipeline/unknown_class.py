@@ -26,7 +26,7 @@ import psycopg
 
 from ..db import REGISTRY
 from ..errors import UnknownOperationClass
-from ..observability.logs import event
+from ..observability.logs import event, operation_fields
 from ..operation import resolve
 from ..queries import query
 from ..records import OperationRecord
@@ -118,9 +118,7 @@ def _hold(conn: psycopg.Connection[Any], operation: OperationRecord) -> None:
         event(
             UNKNOWN_CLASS_HOLD,
             level=logging.WARNING,
-            operation_id=str(operation.id),
-            job_class_name=name,
-            database_name=operation.database_name,
+            **operation_fields(operation),
             on_hold_until=row[0].isoformat() if row else None,
             hold_seconds=seconds,
             reason=hold_reason(name),
