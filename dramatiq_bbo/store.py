@@ -9,6 +9,7 @@ never leaves a connection or a lock behind.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -80,6 +81,40 @@ def fetch_operation(
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(query(name, operations=operations, jobs=jobs), {"id": key}).fetchone()
     return None if row is None else OperationRecord.from_row(row)
+
+
+def insert_job(
+    conn: psycopg.Connection[Any],
+    operation: OperationRecord,
+    *,
+    partition: int,
+    batch_size: int,
+    sub_batch_size: int,
+    pause_ms: int,
+    range_: tuple[Any, Any],
+    metrics: dict[str, Any] | None = None,
+) -> psycopg.Cursor[dict[str, Any]]:
+    """Insert a pending job of ``operation`` over the inclusive keyset ``range_`` (its row is
+    on the returned cursor, not fetched yet: a pipelined caller fetches it when it needs it).
+    One statement serves both scopes; an organization's job also gets its organization_id."""
+    _, jobs = tables_for(operation)
+    scoped = operation.organization_id is not None
+    columns = sql.SQL(", organization_id") if scoped else sql.SQL("")
+    values = sql.SQL(", %(organization_id)s") if scoped else sql.SQL("")
+    params = {
+        "partition": partition,
+        "organization_id": operation.organization_id,
+        "worker_id": operation.id,
+        "worker_partition": operation.partition,
+        "batch_size": batch_size,
+        "sub_batch_size": sub_batch_size,
+        "pause_ms": pause_ms,
+        "min_cursor": json.dumps(range_[0]),
+        "max_cursor": json.dumps(range_[1]),
+        "metrics": json.dumps(metrics or {}),
+    }
+    statement = query("execution_insert_job", jobs=jobs, scope_columns=columns, scope_values=values)
+    return conn.cursor(row_factory=dict_row).execute(statement, params)
 
 
 @requires_schema

@@ -52,16 +52,20 @@ WHERE (c.oid = %(oid)s::oid AND c.relkind <> 'p')
 -- description: Serialise enqueues of one configuration until the transaction ends.
 SELECT pg_advisory_xact_lock(%(key)s::bigint);
 
--- name: operation_find_unfinished_cell_local
--- description: An unfinished cell-local operation with the same configuration, in any partition.
-SELECT *
-FROM {operations}
-WHERE job_class_name = %(job_class_name)s
+-- name: same_configuration
+-- description: A piece of the WHERE clause, not a statement: the operations of one configuration (class, table, column, database, arguments), as enqueue's duplicate check and the cron's lookup find them.
+job_class_name = %(job_class_name)s
   AND table_schema = %(table_schema)s
   AND table_name = %(table_name)s
   AND column_name = %(column_name)s
   AND database_name = %(database_name)s
   AND job_arguments = %(job_arguments)s::jsonb
+
+-- name: operation_find_unfinished_cell_local
+-- description: An unfinished cell-local operation with the same configuration, in any partition.
+SELECT *
+FROM {operations}
+WHERE {same_configuration}
   AND status IN (0, 1, 2)
 ORDER BY created_at, id
 LIMIT 1;
@@ -71,12 +75,7 @@ LIMIT 1;
 SELECT *
 FROM {operations}
 WHERE organization_id = %(organization_id)s
-  AND job_class_name = %(job_class_name)s
-  AND table_schema = %(table_schema)s
-  AND table_name = %(table_name)s
-  AND column_name = %(column_name)s
-  AND database_name = %(database_name)s
-  AND job_arguments = %(job_arguments)s::jsonb
+  AND {same_configuration}
   AND status IN (0, 1, 2)
 ORDER BY created_at, id
 LIMIT 1;
