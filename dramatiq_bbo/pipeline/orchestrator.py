@@ -26,7 +26,7 @@ from ..observability.logs import logger
 from ..queries import query
 from ..records import JobRecord, OperationRecord, OperationStatus
 from ..splitting import split_job, splittable_job
-from ..store import parse_operation_id, tables_for
+from ..store import operation_ref, tables_for
 from .checks import pre_job_checks
 from .handoff import lease_and_send, take_lease
 from .messages import MESSENGER, RUNNER
@@ -49,14 +49,14 @@ class Decision(enum.StrEnum):
 
 def orchestrate(database: str, operation_id: Any, token: str | None = None) -> Decision:
     """Handle one orchestrator message; idempotent (see the module docstring)."""
-    key = parse_operation_id(operation_id)
-    operations, jobs = tables_for(key)
+    ref = operation_ref(database, operation_id)  # parsed once: its scope and tables
     activated: OperationRecord | None = None
     with REGISTRY.connection(database) as conn:
         with conn.transaction():
             with conn.cursor(row_factory=dict_row) as cur:
                 row = cur.execute(
-                    query("pipeline_operation_for_update", operations=operations), {"id": key}
+                    query("pipeline_operation_for_update", operations=ref.operations_table),
+                    {"id": ref.id},
                 ).fetchone()
             if row is None:
                 return Decision.NOT_FOUND
@@ -195,13 +195,12 @@ def release_after_failure(database: str, operation_id: Any, token: str | None) -
     """Clear the stage lease this message held, after it failed (best effort)."""
     if token is None:
         return
-    key = parse_operation_id(operation_id)
-    operations, _ = tables_for(key)
+    ref = operation_ref(database, operation_id)
     try:
         with REGISTRY.connection(database) as conn:
             conn.execute(
-                query("pipeline_release_operation_by_id", operations=operations),
-                {"token": token, "id": key},
+                query("pipeline_release_operation_by_id", operations=ref.operations_table),
+                {"token": token, "id": ref.id},
             )
     except Exception:  # the lease expires by itself; never mask the original error
-        logger.exception("releasing the lease of operation %s failed", key)
+        logger.exception("releasing the lease of operation %s failed", ref.id)

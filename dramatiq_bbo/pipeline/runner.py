@@ -31,7 +31,7 @@ from ..optimizer import decide_for_operation, log_decision
 from ..queries import query
 from ..reconnect import CONNECTION_LOST, retrying
 from ..records import JobRecord, JobStatus, OperationRecord, OperationStatus
-from ..store import fetch_operation, get_operation, parse_operation_id, tables_for
+from ..store import OperationRef, fetch_operation, get_operation, operation_ref, tables_for
 from . import shutdown
 from .checks import sub_batch_checks
 from .handoff import Take, send_orchestrator, take_lease
@@ -50,7 +50,8 @@ def run(
 ) -> JobOutcome | None:
     """Handle one runner message; a job another runner holds, or an operation whose stage
     lease moved on from ``token`` (run_to_completion took it over), makes it a no-op (None)."""
-    key = parse_operation_id(operation_id)
+    ref = operation_ref(database, operation_id)  # parsed once: its scope and tables
+    key = ref.id
     operation = retrying(f"reading operation {key}", lambda: get_operation(key, database=database))
     if hold_before_run(database, operation, _job_key(job_id)):  # class unknown here: held
         return None
@@ -71,7 +72,7 @@ def run(
         return None
     # at once when Postgres is back, not after the lease and the scheduler's next tick
     retrying(
-        f"chaining operation {key}", lambda: chain(database, key, outcome, started, held=token)
+        f"chaining operation {key}", lambda: chain(database, ref, outcome, started, held=token)
     )
     return outcome
 
@@ -109,7 +110,7 @@ def _stop_check(database: str, operation: OperationRecord, started: float) -> An
 
 def chain(
     database: str,
-    operation_id: Any,
+    operation_id: OperationRef | Any,
     outcome: JobOutcome,
     started: float,
     *,
@@ -123,7 +124,6 @@ def chain(
     and sent once this process stopped consuming (:mod:`.shutdown`)."""
     settings = REGISTRY.settings
     max_attempts = int(settings.max_attempts)
-    operations, jobs = tables_for(operation_id)
     fail = False
     with REGISTRY.connection(database) as conn, conn.transaction():
         operation = fetch_operation(conn, operation_id, for_update=True)
