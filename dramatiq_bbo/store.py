@@ -9,6 +9,7 @@ never leaves a connection or a lock behind.
 
 from __future__ import annotations
 
+import datetime
 import json
 import uuid
 from dataclasses import dataclass
@@ -197,6 +198,20 @@ def insert_job(
         scope_values=scope.values(),
     )
     return conn.cursor(row_factory=dict_row).execute(statement, params)
+
+
+def hold_operation(
+    conn: psycopg.Connection[Any], operation: OperationRecord, *, seconds: float, reason: str
+) -> datetime.datetime | None:
+    """Hold ``operation`` for ``seconds`` with ``reason`` (cut to the column's 1000
+    characters); the hold's end, or None when the row is gone."""
+    operations, _ = tables_for(operation)
+    where = {"partition": operation.partition, "id": operation.id}
+    row = conn.execute(
+        query("operation_hold", operations=operations),
+        {"seconds": seconds, "reason": reason, **where},
+    ).fetchone()
+    return row[0] if row else None
 
 
 @requires_schema

@@ -18,7 +18,7 @@ from ..db import REGISTRY
 from ..observability.logs import HEALTH_HOLD, event, logger, operation_fields
 from ..queries import query
 from ..records import OperationRecord
-from ..store import tables_for
+from ..store import hold_operation, tables_for
 from ..timeouts import set_lock_timeout
 from .base import Result
 
@@ -42,24 +42,14 @@ def hold(
     as a savepoint, or in a transaction of its own). Returns the hold's end, or None when it
     could not be written (logged: the caller stops its work all the same)."""
     duration = float(REGISTRY.settings.health_hold_seconds if seconds is None else seconds)
-    operations, _ = tables_for(operation)
     reason = hold_reason(result)
     try:
         with conn.transaction():
             set_lock_timeout(conn, REGISTRY.settings.health_hold_lock_timeout_seconds)
-            row = conn.execute(
-                query("health_hold_operation", operations=operations),
-                {
-                    "seconds": duration,
-                    "reason": reason,
-                    "partition": operation.partition,
-                    "id": operation.id,
-                },
-            ).fetchone()
+            until = hold_operation(conn, operation, seconds=duration, reason=reason)
     except psycopg.Error:
         logger.exception("could not hold operation %s (%s)", operation.id, reason)
         return None
-    until = row[0] if row else None
     event(
         HEALTH_HOLD,
         level=logging.WARNING,

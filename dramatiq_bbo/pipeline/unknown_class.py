@@ -30,7 +30,7 @@ from ..observability.logs import event, operation_fields
 from ..operation import resolve
 from ..queries import query
 from ..records import OperationRecord
-from ..store import fetch_operation, tables_for
+from ..store import fetch_operation, hold_operation, tables_for
 from .handoff import lease_and_send
 from .messages import MESSENGER
 
@@ -101,16 +101,7 @@ def hold_before_run(database: str, operation: OperationRecord, job_id: Any) -> b
 def _hold(conn: psycopg.Connection[Any], operation: OperationRecord) -> None:
     name = operation.job_class_name
     seconds = float(REGISTRY.settings.unknown_class_hold_seconds)
-    operations, _ = tables_for(operation)
-    row = conn.execute(
-        query("unknown_class_hold", operations=operations),
-        {
-            "seconds": seconds,
-            "reason": hold_reason(name),
-            "partition": operation.partition,
-            "id": operation.id,
-        },
-    ).fetchone()
+    until = hold_operation(conn, operation, seconds=seconds, reason=hold_reason(name))
     with _logged_lock:
         first = name not in _logged
         _logged.add(name)
@@ -119,7 +110,7 @@ def _hold(conn: psycopg.Connection[Any], operation: OperationRecord) -> None:
             UNKNOWN_CLASS_HOLD,
             level=logging.WARNING,
             **operation_fields(operation),
-            on_hold_until=row[0].isoformat() if row else None,
+            on_hold_until=until.isoformat() if until else None,
             hold_seconds=seconds,
             reason=hold_reason(name),
             hint=(
