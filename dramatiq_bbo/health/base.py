@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from ..health_thresholds import DEFAULTS
 from ..records import OperationRecord
 
 
@@ -62,6 +63,11 @@ class Context:
         self.settings = settings
         self._connection = connection
         self._connect = connect
+
+    def threshold(self, name: str) -> Any:
+        """Threshold ``name`` in force: from ``settings``, else its documented default (an
+        indicator checked by hand may be given only some thresholds)."""
+        return self.settings.get(name, DEFAULTS[name])
 
     @property
     def connection(self) -> Any:
