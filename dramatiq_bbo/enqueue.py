@@ -63,12 +63,13 @@ from .observability.logs import (
     WORKER_TRANSITION,
     event,
     logger,
+    operation_fields,
 )
 from .operation import BaseOperation, resolve
 from .pipeline.setup_checks import warn_without_pipeline
 from .queries import query
 from .records import OperationRecord
-from .store import CELL_LOCAL_TABLES, ORGANIZATION_TABLES
+from .store import CELL_LOCAL, ORGANIZATION
 from .table_policy import (
     check_model_table,
     check_privileges,
@@ -209,7 +210,8 @@ def _lock_check_insert(
     conn: psycopg.Connection[Any], request: EnqueueRequest, table: TableInfo
 ) -> EnqueueResult:
     conn.execute(query("operation_lock_configuration"), {"key": lock_key(request, table)})
-    operations = _operations_table(request)
+    scope = ORGANIZATION if request.organization_id is not None else CELL_LOCAL
+    operations = scope.operations_table
     values: dict[str, Any] = {
         "job_class_name": request.operation_class.name,
         "table_schema": table.schema,
@@ -219,9 +221,11 @@ def _lock_check_insert(
         "job_arguments": request.arguments_json,
         "organization_id": request.organization_id,
     }
-    find = f"operation_find_unfinished_{request.scope}"
+    find = query(
+        "operation_find_unfinished", operations=operations, scope_condition=scope.condition()
+    )
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(query(find, operations=operations), values).fetchone()
+        row = cur.execute(find, values).fetchone()
         if row is not None:
             return EnqueueResult(OperationRecord.from_row(row), duplicate=True)
         bounds, warnings = _bounds(conn, request, table)
@@ -236,8 +240,13 @@ def _lock_check_insert(
             max_cursor=json.dumps(bounds[1]) if bounds else None,
             total_tuple_count=estimate_tuples(conn, table),
         )
-        insert = f"operation_insert_{request.scope}"
-        row = cur.execute(query(insert, operations=operations), values).fetchone()
+        insert = query(
+            "operation_insert",
+            operations=operations,
+            scope_columns=scope.columns("user_id"),
+            scope_values=scope.values("user_id"),
+        )
+        row = cur.execute(insert, values).fetchone()
     assert row is not None
     operation = OperationRecord.from_row(row)
     _run_in_transaction_hooks(conn, operation)
@@ -251,11 +260,6 @@ def _run_in_transaction_hooks(conn: psycopg.Connection[Any], operation: Operatio
                 hook(conn, operation)
         except Exception:
             logger.exception("in-transaction enqueue hook %r failed", hook)
-
-
-def _operations_table(request: EnqueueRequest) -> sql.Identifier:
-    tables = CELL_LOCAL_TABLES if request.organization_id is None else ORGANIZATION_TABLES
-    return tables[0]
 
 
 def lock_key(request: EnqueueRequest, table: TableInfo) -> int:
@@ -313,15 +317,7 @@ def _bounds(
 
 def _announce(result: EnqueueResult) -> None:
     op = result.operation
-    fields: dict[str, Any] = {
-        "operation_id": str(op.id),
-        "job_class_name": op.job_class_name,
-        "table_schema": op.table_schema,
-        "table_name": op.table_name,
-        "column_name": op.column_name,
-        "organization_id": op.organization_id,
-        "database_name": op.database_name,
-    }
+    fields = operation_fields(op, "table_schema", "column_name", "organization_id")
     for warning in result.warnings:
         event(SCOPE_NOT_INDEXED, level=logging.WARNING, reason=warning, **fields)
     if result.duplicate:

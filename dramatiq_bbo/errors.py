@@ -6,6 +6,9 @@ the library raises on purpose. Messages name the offending value and say what to
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 
 class BBOError(Exception):
     """Base class of every error raised on purpose by dramatiq-bbo."""
@@ -190,3 +193,18 @@ class UnsupportedBroker(ConfigurationError):
     """``setup(broker)`` got a broker that is not dramatiq-pg's ``PostgresBroker``: the
     pipeline writes its messages into dramatiq-pg's ``dramatiq.queue`` table, so any other
     broker would never see them."""
+
+
+def error_chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc`` and every error it wraps, each once: its cause, its context, the original a
+    peewee error carries in ``orig``, and errors passed as its arguments."""
+    stack: list[Any] = [exc]
+    seen: set[int] = set()
+    while stack:
+        error = stack.pop()
+        if not isinstance(error, BaseException) or id(error) in seen:
+            continue
+        seen.add(id(error))
+        yield error
+        stack.extend([error.__cause__, error.__context__, getattr(error, "orig", None)])
+        stack.extend(error.args)

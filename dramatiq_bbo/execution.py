@@ -65,7 +65,7 @@ from .queries import query
 from .reconnect import connection_lost, is_connection_error, retrying
 from .records import JobRecord, JobStatus, OperationRecord
 from .statements import pipelined
-from .store import fetch_operation, tables_for
+from .store import fetch_operation, insert_job, tables_for
 from .tables import table_info, table_model
 
 __all__ = [
@@ -140,20 +140,14 @@ def create_next_job(
         )
         if bounds is None:
             return None
-        scope = "organization" if locked.organization_scoped else "cell_local"
-        inserted = conn.cursor(row_factory=dict_row).execute(
-            query(f"execution_insert_job_{scope}", jobs=jobs),
-            {
-                "partition": locked.partition,
-                "organization_id": locked.organization_id,
-                "worker_id": locked.id,
-                "worker_partition": locked.partition,
-                "batch_size": locked.batch_size,
-                "sub_batch_size": locked.sub_batch_size,
-                "pause_ms": locked.pause_ms,
-                "min_cursor": json.dumps(bounds[0]),
-                "max_cursor": json.dumps(bounds[1]),
-            },
+        inserted = insert_job(
+            conn,
+            locked,
+            partition=locked.partition,
+            batch_size=locked.batch_size,
+            sub_batch_size=locked.sub_batch_size,
+            pause_ms=locked.pause_ms,
+            range_=bounds,
         )
         conn.execute(
             query("execution_advance_operation", operations=operations),

@@ -28,6 +28,7 @@ from .queries import query
 from .records import JobRecord, OperationRecord
 from .statements import pipelined
 from .store import tables_for
+from .timeouts import set_lock_timeout
 
 #: renewals per lease period: a lease survives two missed heartbeats
 HEARTBEATS_PER_LEASE = 3
@@ -116,10 +117,7 @@ def renew(lease: Lease, seconds: float) -> None:
     settings = REGISTRY.settings
     with REGISTRY.connection(lease.database) as conn:
         with pipelined(conn), conn.transaction():
-            conn.execute(
-                "SELECT set_config('lock_timeout', %s, true)",
-                [f"{int(settings.lock_timeout_ms)}ms"],
-            )
+            set_lock_timeout(conn, int(settings.lock_timeout_ms) / 1000)
             if lease.stage_token is not None:
                 conn.execute(
                     query("heartbeat_renew_stage", operations=operations),

@@ -228,8 +228,7 @@ def log_decision(operation: OperationRecord, decision: OptimizerDecision) -> Non
     logs.event(
         logs.OPTIMIZATION,
         level=logging.INFO if decision.changed else logging.DEBUG,
-        operation_id=str(operation.id),
-        identifier=operation.identifier,
+        **logs.operation_fields(operation, "identifier"),
         old_batch_size=decision.old,
         new_batch_size=decision.new,
         efficiency=_rounded(decision.efficiency),

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from .errors import SubBatchTimeout
-from .observability.logs import JOB_TRANSITION, WORKER_TRANSITION, event
+from .observability.logs import JOB_TRANSITION, WORKER_TRANSITION, event, operation_fields
 from .records import JobRecord, JobStatus, OperationRecord, OperationStatus
 from .timeouts import timeout_kind
 
@@ -72,10 +72,8 @@ def job_event(
     event(
         JOB_TRANSITION,
         level=level,
-        operation_id=str(operation.id),
+        **operation_fields(operation),
         job_id=str(job.id),
-        job_class_name=operation.job_class_name,
-        table_name=operation.table_name,
         previous_state=previous.name.lower(),
         new_state=job.status.name.lower(),
         attempts=job.attempts,
@@ -90,12 +88,7 @@ def worker_event(operation: OperationRecord, previous: OperationStatus | None) -
     """Log an operation ("worker") status change."""
     event(
         WORKER_TRANSITION,
-        operation_id=str(operation.id),
-        job_class_name=operation.job_class_name,
-        table_name=operation.table_name,
-        column_name=operation.column_name,
-        organization_id=operation.organization_id,
-        database_name=operation.database_name,
+        **operation_fields(operation, "column_name", "organization_id"),
         previous_state=None if previous is None else previous.name.lower(),
         new_state=operation.status.name.lower(),
     )

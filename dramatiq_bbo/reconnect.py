@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from .errors import ConnectionFailed
+from .errors import ConnectionFailed, error_chain
 from .observability.logs import CONNECTION_GAVE_UP, CONNECTION_RETRY, event
 from .observability.logs import CONNECTION_LOST as CONNECTION_LOST_EVENT
 
@@ -46,18 +46,10 @@ CONNECTION_LOST = "connection_lost"
 def is_connection_error(exc: BaseException | None) -> bool:
     """True when ``exc`` (or what it wraps: peewee re-raises psycopg errors as its own, with
     the original in ``orig``) says the connection to Postgres was lost or could not be made."""
-    stack: list[Any] = [exc]
-    seen: set[int] = set()
-    while stack:
-        error = stack.pop()
-        if not isinstance(error, BaseException) or id(error) in seen:
-            continue
-        seen.add(id(error))
-        if isinstance(error, ConnectionFailed) or _is_psycopg_connection_error(error):
-            return True
-        stack.extend([error.__cause__, error.__context__, getattr(error, "orig", None)])
-        stack.extend(error.args)
-    return False
+    return any(
+        isinstance(error, ConnectionFailed) or _is_psycopg_connection_error(error)
+        for error in error_chain(exc)
+    )
 
 
 def _is_psycopg_connection_error(error: BaseException) -> bool:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import BBOError, ConfigurationError
+from .health_thresholds import HealthSettings
 
 INT4_MAX = 2**31 - 1
 #: one day, in milliseconds and in seconds: the longest sane timeout or lease
@@ -186,6 +187,15 @@ class Settings:
     #: how long an operation whose class a worker cannot import is held before another
     #: worker (perhaps one that knows the class) tries it again, in seconds
     unknown_class_hold_seconds: float = setting(60.0, low=0, low_open=True, high=_DAY_S)
+    #: lock_timeout of a scheduler pass's transactions, in seconds: they wait only for the
+    #: per-database capacity lock; past it the pass leaves the dispatch to the next one
+    scheduler_lock_timeout_seconds: float = setting(5.0, low=0, low_open=True, high=3_600.0)
+    #: lock_timeout of the short transaction writing a health hold, in seconds; past it the
+    #: hold is not written (logged) and the job stops all the same
+    health_hold_lock_timeout_seconds: float = setting(5.0, low=0, low_open=True, high=3_600.0)
+    #: how long a stopping worker waits for its consumer threads before it sends the stage
+    #: messages it kept for the other workers, in seconds
+    shutdown_consumer_stop_seconds: float = setting(10.0, low=0, high=3_600.0)
 
     # -- connections ----------------------------------------------------------------------
     #: how long a connect or a pool checkout may take before ConnectionFailed (with the cause)
@@ -200,7 +210,8 @@ class Settings:
     reconnect_backoff_max_seconds: float = 5.0
 
     # -- health thresholds (see dramatiq_bbo.health) ---------------------------------------------
-    health: dict[str, Any] = field(default_factory=dict)
+    #: typed and frozen; ``configure(health={...})`` replaces thresholds by name
+    health: HealthSettings = field(default_factory=HealthSettings)
 
     def replace(self, **overrides: Any) -> Settings:
         """A copy with ``overrides`` applied; refuses unknown names and values out of their
@@ -213,10 +224,8 @@ class Settings:
                     f"unknown setting {name!r}; known settings: {', '.join(sorted(known))}"
                 )
             checked[name] = _checked(name, value, getattr(self, name))
-        if "health" in checked:  # threshold names are checked too (dramatiq_bbo.health)
-            from .health.settings import validate
-
-            checked["health"] = validate(checked["health"])
+        if "health" in checked:  # a mapping: its thresholds over the defaults, all checked
+            checked["health"] = HealthSettings.of(checked["health"])
         return dataclasses.replace(self, **checked)
 
 
@@ -238,8 +247,6 @@ def _checked(name: str, value: Any, default: Any) -> Any:
             raise ConfigurationError(
                 f"setting {name!r} must be a string without NUL, got {value!r}"
             )
-    elif isinstance(default, dict) and not isinstance(value, dict):
-        raise ConfigurationError(f"setting {name!r} must be a mapping, got {value!r}")
     return value
 
 

@@ -21,7 +21,7 @@ from .execution import build_operation
 from .keyset import split_range
 from .queries import query
 from .records import JobRecord, OperationRecord
-from .store import fetch_operation, tables_for
+from .store import fetch_operation, insert_job, tables_for
 
 
 def splittable_job(
@@ -57,28 +57,21 @@ def split_job(
             {"children": json.dumps([]), "partition": job.partition, "id": job.id},
         )
         return []
-    scope = "organization" if operation.organization_scoped else "cell_local"
     children: list[JobRecord] = []
     size = retries.shrunk_sub_batch_size(job.sub_batch_size, operation.sub_batch_size)
-    with conn.cursor(row_factory=dict_row) as cur:
-        for low, high in ranges:
-            row = cur.execute(
-                query(f"splitting_insert_split_job_{scope}", jobs=jobs),
-                {
-                    "partition": job.partition,
-                    "organization_id": operation.organization_id,
-                    "worker_id": operation.id,
-                    "worker_partition": operation.partition,
-                    "batch_size": max(job.batch_size // 2, size),
-                    "sub_batch_size": size,
-                    "pause_ms": job.pause_ms,
-                    "min_cursor": json.dumps(low),
-                    "max_cursor": json.dumps(high),
-                    "parent": str(job.id),
-                },
-            ).fetchone()
-            assert row is not None
-            children.append(JobRecord.from_row(row))
+    for low, high in ranges:
+        row = insert_job(
+            conn,
+            operation,
+            partition=job.partition,
+            batch_size=max(job.batch_size // 2, size),
+            sub_batch_size=size,
+            pause_ms=job.pause_ms,
+            range_=(low, high),
+            metrics={"split_from": str(job.id)},
+        ).fetchone()
+        assert row is not None
+        children.append(JobRecord.from_row(row))
     conn.execute(
         query("splitting_mark_split", jobs=jobs),
         {

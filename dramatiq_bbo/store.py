@@ -9,7 +9,10 @@ never leaves a connection or a lock behind.
 
 from __future__ import annotations
 
+import datetime
+import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -22,21 +25,65 @@ from .migrations import requires_schema
 from .queries import query
 from .records import JobRecord, OperationId, OperationRecord
 
-#: (operations table, jobs table) of each scope
-CELL_LOCAL_TABLES = (
+
+@dataclass(frozen=True)
+class Scope:
+    """One scope's tables, and the key columns its rows have that the other scope's lack
+    (an organization's operations and jobs carry ``organization_id``). One statement serves
+    both scopes: the tables are identifiers, and :meth:`columns` / :meth:`values` /
+    :meth:`condition` write the key columns where the scope has them."""
+
+    name: str
+    operations_table: sql.Identifier
+    jobs_table: sql.Identifier
+    key_columns: tuple[str, ...] = ()
+
+    @property
+    def tables(self) -> tuple[sql.Identifier, sql.Identifier]:
+        return self.operations_table, self.jobs_table
+
+    def columns(self, *more: str) -> sql.Composable:
+        """``, key_column, ...`` (nothing in a scope without them), for an INSERT's list."""
+        names = (*self.key_columns, *more) if self.key_columns else ()
+        return sql.SQL("").join(sql.SQL(", {}").format(sql.Identifier(n)) for n in names)
+
+    def values(self, *more: str) -> sql.Composable:
+        """``, %(key_column)s, ...``: the parameters matching :meth:`columns`."""
+        names = (*self.key_columns, *more) if self.key_columns else ()
+        return sql.SQL("").join(sql.SQL(", {}").format(sql.Placeholder(n)) for n in names)
+
+    def condition(self) -> sql.Composable:
+        """``key_column = %(key_column)s AND ...``, or ``TRUE`` in a scope without them."""
+        tests = [
+            sql.SQL("{} = {}").format(sql.Identifier(n), sql.Placeholder(n))
+            for n in self.key_columns
+        ]
+        return sql.SQL(" AND ").join(tests) if tests else sql.SQL("TRUE")
+
+
+CELL_LOCAL = Scope(
+    "cell_local",
     sql.Identifier("bbo", "background_operation_workers_cell_local"),
     sql.Identifier("bbo", "background_operation_jobs_cell_local"),
 )
-ORGANIZATION_TABLES = (
+ORGANIZATION = Scope(
+    "organization",
     sql.Identifier("bbo", "background_operation_workers"),
     sql.Identifier("bbo", "background_operation_jobs"),
+    key_columns=("organization_id",),
 )
+#: (operations table, jobs table) of each scope
+CELL_LOCAL_TABLES = CELL_LOCAL.tables
+ORGANIZATION_TABLES = ORGANIZATION.tables
 
 _BIGINT = range(-(2**63), 2**63)
 
 
 def parse_operation_id(value: Any) -> OperationId:
-    """An operation id from what a caller (or the CLI) holds: int, UUID, or their strings."""
+    """An operation id from what a caller (or the CLI) holds: int, UUID, or their strings
+    (or an :class:`OperationRef`, already parsed)."""
+    if isinstance(value, OperationRef):
+        return value.id
     if isinstance(value, uuid.UUID):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
@@ -57,16 +104,51 @@ def parse_operation_id(value: Any) -> OperationId:
     )
 
 
-def tables_for(
-    operation: OperationId | str | OperationRecord | JobRecord,
-) -> tuple[sql.Identifier, sql.Identifier]:
-    """``(operations table, jobs table)`` of the scope ``operation`` (an id or a record)
-    belongs to, ready for :func:`dramatiq_bbo.queries.query` or ``sql.SQL.format``."""
+@dataclass(frozen=True)
+class OperationRef:
+    """An operation as a stage message names it: its database and id, parsed once (by
+    :func:`operation_ref`), and so its scope and tables."""
+
+    database: str
+    id: OperationId
+    scope: Scope
+
+    @property
+    def operations_table(self) -> sql.Identifier:
+        return self.scope.operations_table
+
+    @property
+    def jobs_table(self) -> sql.Identifier:
+        return self.scope.jobs_table
+
+    def __str__(self) -> str:
+        return str(self.id)
+
+
+def operation_ref(database: str, operation_id: Any) -> OperationRef:
+    """The message's ``(database, operation id)`` as one value (InvalidOperationId if the
+    id is neither a bigint nor a uuid)."""
+    key = parse_operation_id(operation_id)
+    return OperationRef(database, key, scope_of(key))
+
+
+def scope_of(operation: OperationId | str | OperationRecord | JobRecord | OperationRef) -> Scope:
+    """The scope ``operation`` (an id, a record or a reference) belongs to."""
+    if isinstance(operation, OperationRef):
+        return operation.scope
     if isinstance(operation, OperationRecord | JobRecord):
         scoped = operation.organization_id is not None
     else:
         scoped = isinstance(parse_operation_id(operation), uuid.UUID)
-    return ORGANIZATION_TABLES if scoped else CELL_LOCAL_TABLES
+    return ORGANIZATION if scoped else CELL_LOCAL
+
+
+def tables_for(
+    operation: OperationId | str | OperationRecord | JobRecord | OperationRef,
+) -> tuple[sql.Identifier, sql.Identifier]:
+    """``(operations table, jobs table)`` of the scope ``operation`` (an id, a record or a
+    reference) belongs to, ready for :func:`dramatiq_bbo.queries.query` or ``sql.SQL.format``."""
+    return scope_of(operation).tables
 
 
 def fetch_operation(
@@ -80,6 +162,56 @@ def fetch_operation(
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(query(name, operations=operations, jobs=jobs), {"id": key}).fetchone()
     return None if row is None else OperationRecord.from_row(row)
+
+
+def insert_job(
+    conn: psycopg.Connection[Any],
+    operation: OperationRecord,
+    *,
+    partition: int,
+    batch_size: int,
+    sub_batch_size: int,
+    pause_ms: int,
+    range_: tuple[Any, Any],
+    metrics: dict[str, Any] | None = None,
+) -> psycopg.Cursor[dict[str, Any]]:
+    """Insert a pending job of ``operation`` over the inclusive keyset ``range_`` (its row is
+    on the returned cursor, not fetched yet: a pipelined caller fetches it when it needs it).
+    One statement serves both scopes; an organization's job also gets its organization_id."""
+    scope = scope_of(operation)
+    params = {
+        "partition": partition,
+        "organization_id": operation.organization_id,
+        "worker_id": operation.id,
+        "worker_partition": operation.partition,
+        "batch_size": batch_size,
+        "sub_batch_size": sub_batch_size,
+        "pause_ms": pause_ms,
+        "min_cursor": json.dumps(range_[0]),
+        "max_cursor": json.dumps(range_[1]),
+        "metrics": json.dumps(metrics or {}),
+    }
+    statement = query(
+        "execution_insert_job",
+        jobs=scope.jobs_table,
+        scope_columns=scope.columns(),
+        scope_values=scope.values(),
+    )
+    return conn.cursor(row_factory=dict_row).execute(statement, params)
+
+
+def hold_operation(
+    conn: psycopg.Connection[Any], operation: OperationRecord, *, seconds: float, reason: str
+) -> datetime.datetime | None:
+    """Hold ``operation`` for ``seconds`` with ``reason`` (cut to the column's 1000
+    characters); the hold's end, or None when the row is gone."""
+    operations, _ = tables_for(operation)
+    where = {"partition": operation.partition, "id": operation.id}
+    row = conn.execute(
+        query("operation_hold", operations=operations),
+        {"seconds": seconds, "reason": reason, **where},
+    ).fetchone()
+    return row[0] if row else None
 
 
 @requires_schema

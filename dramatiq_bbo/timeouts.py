@@ -14,26 +14,19 @@ from typing import Any
 
 import psycopg
 
-from .errors import SubBatchTimeout
+from .errors import SubBatchTimeout, error_chain
 
 
 def timeout_kind(exc: BaseException) -> str | None:
     """``"statement_timeout"``/``"lock_timeout"`` if ``exc`` is (or wraps: peewee re-raises
     psycopg errors as its own) a Postgres timeout, else None."""
-    stack: list[Any] = [exc]
-    seen: set[int] = set()
-    while stack:
-        error = stack.pop()
-        if not isinstance(error, BaseException) or id(error) in seen:
-            continue
-        seen.add(id(error))
+    for error in error_chain(exc):
         if isinstance(error, SubBatchTimeout):
             return error.kind
         if isinstance(error, psycopg.errors.LockNotAvailable):
             return "lock_timeout"
         if isinstance(error, psycopg.errors.QueryCanceled):
             return "statement_timeout"
-        stack.extend([error.__cause__, error.__context__, *error.args])
     return None
 
 
@@ -51,3 +44,10 @@ def translate_timeouts(doing: str) -> Iterator[None]:
         raise SubBatchTimeout(
             f"{kind} while {doing}; the sub-batch rolled back: {str(exc).strip()}", kind=kind
         ) from exc
+
+
+def set_lock_timeout(conn: psycopg.Connection[Any], seconds: float) -> None:
+    """``lock_timeout`` for the rest of ``conn``'s transaction (``SET LOCAL``), in whole
+    milliseconds (at least 1: 0 would mean no timeout at all)."""
+    milliseconds = max(1, round(float(seconds) * 1000))
+    conn.execute("SELECT set_config('lock_timeout', %s, true)", [f"{milliseconds}ms"])

@@ -9,7 +9,8 @@ stop holds the operation for ``health_hold_seconds`` (visible in ``bbo.get_opera
 - Built-in indicators (one module each): ``long_transaction``, ``saturation``,
   ``autovacuum``, ``wal_archive``, ``wal_rate``, ``replication_lag``, and ``prometheus``
   (off unless ``prometheus_url`` is set). See :data:`BUILTIN_INDICATORS`.
-- Thresholds: ``bbo.configure(health={...})``, names and defaults in :data:`DEFAULTS`.
+- Thresholds: ``bbo.configure(health={...})``, names and defaults in
+  :class:`HealthSettings` (:data:`DEFAULTS`).
 - Application indicators: :func:`register` any ``fn(context) -> Signal | (Signal, reason)``.
 """
 
@@ -20,12 +21,13 @@ from .checks import HEALTH_STOP, install, pre_job_check, sub_batch_check, uninst
 from .evaluator import Evaluation, clear_cache, evaluate
 from .hold import hold, release
 from .indicators import BUILTIN_INDICATORS, configured, register, registered, unregister
-from .settings import DEFAULTS
+from .settings import DEFAULTS, HealthSettings
 
 __all__ = [
     "BUILTIN_INDICATORS",
     "DEFAULTS",
     "HEALTH_STOP",
+    "HealthSettings",
     "Context",
     "Evaluation",
     "Indicator",

@@ -10,7 +10,7 @@ have been archived once on the current timeline.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
@@ -38,7 +38,6 @@ class ArchiveBacklog:
     name = "wal_archive"
     cache_seconds = 1.0
     per_table = False
-    defaults: ClassVar[dict[str, Any]] = {"max_archive_backlog_segments": 42}
 
     def check(self, context: Context) -> Result:
         conn = context.connection
@@ -48,11 +47,7 @@ class ArchiveBacklog:
             return Result(self.name, Signal.NOT_AVAILABLE, "server is a standby")
         if state["archive_mode"] == "off":
             return Result(self.name, Signal.NOT_AVAILABLE, "archive_mode is off")
-        limit = int(
-            context.settings.get(
-                "max_archive_backlog_segments", self.defaults["max_archive_backlog_segments"]
-            )
-        )
+        limit = int(context.threshold("max_archive_backlog_segments"))
         waiting, how = _ready_files(conn)
         if waiting is None:
             waiting, how = _estimate(state)

@@ -15,7 +15,7 @@ table's ``relfrozenxid`` / ``relminmxid`` against ``autovacuum_*freeze_max_age``
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from psycopg.rows import dict_row
 
@@ -39,7 +39,6 @@ class Autovacuum:
     name = "autovacuum"
     cache_seconds = 1.0
     per_table = True
-    defaults: ClassVar[dict[str, Any]] = {"autovacuum_stop_on_any": True}
 
     def check(self, context: Context) -> Result:
         schema, name, _oid = context.operation.table_ref
@@ -50,9 +49,7 @@ class Autovacuum:
             ).fetchall()
         if not rows or not rows[0]["table_exists"]:
             return Result(self.name, Signal.NOT_AVAILABLE, f"table {table} does not exist")
-        wraparound_only = not context.settings.get(
-            "autovacuum_stop_on_any", self.defaults["autovacuum_stop_on_any"]
-        )
+        wraparound_only = not context.threshold("autovacuum_stop_on_any")
         stops: list[str] = []
         notes: list[str] = []
         for row in rows:

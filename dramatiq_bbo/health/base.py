@@ -9,10 +9,11 @@ archiving is off or the role may not read it) are logged and let work go on.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from ..health_thresholds import DEFAULTS
 from ..records import OperationRecord
 
 
@@ -53,7 +54,7 @@ class Context:
         operation: OperationRecord,
         connection: Any,
         database: str,
-        settings: dict[str, Any],
+        settings: Mapping[str, Any],
         *,
         connect: Callable[[], Any] | None = None,
     ) -> None:
@@ -62,6 +63,11 @@ class Context:
         self.settings = settings
         self._connection = connection
         self._connect = connect
+
+    def threshold(self, name: str) -> Any:
+        """Threshold ``name`` in force: from ``settings``, else its documented default (an
+        indicator checked by hand may be given only some thresholds)."""
+        return self.settings.get(name, DEFAULTS[name])
 
     @property
     def connection(self) -> Any:

@@ -28,7 +28,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from ..db import REGISTRY
-from ..observability.logs import HEALTH_SIGNAL, event, logger
+from ..observability.logs import HEALTH_SIGNAL, event, logger, operation_fields
 from ..records import OperationRecord
 from . import indicators as registry
 from . import settings as health_settings
@@ -98,7 +98,7 @@ def evaluate(
     operation: OperationRecord,
     *,
     indicators: Sequence[Indicator | str] | None = None,
-    settings: dict[str, Any] | None = None,
+    settings: Mapping[str, Any] | None = None,
     stale: bool = False,
 ) -> Evaluation:
     """Ask the configured indicators (or ``indicators``: instances or names) about
@@ -107,7 +107,7 @@ def evaluate(
     background (between sub-batches); otherwise an expired answer is waited for."""
     merged = health_settings.current()
     if settings:
-        merged = {**merged, **health_settings.validate(settings)}
+        merged = merged.replace(**settings)
     chosen = registry.configured(merged) if indicators is None else _resolve(indicators)
     database = operation.database_name
     dsn = REGISTRY.get(database).dsn
@@ -160,12 +160,12 @@ def _key(dsn: str, operation: OperationRecord, indicator: Indicator) -> CacheKey
     return (dsn, table, indicator.name)
 
 
-def _timeout(indicator: Indicator, settings: dict[str, Any]) -> float:
+def _timeout(indicator: Indicator, settings: Mapping[str, Any]) -> float:
     own = getattr(indicator, "timeout_seconds", None)
     return float(own if own is not None else settings["indicator_timeout_seconds"])
 
 
-def _cache_seconds(indicator: Indicator, settings: dict[str, Any]) -> float:
+def _cache_seconds(indicator: Indicator, settings: Mapping[str, Any]) -> float:
     return float(settings["cache_seconds"].get(indicator.name, indicator.cache_seconds))
 
 
@@ -174,7 +174,7 @@ def _start(
     flight: _Flight,
     indicator: Indicator,
     operation: OperationRecord,
-    settings: dict[str, Any],
+    settings: Mapping[str, Any],
     timeout: float,
 ) -> None:
     def run() -> None:
@@ -195,7 +195,7 @@ def _start(
 
 
 def _ask(
-    indicator: Indicator, operation: OperationRecord, settings: dict[str, Any], timeout: float
+    indicator: Indicator, operation: OperationRecord, settings: Mapping[str, Any], timeout: float
 ) -> Result:
     """One indicator's answer; whatever goes wrong becomes UNKNOWN."""
     database = operation.database_name
@@ -256,8 +256,5 @@ def log_signal(result: Result, operation: OperationRecord) -> None:
         indicator=result.indicator,
         signal=result.signal.value,
         reason=result.reason,
-        operation_id=str(operation.id),
-        job_class_name=operation.job_class_name,
-        table_name=operation.table_name,
-        database_name=operation.database_name,
+        **operation_fields(operation),
     )

@@ -15,10 +15,11 @@ from typing import Any
 import psycopg
 
 from ..db import REGISTRY
-from ..observability.logs import HEALTH_HOLD, event, logger
+from ..observability.logs import HEALTH_HOLD, event, logger, operation_fields
 from ..queries import query
 from ..records import OperationRecord
-from ..store import tables_for
+from ..store import hold_operation, tables_for
+from ..timeouts import set_lock_timeout
 from .base import Result
 
 #: the hold_reason CHECK constraint's limit (schema/sql/0001_operations.sql)
@@ -41,31 +42,18 @@ def hold(
     as a savepoint, or in a transaction of its own). Returns the hold's end, or None when it
     could not be written (logged: the caller stops its work all the same)."""
     duration = float(REGISTRY.settings.health_hold_seconds if seconds is None else seconds)
-    operations, _ = tables_for(operation)
     reason = hold_reason(result)
     try:
         with conn.transaction():
-            conn.execute("SET LOCAL lock_timeout = '5s'")
-            row = conn.execute(
-                query("health_hold_operation", operations=operations),
-                {
-                    "seconds": duration,
-                    "reason": reason,
-                    "partition": operation.partition,
-                    "id": operation.id,
-                },
-            ).fetchone()
+            set_lock_timeout(conn, REGISTRY.settings.health_hold_lock_timeout_seconds)
+            until = hold_operation(conn, operation, seconds=duration, reason=reason)
     except psycopg.Error:
         logger.exception("could not hold operation %s (%s)", operation.id, reason)
         return None
-    until = row[0] if row else None
     event(
         HEALTH_HOLD,
         level=logging.WARNING,
-        operation_id=str(operation.id),
-        job_class_name=operation.job_class_name,
-        table_name=operation.table_name,
-        database_name=operation.database_name,
+        **operation_fields(operation),
         indicator=result.indicator,
         signal=result.signal.value,
         reason=reason,
@@ -87,10 +75,7 @@ def release(conn: psycopg.Connection[Any], operation: OperationRecord) -> bool:
     if row is not None:
         event(
             HEALTH_HOLD,
-            operation_id=str(operation.id),
-            job_class_name=operation.job_class_name,
-            table_name=operation.table_name,
-            database_name=operation.database_name,
+            **operation_fields(operation),
             released=True,
             previous_reason=operation.hold_reason,
         )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, overload
 
 from ..errors import ConfigurationError
@@ -130,7 +130,7 @@ def registered() -> list[UserIndicator]:
         return list(_users.values())
 
 
-def configured(settings: dict[str, Any]) -> list[Indicator]:
+def configured(settings: Mapping[str, Any]) -> list[Indicator]:
     """The indicators that run under ``settings``: built-ins first, then user callables."""
     disabled = set(settings["disabled_indicators"])
     chosen: list[Indicator] = []

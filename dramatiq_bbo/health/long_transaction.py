@@ -27,8 +27,8 @@ class LongTransaction:
     per_table = False  # the horizon is the database's, whatever the table
 
     def check(self, context: Context) -> Result:
-        max_seconds = float(context.settings["max_transaction_age_seconds"])
-        max_xids = int(context.settings["max_xmin_age_xids"])
+        max_seconds = float(context.threshold("max_transaction_age_seconds"))
+        max_xids = int(context.threshold("max_xmin_age_xids"))
         with context.connection.cursor(row_factory=dict_row) as cur:
             row: dict[str, Any] = cur.execute(
                 query("health_oldest_transaction"),

@@ -13,13 +13,13 @@ which is a fact, not a failure to measure. Walsenders that never replay (``pg_ba
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from psycopg.rows import dict_row
 
 from ..queries import query
 from .base import Context, Result, Signal
-from .wal_rate import MIB, format_bytes
+from .wal_rate import format_bytes
 
 
 class ReplicationLag:
@@ -39,10 +39,6 @@ class ReplicationLag:
     name = "replication_lag"
     cache_seconds = 1.0
     per_table = False
-    defaults: ClassVar[dict[str, Any]] = {
-        "max_replication_lag_bytes": 1024 * MIB,
-        "max_replication_lag_seconds": 60.0,
-    }
 
     def check(self, context: Context) -> Result:
         with context.connection.cursor(row_factory=dict_row) as cur:
@@ -60,8 +56,8 @@ class ReplicationLag:
         standbys = [r for r in senders if r["replay_bytes"] is not None]
         if not standbys:
             return Result(self.name, Signal.NORMAL, "no standby")
-        max_bytes = float(self._setting(context, "max_replication_lag_bytes"))
-        max_seconds = float(self._setting(context, "max_replication_lag_seconds"))
+        max_bytes = float(context.threshold("max_replication_lag_bytes"))
+        max_seconds = float(context.threshold("max_replication_lag_seconds"))
         over = [
             r
             for r in standbys
@@ -77,9 +73,6 @@ class ReplicationLag:
             Signal.NORMAL,
             f"{len(standbys)} standby(s), most behind: {_describe(worst)} ({limits})",
         )
-
-    def _setting(self, context: Context, name: str) -> Any:
-        return context.settings.get(name, self.defaults[name])
 
 
 def _describe(row: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ class ConnectionSaturation:
     per_table = False  # one answer for the whole server
 
     def check(self, context: Context) -> Result:
-        limit = float(context.settings["max_connection_ratio"])
+        limit = float(context.threshold("max_connection_ratio"))
         row = context.connection.execute(query("health_connection_saturation")).fetchone()
         backends, max_connections = int(row[0]), int(row[1])
         ratio = backends / max_connections if max_connections else 1.0

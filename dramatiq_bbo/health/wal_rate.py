@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from psycopg.rows import dict_row
 
@@ -47,10 +47,6 @@ class WalRate:
     name = "wal_rate"
     cache_seconds = 1.0
     per_table = False
-    defaults: ClassVar[dict[str, Any]] = {
-        "max_wal_bytes_per_second": 64 * MIB,
-        "min_wal_rate_interval_seconds": 1.0,
-    }
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -65,8 +61,8 @@ class WalRate:
         sample = _Sample(time.monotonic(), float(row["position"]))
         info = context.connection.info
         key = (info.host, info.port, context.database)
-        limit = float(self._setting(context, "max_wal_bytes_per_second"))
-        min_interval = float(self._setting(context, "min_wal_rate_interval_seconds"))
+        limit = float(context.threshold("max_wal_bytes_per_second"))
+        min_interval = float(context.threshold("min_wal_rate_interval_seconds"))
         with self._lock:
             previous = self._samples.get(key)
             if previous is None:
@@ -87,9 +83,6 @@ class WalRate:
             result = Result(self.name, Signal.STOP if rate > limit else Signal.NORMAL, reason)
             self._answers[key] = result
             return result
-
-    def _setting(self, context: Context, name: str) -> Any:
-        return context.settings.get(name, self.defaults[name])
 
 
 def format_bytes(count: float) -> str:

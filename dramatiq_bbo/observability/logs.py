@@ -27,6 +27,19 @@ CONNECTION_GAVE_UP = "background_operation_connection_gave_up"
 CONNECTION_LOST = "background_operation_connection_lost"
 
 
+def operation_fields(operation: Any, *extra: str) -> dict[str, Any]:
+    """The fields naming ``operation`` (an OperationRecord) in an event about it: its id,
+    class, table and database, plus the ``extra`` attributes named (``column_name``...)."""
+    fields = {
+        "operation_id": str(operation.id),
+        "job_class_name": operation.job_class_name,
+        "table_name": operation.table_name,
+        "database_name": operation.database_name,
+    }
+    fields.update((name, getattr(operation, name)) for name in extra)
+    return fields
+
+
 def event(message: str, *, level: int = logging.INFO, **fields: Any) -> None:
     """Log one structured event named ``message`` with ``fields``."""
     if not logger.isEnabledFor(level):

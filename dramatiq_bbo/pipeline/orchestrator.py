@@ -26,9 +26,10 @@ from ..observability.logs import logger
 from ..queries import query
 from ..records import JobRecord, OperationRecord, OperationStatus
 from ..splitting import split_job, splittable_job
-from ..store import parse_operation_id, tables_for
+from ..store import operation_ref, tables_for
 from .checks import pre_job_checks
-from .messages import MESSENGER, ORCHESTRATOR, RUNNER, new_token
+from .handoff import lease_and_send, take_lease
+from .messages import MESSENGER, RUNNER
 from .scheduler import jobs_in_flight, scheduler_lock_key
 from .table_hold import hold_for_table
 from .unknown_class import hold_if_unknown
@@ -48,14 +49,14 @@ class Decision(enum.StrEnum):
 
 def orchestrate(database: str, operation_id: Any, token: str | None = None) -> Decision:
     """Handle one orchestrator message; idempotent (see the module docstring)."""
-    key = parse_operation_id(operation_id)
-    operations, jobs = tables_for(key)
+    ref = operation_ref(database, operation_id)  # parsed once: its scope and tables
     activated: OperationRecord | None = None
     with REGISTRY.connection(database) as conn:
         with conn.transaction():
             with conn.cursor(row_factory=dict_row) as cur:
                 row = cur.execute(
-                    query("pipeline_operation_for_update", operations=operations), {"id": key}
+                    query("pipeline_operation_for_update", operations=ref.operations_table),
+                    {"id": ref.id},
                 ).fetchone()
             if row is None:
                 return Decision.NOT_FOUND
@@ -148,14 +149,10 @@ def _next_job(conn: psycopg.Connection[Any], operation: OperationRecord) -> JobR
 def _dispatch(
     conn: psycopg.Connection[Any], database: str, operation: OperationRecord, job: JobRecord
 ) -> None:
-    operations, jobs = tables_for(operation)
-    token = new_token()
-    seconds = float(REGISTRY.settings.lease_seconds)
+    _, jobs = tables_for(operation)
     # operation row (locked since the start of this transaction), then job row
-    conn.execute(
-        query("pipeline_lease_operation", operations=operations),
-        {"token": token, "seconds": seconds, "partition": operation.partition, "id": operation.id},
-    )
+    token = take_lease(conn, operation)
+    seconds = float(REGISTRY.settings.lease_seconds)
     conn.execute(
         query("pipeline_dispatch_job", jobs=jobs),
         {
@@ -183,20 +180,7 @@ def _call_back_after_hold(
     if row is None or row[0] is None:
         _release(conn, operation, None)
         return
-    delay = float(row[0]) + 0.05
-    token = new_token()
-    conn.execute(
-        query("pipeline_lease_operation", operations=operations),
-        {
-            "token": token,
-            "seconds": delay + float(REGISTRY.settings.lease_seconds),
-            "partition": operation.partition,
-            "id": operation.id,
-        },
-    )
-    MESSENGER.send(
-        conn, database, ORCHESTRATOR, database, str(operation.id), token, delay_ms=int(delay * 1000)
-    )
+    lease_and_send(conn, database, operation, delay=float(row[0]) + 0.05)
 
 
 def _release(conn: psycopg.Connection[Any], operation: OperationRecord, token: str | None) -> None:
@@ -211,13 +195,12 @@ def release_after_failure(database: str, operation_id: Any, token: str | None) -
     """Clear the stage lease this message held, after it failed (best effort)."""
     if token is None:
         return
-    key = parse_operation_id(operation_id)
-    operations, _ = tables_for(key)
+    ref = operation_ref(database, operation_id)
     try:
         with REGISTRY.connection(database) as conn:
             conn.execute(
-                query("pipeline_release_operation_by_id", operations=operations),
-                {"token": token, "id": key},
+                query("pipeline_release_operation_by_id", operations=ref.operations_table),
+                {"token": token, "id": ref.id},
             )
     except Exception:  # the lease expires by itself; never mask the original error
-        logger.exception("releasing the lease of operation %s failed", key)
+        logger.exception("releasing the lease of operation %s failed", ref.id)

@@ -31,10 +31,11 @@ from ..optimizer import decide_for_operation, log_decision
 from ..queries import query
 from ..reconnect import CONNECTION_LOST, retrying
 from ..records import JobRecord, JobStatus, OperationRecord, OperationStatus
-from ..store import fetch_operation, get_operation, parse_operation_id, tables_for
+from ..store import OperationRef, fetch_operation, get_operation, operation_ref, tables_for
 from . import shutdown
 from .checks import sub_batch_checks
-from .messages import MESSENGER, ORCHESTRATOR, new_token
+from .handoff import Take, send_orchestrator, take_lease
+from .messages import ORCHESTRATOR
 from .shutdown import shutting_down
 from .unknown_class import hold_before_run
 
@@ -49,7 +50,8 @@ def run(
 ) -> JobOutcome | None:
     """Handle one runner message; a job another runner holds, or an operation whose stage
     lease moved on from ``token`` (run_to_completion took it over), makes it a no-op (None)."""
-    key = parse_operation_id(operation_id)
+    ref = operation_ref(database, operation_id)  # parsed once: its scope and tables
+    key = ref.id
     operation = retrying(f"reading operation {key}", lambda: get_operation(key, database=database))
     if hold_before_run(database, operation, _job_key(job_id)):  # class unknown here: held
         return None
@@ -70,7 +72,7 @@ def run(
         return None
     # at once when Postgres is back, not after the lease and the scheduler's next tick
     retrying(
-        f"chaining operation {key}", lambda: chain(database, key, outcome, started, held=token)
+        f"chaining operation {key}", lambda: chain(database, ref, outcome, started, held=token)
     )
     return outcome
 
@@ -108,7 +110,7 @@ def _stop_check(database: str, operation: OperationRecord, started: float) -> An
 
 def chain(
     database: str,
-    operation_id: Any,
+    operation_id: OperationRef | Any,
     outcome: JobOutcome,
     started: float,
     *,
@@ -122,7 +124,6 @@ def chain(
     and sent once this process stopped consuming (:mod:`.shutdown`)."""
     settings = REGISTRY.settings
     max_attempts = int(settings.max_attempts)
-    operations, jobs = tables_for(operation_id)
     fail = False
     with REGISTRY.connection(database) as conn, conn.transaction():
         operation = fetch_operation(conn, operation_id, for_update=True)
@@ -135,23 +136,12 @@ def chain(
             fail = retries.operation_should_fail(total, failed)
         if not fail:
             delay = _next_delay(operation, outcome, started)
-            token = new_token()
-            passed = conn.execute(
-                query("pipeline_pass_stage_lease", operations=operations),
-                {
-                    "token": token,
-                    "held": held,
-                    "seconds": delay + float(settings.lease_seconds),
-                    "partition": operation.partition,
-                    "id": operation.id,
-                },
-            ).fetchone()
-            args = (database, str(operation.id), token)
+            token = take_lease(conn, operation, delay=delay, take=Take.PASSED, held=held)
             # None: another stage holds the operation (run_to_completion) and carries it on
-            if passed is not None and shutting_down.is_set():
-                shutdown.defer(database, ORCHESTRATOR, args, delay)
-            elif passed is not None:
-                MESSENGER.send(conn, database, ORCHESTRATOR, *args, delay_ms=int(delay * 1000))
+            if token is not None and shutting_down.is_set():
+                shutdown.defer(database, ORCHESTRATOR, (database, str(operation.id), token), delay)
+            elif token is not None:
+                send_orchestrator(conn, database, operation.id, token, delay)
     if fail:
         end_operation(database, operation, max_attempts, failed=True)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -33,7 +33,8 @@ from ..observability.logs import JOB_TRANSITION, event, logger
 from ..queries import query
 from ..records import JobStatus
 from ..store import CELL_LOCAL_TABLES, ORGANIZATION_TABLES
-from .messages import MESSENGER, ORCHESTRATOR, new_token
+from ..timeouts import set_lock_timeout
+from .handoff import lease_and_send
 
 #: scopes in the order the scheduler serves them
 SCOPES = (("organization", ORGANIZATION_TABLES), ("cell_local", CELL_LOCAL_TABLES))
@@ -42,8 +43,13 @@ SCOPES = (("organization", ORGANIZATION_TABLES), ("cell_local", CELL_LOCAL_TABLE
 DISPATCH_GROUP = 10
 #: stale jobs recovered per transaction (a pass loops until none is left)
 RECOVERY_BATCH = 100
-#: lock_timeout of a pass's transactions: they only wait for the advisory lock
-PASS_LOCK_TIMEOUT = "5s"
+
+
+class _Picked(NamedTuple):
+    """A schedulable operation's row, as the pass picked it."""
+
+    id: Any
+    partition: int
 
 
 @dataclass
@@ -89,7 +95,7 @@ def recover(database: str, report: TickReport | None = None) -> int:
     for _scope, (_operations, jobs) in SCOPES:
         while True:
             with REGISTRY.connection(database) as conn, conn.transaction():
-                conn.execute("SELECT set_config('lock_timeout', %s, true)", [PASS_LOCK_TIMEOUT])
+                set_lock_timeout(conn, REGISTRY.settings.scheduler_lock_timeout_seconds)
                 rows = conn.execute(
                     query("pipeline_recover_stale_jobs", jobs=jobs),
                     {"limit": RECOVERY_BATCH, "max_interruptions": max_interruptions},
@@ -119,7 +125,7 @@ def _dispatch_group(
     ``DISPATCH_GROUP`` schedulable operations (skipping locked rows) to the orchestrator.
     Returns the budget left for this pass, and how many were handed off."""
     with REGISTRY.connection(database) as conn, conn.transaction():
-        conn.execute("SELECT set_config('lock_timeout', %s, true)", [PASS_LOCK_TIMEOUT])
+        set_lock_timeout(conn, REGISTRY.settings.scheduler_lock_timeout_seconds)
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (scheduler_lock_key(database),))
         in_flight = jobs_in_flight(conn)
         if budget is None:  # the pass's first group: the capacity it may fill
@@ -133,7 +139,7 @@ def _dispatch_group(
             {"database_name": database, "limit": free},
         ).fetchall()
         for operation_id, partition in rows:
-            _dispatch(conn, database, operations, operation_id, partition)
+            lease_and_send(conn, database, _Picked(operation_id, partition))
             report.dispatched.append(str(operation_id))
     return budget - len(rows), len(rows) if len(rows) == free else 0
 
@@ -145,23 +151,3 @@ def jobs_in_flight(conn: psycopg.Connection[Any]) -> int:
         row = conn.execute(query("pipeline_jobs_in_flight", jobs=jobs)).fetchone()
         total += int(row[0]) if row else 0
     return total
-
-
-def _dispatch(
-    conn: psycopg.Connection[Any],
-    database: str,
-    operations: Any,
-    operation_id: Any,
-    partition: int,
-) -> None:
-    token = new_token()
-    conn.execute(
-        query("pipeline_lease_operation", operations=operations),
-        {
-            "token": token,
-            "seconds": float(REGISTRY.settings.lease_seconds),
-            "partition": partition,
-            "id": operation_id,
-        },
-    )
-    MESSENGER.send(conn, database, ORCHESTRATOR, database, str(operation_id), token)

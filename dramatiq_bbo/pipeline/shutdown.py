@@ -39,9 +39,6 @@ from .messages import MESSENGER
 #: set while this worker process shuts down: running jobs stop at their next checkpoint
 shutting_down = threading.Event()
 
-#: how long the hand-over waits for this process's consumer threads to stop (seconds)
-CONSUMER_STOP_SECONDS = 10.0
-
 _consumers_stopped = threading.Event()
 _lock = threading.Lock()
 #: (database, actor, args, due on the monotonic clock)
@@ -62,7 +59,7 @@ def begin(worker: Any) -> None:
 
 
 def _after_consumers_stop(consumers: list[Any]) -> None:
-    deadline = time.monotonic() + CONSUMER_STOP_SECONDS
+    deadline = time.monotonic() + float(REGISTRY.settings.shutdown_consumer_stop_seconds)
     for consumer in consumers:
         with contextlib.suppress(Exception):
             consumer.join(timeout=max(0.0, deadline - time.monotonic()))

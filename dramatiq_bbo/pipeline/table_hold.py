@@ -18,10 +18,9 @@ from typing import Any
 import psycopg
 
 from ..db import REGISTRY
-from ..observability.logs import event
-from ..queries import query
+from ..observability.logs import event, operation_fields
 from ..records import OperationRecord
-from ..store import tables_for
+from ..store import hold_operation
 
 #: logged once per process and operation when its table no longer matches the enqueued one
 TABLE_HOLD = "background_operation_table_hold"
@@ -36,17 +35,8 @@ def hold_for_table(
     """Hold ``operation`` on ``conn`` (whose transaction holds its row lock) with ``exc``'s
     text as the reason."""
     seconds = float(REGISTRY.settings.health_hold_seconds)
-    operations, _ = tables_for(operation)
     reason = str(exc).strip() or type(exc).__name__
-    conn.execute(
-        query("pipeline_hold_with_reason", operations=operations),
-        {
-            "seconds": seconds,
-            "reason": reason,
-            "partition": operation.partition,
-            "id": operation.id,
-        },
-    )
+    hold_operation(conn, operation, seconds=seconds, reason=reason)
     with _lock:
         first = str(operation.id) not in _logged
         _logged.add(str(operation.id))
@@ -54,9 +44,7 @@ def hold_for_table(
         event(
             TABLE_HOLD,
             level=logging.WARNING,
-            operation_id=str(operation.id),
-            job_class_name=operation.job_class_name,
-            database_name=operation.database_name,
+            **operation_fields(operation),
             hold_seconds=seconds,
             reason=reason,
         )

@@ -26,12 +26,13 @@ import psycopg
 
 from ..db import REGISTRY
 from ..errors import UnknownOperationClass
-from ..observability.logs import event
+from ..observability.logs import event, operation_fields
 from ..operation import resolve
 from ..queries import query
 from ..records import OperationRecord
-from ..store import fetch_operation, tables_for
-from .messages import MESSENGER, ORCHESTRATOR, new_token
+from ..store import fetch_operation, hold_operation, tables_for
+from .handoff import lease_and_send
+from .messages import MESSENGER
 
 #: logged once per process and class when an operation is held because of its class
 UNKNOWN_CLASS_HOLD = "background_operation_unknown_class_hold"
@@ -93,29 +94,14 @@ def hold_before_run(database: str, operation: OperationRecord, job_id: Any) -> b
                 query("pipeline_release_operation", operations=operations), {**where, "token": None}
             )
             return True
-        token = new_token()
-        seconds = float(REGISTRY.settings.lease_seconds)
-        conn.execute(
-            query("pipeline_lease_operation", operations=operations),
-            {**where, "token": token, "seconds": seconds},
-        )
-        MESSENGER.send(conn, database, ORCHESTRATOR, database, str(locked.id), token)
+        lease_and_send(conn, database, locked)
     return True
 
 
 def _hold(conn: psycopg.Connection[Any], operation: OperationRecord) -> None:
     name = operation.job_class_name
     seconds = float(REGISTRY.settings.unknown_class_hold_seconds)
-    operations, _ = tables_for(operation)
-    row = conn.execute(
-        query("unknown_class_hold", operations=operations),
-        {
-            "seconds": seconds,
-            "reason": hold_reason(name),
-            "partition": operation.partition,
-            "id": operation.id,
-        },
-    ).fetchone()
+    until = hold_operation(conn, operation, seconds=seconds, reason=hold_reason(name))
     with _logged_lock:
         first = name not in _logged
         _logged.add(name)
@@ -123,10 +109,8 @@ def _hold(conn: psycopg.Connection[Any], operation: OperationRecord) -> None:
         event(
             UNKNOWN_CLASS_HOLD,
             level=logging.WARNING,
-            operation_id=str(operation.id),
-            job_class_name=name,
-            database_name=operation.database_name,
-            on_hold_until=row[0].isoformat() if row else None,
+            **operation_fields(operation),
+            on_hold_until=until.isoformat() if until else None,
             hold_seconds=seconds,
             reason=hold_reason(name),
             hint=(

@@ -17,16 +17,15 @@ import psycopg
 
 from ..db import REGISTRY
 from ..observability.logs import logger
-from ..queries import query
 from ..records import OperationRecord
-from ..store import tables_for
-from .messages import MESSENGER, ORCHESTRATOR, new_token
+from .handoff import Take, lease_and_send
+from .messages import MESSENGER
 
 
 def wake_in_transaction(conn: psycopg.Connection[Any], operation: OperationRecord) -> None:
     """Enqueue hook: lease + orchestrator message in the enqueue's transaction."""
     if MESSENGER.ready and operation.database_name in MESSENGER.outbox_databases:
-        _lease_and_send(conn, operation)
+        lease_and_send(conn, operation.database_name, operation, take=Take.FREE)
 
 
 def wake(operation: OperationRecord) -> bool:
@@ -35,27 +34,7 @@ def wake(operation: OperationRecord) -> bool:
         return False
     try:
         with REGISTRY.connection(operation.database_name) as conn, conn.transaction():
-            return _lease_and_send(conn, operation)
+            return lease_and_send(conn, operation.database_name, operation, take=Take.FREE)
     except Exception:  # a failed wake only costs latency: the tick re-drives the operation
         logger.exception("waking operation %s failed", operation.id)
         return False
-
-
-def _lease_and_send(conn: psycopg.Connection[Any], operation: OperationRecord) -> bool:
-    """Take the stage lease if no stage holds it, and write the orchestrator message."""
-    operations, _ = tables_for(operation)
-    token = new_token()
-    row = conn.execute(
-        query("pipeline_take_free_lease", operations=operations),
-        {
-            "token": token,
-            "seconds": float(REGISTRY.settings.lease_seconds),
-            "partition": operation.partition,
-            "id": operation.id,
-        },
-    ).fetchone()
-    if row is None:
-        return False
-    database = operation.database_name
-    MESSENGER.send(conn, database, ORCHESTRATOR, database, str(operation.id), token)
-    return True

@@ -6,11 +6,15 @@ Each query in a file starts with a header line ``-- name: query_name``, then a o
 placeholder in braces (``{operations}``, ``{jobs}``) that :func:`query` fills with
 ``psycopg.sql.Identifier`` values chosen by our code, never by input. Literal braces (``'{}'``)
 are written doubled (``'{{}}'``).
+
+A placeholder naming another query (``{same_configuration}``) is filled with that query's
+text: a piece written once (a WHERE condition, say) that several statements share.
 """
 
 from __future__ import annotations
 
 import re
+import string
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -46,11 +50,23 @@ def raw(name: str) -> str:
 
 
 def query(name: str, **identifiers: Any) -> sql.Composed | sql.SQL:
-    """The statement ``name`` with its ``{placeholders}`` filled by SQL identifiers."""
-    text = sql.SQL(raw(name))  # type: ignore[arg-type]
-    return text.format(
-        **{
-            key: value if isinstance(value, sql.Composable) else sql.Identifier(*value)
-            for key, value in identifiers.items()
-        }
-    )
+    """The statement ``name`` with its ``{placeholders}`` filled by SQL identifiers (or
+    fragments of our own), and by the queries they name (see the module docstring)."""
+    text = raw(name)
+    filled: dict[str, Any] = {
+        key: value if isinstance(value, sql.Composable) else sql.Identifier(*value)
+        for key, value in identifiers.items()
+    }
+    for piece in _placeholders(text) - filled.keys():
+        if piece in _all():
+            filled[piece] = query(piece, **identifiers)
+    return sql.SQL(text).format(**filled)  # type: ignore[arg-type]
+
+
+@cache
+def _placeholders_of(text: str) -> frozenset[str]:
+    return frozenset(field for _, field, _, _ in string.Formatter().parse(text) if field)
+
+
+def _placeholders(text: str) -> set[str]:
+    return set(_placeholders_of(text))

@@ -5,25 +5,14 @@
 -- {operations} and {jobs} are filled by dramatiq_bbo.queries.query() with the bbo tables of
 -- the operation's scope (dramatiq_bbo.store.tables_for); every value is a parameter.
 
--- name: execution_insert_job_cell_local
--- description: Create a pending job over an inclusive keyset range of a cell-local operation.
+-- name: execution_insert_job
+-- description: Create a pending job over an inclusive keyset range (a new batch, or half of a split one); {scope_columns}/{scope_values} add the organization_id of an organization-scoped job (dramatiq_bbo.store.insert_job).
 INSERT INTO {jobs} (
     partition, worker_id, worker_partition, status, batch_size, sub_batch_size, pause_ms,
-    min_cursor, max_cursor
+    min_cursor, max_cursor, metrics{scope_columns}
 ) VALUES (
     %(partition)s, %(worker_id)s, %(worker_partition)s, 0, %(batch_size)s, %(sub_batch_size)s,
-    %(pause_ms)s, %(min_cursor)s::jsonb, %(max_cursor)s::jsonb
-)
-RETURNING *;
-
--- name: execution_insert_job_organization
--- description: Create a pending job over an inclusive keyset range of an organization operation.
-INSERT INTO {jobs} (
-    partition, organization_id, worker_id, worker_partition, status, batch_size,
-    sub_batch_size, pause_ms, min_cursor, max_cursor
-) VALUES (
-    %(partition)s, %(organization_id)s, %(worker_id)s, %(worker_partition)s, 0, %(batch_size)s,
-    %(sub_batch_size)s, %(pause_ms)s, %(min_cursor)s::jsonb, %(max_cursor)s::jsonb
+    %(pause_ms)s, %(min_cursor)s::jsonb, %(max_cursor)s::jsonb, %(metrics)s::jsonb{scope_values}
 )
 RETURNING *;
 

@@ -3,14 +3,6 @@
 --
 -- {operations} is filled with the bbo operations table of one scope.
 
--- name: health_hold_operation
--- description: Hold the operation until now() + seconds with "<indicator>: <reason>"; the scheduler skips it meanwhile.
-UPDATE {operations}
-SET on_hold_until = now() + make_interval(secs => %(seconds)s),
-    hold_reason = %(reason)s
-WHERE partition = %(partition)s AND id = %(id)s
-RETURNING on_hold_until;
-
 -- name: health_release_hold
 -- description: Clear an expired hold once the indicators answer normal again.
 UPDATE {operations}

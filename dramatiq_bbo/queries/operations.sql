@@ -52,64 +52,39 @@ WHERE (c.oid = %(oid)s::oid AND c.relkind <> 'p')
 -- description: Serialise enqueues of one configuration until the transaction ends.
 SELECT pg_advisory_xact_lock(%(key)s::bigint);
 
--- name: operation_find_unfinished_cell_local
--- description: An unfinished cell-local operation with the same configuration, in any partition.
-SELECT *
-FROM {operations}
-WHERE job_class_name = %(job_class_name)s
+-- name: same_configuration
+-- description: A piece of the WHERE clause, not a statement: the operations of one configuration (class, table, column, database, arguments), as enqueue's duplicate check and the cron's lookup find them.
+job_class_name = %(job_class_name)s
   AND table_schema = %(table_schema)s
   AND table_name = %(table_name)s
   AND column_name = %(column_name)s
   AND database_name = %(database_name)s
   AND job_arguments = %(job_arguments)s::jsonb
-  AND status IN (0, 1, 2)
-ORDER BY created_at, id
-LIMIT 1;
 
--- name: operation_find_unfinished_organization
--- description: An unfinished operation of the organization with the same configuration, in any partition.
+-- name: operation_find_unfinished
+-- description: An unfinished operation with the same configuration in the same scope ({scope_condition}: the organization's, or TRUE for cell-local), in any partition.
 SELECT *
 FROM {operations}
-WHERE organization_id = %(organization_id)s
-  AND job_class_name = %(job_class_name)s
-  AND table_schema = %(table_schema)s
-  AND table_name = %(table_name)s
-  AND column_name = %(column_name)s
-  AND database_name = %(database_name)s
-  AND job_arguments = %(job_arguments)s::jsonb
+WHERE {scope_condition}
+  AND {same_configuration}
   AND status IN (0, 1, 2)
 ORDER BY created_at, id
 LIMIT 1;
 
--- name: operation_insert_cell_local
--- description: Create a queued cell-local operation; returns the whole row.
+-- name: operation_insert
+-- description: Create a queued operation; returns the whole row. {scope_columns}/{scope_values} add the organization_id and user_id of an organization-scoped one (dramatiq_bbo.store.Scope).
 INSERT INTO {operations} (
     partition, job_class_name, table_schema, table_name, table_oid, column_name,
     cursor_columns, job_arguments, database_name, status, priority, batch_size,
     sub_batch_size, min_batch_size, max_batch_size, pause_ms, interval_seconds, min_cursor,
-    max_cursor, total_tuple_count
+    max_cursor, total_tuple_count{scope_columns}
 ) VALUES (
     %(partition)s, %(job_class_name)s, %(table_schema)s, %(table_name)s, %(table_oid)s,
     %(column_name)s, %(cursor_columns)s,
     %(job_arguments)s::jsonb, %(database_name)s, 0, %(priority)s, %(batch_size)s,
     %(sub_batch_size)s, %(min_batch_size)s, %(max_batch_size)s, %(pause_ms)s,
     %(interval_seconds)s, %(min_cursor)s::jsonb, %(max_cursor)s::jsonb, %(total_tuple_count)s
-)
-RETURNING *;
-
--- name: operation_insert_organization
--- description: Create a queued organization-scoped operation; returns the whole row.
-INSERT INTO {operations} (
-    partition, organization_id, user_id, job_class_name, table_schema, table_name, table_oid,
-    column_name, cursor_columns, job_arguments, database_name, status, priority, batch_size,
-    sub_batch_size, min_batch_size, max_batch_size, pause_ms, interval_seconds, min_cursor,
-    max_cursor, total_tuple_count
-) VALUES (
-    %(partition)s, %(organization_id)s, %(user_id)s, %(job_class_name)s, %(table_schema)s,
-    %(table_name)s, %(table_oid)s, %(column_name)s, %(cursor_columns)s, %(job_arguments)s::jsonb, %(database_name)s, 0,
-    %(priority)s, %(batch_size)s, %(sub_batch_size)s, %(min_batch_size)s, %(max_batch_size)s,
-    %(pause_ms)s, %(interval_seconds)s, %(min_cursor)s::jsonb, %(max_cursor)s::jsonb,
-    %(total_tuple_count)s
+    {scope_values}
 )
 RETURNING *;
 
@@ -161,3 +136,11 @@ SELECT c.oid::bigint AS oid
 FROM pg_catalog.pg_class AS c
 JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
 WHERE n.nspname = %(schema)s AND c.relname = %(name)s;
+
+-- name: operation_hold
+-- description: Hold the operation until now() + seconds with a reason an operator reads in get_operation (a health stop, a class this worker cannot import, a table changed since enqueue); the scheduler skips it meanwhile.
+UPDATE {operations}
+SET on_hold_until = now() + make_interval(secs => %(seconds)s),
+    hold_reason = left(%(reason)s, 1000)
+WHERE partition = %(partition)s AND id = %(id)s
+RETURNING on_hold_until;

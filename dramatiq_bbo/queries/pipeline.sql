@@ -164,10 +164,4 @@ SELECT count(pg_notify(
 FROM {queue}
 WHERE "state" = 'queued' AND queue_name = ANY(%(queues)s::text[]);
 
--- name: pipeline_hold_with_reason
--- description: Hold the operation until now() + seconds with a reason an operator reads in get_operation (a table that changed since enqueue).
-UPDATE {operations}
-SET on_hold_until = now() + make_interval(secs => %(seconds)s),
-    hold_reason = left(%(reason)s, 1000)
-WHERE partition = %(partition)s AND id = %(id)s
-RETURNING on_hold_until;
+

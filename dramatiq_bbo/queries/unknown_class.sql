@@ -3,14 +3,6 @@
 --
 -- {operations} and {jobs} are filled with the bbo tables of one scope.
 
--- name: unknown_class_hold
--- description: Hold the operation until now() + seconds with the reason "class X is not importable in this worker".
-UPDATE {operations}
-SET on_hold_until = now() + make_interval(secs => %(seconds)s),
-    hold_reason = %(reason)s
-WHERE partition = %(partition)s AND id = %(id)s
-RETURNING on_hold_until;
-
 -- name: unknown_class_release
 -- description: Clear an expired unknown-class hold once a worker that knows the class looks at the operation.
 UPDATE {operations}

@@ -69,15 +69,14 @@ def job_rows_main(operation_id: Any) -> list[dict[str, Any]]:
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_claims_orchestrations_and_passes_racing_on_the_same_operations_never_deadlock(
-    configured: str, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+    configured: str, conn: psycopg.Connection[Any]
 ) -> None:
-    # an orchestrator holds one pooled connection and reflects the table on another: room
-    # for every racing thread, so that only locks are raced for
-    monkeypatch.setenv("BBO_POOL_MAX_SIZE", "40")
     saved = messages.MESSENGER.broker
     messages.MESSENGER.broker = None  # the threads play the messages themselves
     try:
-        bbo.configure(dsn=configured, lease_seconds=1, max_running_jobs=100)
+        # an orchestrator holds one pooled connection and reflects the table on another: room
+        # for every racing thread, so that only locks are raced for
+        bbo.configure(dsn=configured, lease_seconds=1, max_running_jobs=100, pool_max_size=40)
         ids = []
         for i in range(OPERATIONS):
             make_counter_table(conn, f"t{i}", TABLE_ROWS)
