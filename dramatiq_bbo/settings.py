@@ -199,15 +199,15 @@ class Settings:
 
     # -- connections ----------------------------------------------------------------------
     #: how long a connect or a pool checkout may take before ConnectionFailed (with the cause)
-    connect_timeout_seconds: float = 5.0
+    connect_timeout_seconds: float = setting(5.0, low=0, low_open=True, high=3_600.0)
     #: pooled connections per process and database, for our own bookkeeping statements
-    pool_max_size: int = 8
+    pool_max_size: int = setting(8, low=1, high=1_000)
     #: how long a step that lost its connection keeps retrying before it gives up (seconds)
-    reconnect_seconds: float = 60.0
+    reconnect_seconds: float = setting(60.0, low=0, high=_DAY_S)
     #: first delay between two retries after a lost connection; it doubles each time...
-    reconnect_backoff_seconds: float = 0.1
+    reconnect_backoff_seconds: float = setting(0.1, low=0, low_open=True, high=3_600.0)
     #: ...up to this many seconds
-    reconnect_backoff_max_seconds: float = 5.0
+    reconnect_backoff_max_seconds: float = setting(5.0, low=0, low_open=True, high=3_600.0)
 
     # -- health thresholds (see dramatiq_bbo.health) ---------------------------------------------
     #: typed and frozen; ``configure(health={...})`` replaces thresholds by name
