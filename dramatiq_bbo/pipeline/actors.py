@@ -90,9 +90,9 @@ def setup(
         broker.add_middleware(PeriodiqMiddleware())
     if not any(isinstance(m, WorkerShutdown) for m in broker.middleware):
         broker.add_middleware(WorkerShutdown())
-    messages.MESSENGER.broker = broker
-    messages.MESSENGER.queue_name = queue
-    messages.MESSENGER.outbox_databases = set(outbox_databases or {"main"})
+    messages.messenger().broker = broker
+    messages.messenger().queue_name = queue
+    messages.messenger().outbox_databases = set(outbox_databases or {"main"})
 
     def declare(fn: Any, name: str, **options: Any) -> dramatiq.Actor[Any, Any]:
         if name in broker.actors:  # setup() called again: keep one declaration

@@ -63,6 +63,11 @@ class Messenger:
 MESSENGER = Messenger()
 
 
+def messenger() -> Messenger:
+    """The messenger ``setup(broker, ...)`` configured in this process."""
+    return MESSENGER
+
+
 def new_token() -> str:
     """A lease token naming one stage message."""
     return uuid.uuid4().hex

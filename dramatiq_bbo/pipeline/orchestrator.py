@@ -28,7 +28,7 @@ from ..records import JobRecord, OperationRecord, OperationStatus
 from ..splitting import split_job, splittable_job
 from ..store import parse_operation_id, tables_for
 from .checks import pre_job_checks
-from .messages import MESSENGER, ORCHESTRATOR, RUNNER, new_token
+from .messages import ORCHESTRATOR, RUNNER, messenger, new_token
 from .scheduler import jobs_in_flight, scheduler_lock_key
 from .table_hold import hold_for_table
 from .unknown_class import hold_if_unknown
@@ -62,7 +62,7 @@ def orchestrate(database: str, operation_id: Any, token: str | None = None) -> D
             operation = OperationRecord.from_row(row)
             refusal = _refusal(conn, operation, row, token)
             if refusal is not None:
-                if refusal in (Decision.ON_HOLD, Decision.HELD_BY_CHECK) and MESSENGER.ready:
+                if refusal in (Decision.ON_HOLD, Decision.HELD_BY_CHECK) and messenger().ready:
                     _call_back_after_hold(conn, database, operation)
                 elif refusal not in (Decision.LEASED_ELSEWHERE, Decision.JOB_IN_FLIGHT):
                     _release(conn, operation, token)
@@ -73,7 +73,7 @@ def orchestrate(database: str, operation_id: Any, token: str | None = None) -> D
                 job = _next_job(conn, operation)
             except (TableChanged, TableNotFound) as exc:  # never run on another table
                 hold_for_table(conn, operation, exc)
-                if MESSENGER.ready:
+                if messenger().ready:
                     _call_back_after_hold(conn, database, operation)
                 else:
                     _release(conn, operation, None)
@@ -166,7 +166,7 @@ def _dispatch(
             "id": job.id,
         },
     )
-    MESSENGER.send(conn, database, RUNNER, database, str(operation.id), str(job.id), token)
+    messenger().send(conn, database, RUNNER, database, str(operation.id), str(job.id), token)
 
 
 def _call_back_after_hold(
@@ -194,7 +194,7 @@ def _call_back_after_hold(
             "id": operation.id,
         },
     )
-    MESSENGER.send(
+    messenger().send(
         conn, database, ORCHESTRATOR, database, str(operation.id), token, delay_ms=int(delay * 1000)
     )
 

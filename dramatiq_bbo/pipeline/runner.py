@@ -34,7 +34,7 @@ from ..records import JobRecord, JobStatus, OperationRecord, OperationStatus
 from ..store import fetch_operation, get_operation, parse_operation_id, tables_for
 from . import shutdown
 from .checks import sub_batch_checks
-from .messages import MESSENGER, ORCHESTRATOR, new_token
+from .messages import ORCHESTRATOR, messenger, new_token
 from .shutdown import shutting_down
 from .unknown_class import hold_before_run
 
@@ -151,7 +151,7 @@ def chain(
             if passed is not None and shutting_down.is_set():
                 shutdown.defer(database, ORCHESTRATOR, args, delay)
             elif passed is not None:
-                MESSENGER.send(conn, database, ORCHESTRATOR, *args, delay_ms=int(delay * 1000))
+                messenger().send(conn, database, ORCHESTRATOR, *args, delay_ms=int(delay * 1000))
     if fail:
         end_operation(database, operation, max_attempts, failed=True)
 

@@ -33,7 +33,7 @@ from ..observability.logs import JOB_TRANSITION, event, logger
 from ..queries import query
 from ..records import JobStatus
 from ..store import CELL_LOCAL_TABLES, ORGANIZATION_TABLES
-from .messages import MESSENGER, ORCHESTRATOR, new_token
+from .messages import ORCHESTRATOR, messenger, new_token
 
 #: scopes in the order the scheduler serves them
 SCOPES = (("organization", ORGANIZATION_TABLES), ("cell_local", CELL_LOCAL_TABLES))
@@ -164,4 +164,4 @@ def _dispatch(
             "id": operation_id,
         },
     )
-    MESSENGER.send(conn, database, ORCHESTRATOR, database, str(operation_id), token)
+    messenger().send(conn, database, ORCHESTRATOR, database, str(operation_id), token)

@@ -70,7 +70,7 @@ def warn_without_pipeline(operation: OperationRecord) -> None:
     if _warned.is_set():
         return
     messages = sys.modules.get("dramatiq_bbo.pipeline.messages")
-    if messages is not None and messages.MESSENGER.ready:
+    if messages is not None and messages.messenger().ready:
         return
     _warned.set()
     event(

@@ -31,7 +31,7 @@ from ..operation import resolve
 from ..queries import query
 from ..records import OperationRecord
 from ..store import fetch_operation, tables_for
-from .messages import MESSENGER, ORCHESTRATOR, new_token
+from .messages import ORCHESTRATOR, messenger, new_token
 
 #: logged once per process and class when an operation is held because of its class
 UNKNOWN_CLASS_HOLD = "background_operation_unknown_class_hold"
@@ -88,7 +88,7 @@ def hold_before_run(database: str, operation: OperationRecord, job_id: Any) -> b
             return True
         _hold(conn, locked)
         where = {"partition": locked.partition, "id": locked.id}
-        if not MESSENGER.ready:  # no broker here: the scheduler hands it out after the hold
+        if not messenger().ready:  # no broker here: the scheduler hands it out after the hold
             conn.execute(
                 query("pipeline_release_operation", operations=operations), {**where, "token": None}
             )
@@ -99,7 +99,7 @@ def hold_before_run(database: str, operation: OperationRecord, job_id: Any) -> b
             query("pipeline_lease_operation", operations=operations),
             {**where, "token": token, "seconds": seconds},
         )
-        MESSENGER.send(conn, database, ORCHESTRATOR, database, str(locked.id), token)
+        messenger().send(conn, database, ORCHESTRATOR, database, str(locked.id), token)
     return True
 
 

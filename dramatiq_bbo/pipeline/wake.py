@@ -20,18 +20,18 @@ from ..observability.logs import logger
 from ..queries import query
 from ..records import OperationRecord
 from ..store import tables_for
-from .messages import MESSENGER, ORCHESTRATOR, new_token
+from .messages import ORCHESTRATOR, messenger, new_token
 
 
 def wake_in_transaction(conn: psycopg.Connection[Any], operation: OperationRecord) -> None:
     """Enqueue hook: lease + orchestrator message in the enqueue's transaction."""
-    if MESSENGER.ready and operation.database_name in MESSENGER.outbox_databases:
+    if messenger().ready and operation.database_name in messenger().outbox_databases:
         _lease_and_send(conn, operation)
 
 
 def wake(operation: OperationRecord) -> bool:
     """True when an orchestrator message was sent for ``operation``."""
-    if not MESSENGER.ready or not operation.unfinished:
+    if not messenger().ready or not operation.unfinished:
         return False
     try:
         with REGISTRY.connection(operation.database_name) as conn, conn.transaction():
@@ -57,5 +57,5 @@ def _lease_and_send(conn: psycopg.Connection[Any], operation: OperationRecord) -
     if row is None:
         return False
     database = operation.database_name
-    MESSENGER.send(conn, database, ORCHESTRATOR, database, str(operation.id), token)
+    messenger().send(conn, database, ORCHESTRATOR, database, str(operation.id), token)
     return True
