@@ -189,3 +189,9 @@ class UnsupportedBroker(ConfigurationError):
     """``setup(broker)`` got a broker that is not dramatiq-pg's ``PostgresBroker``: the
     pipeline writes its messages into dramatiq-pg's ``dramatiq.queue`` table, so any other
     broker would never see them."""
+
+
+class InvalidMiddleware(ConfigurationError):
+    """``setup(broker, middleware=[...])`` got something that is not a
+    :class:`dramatiq_bbo.Middleware` instance (a class instead of an instance, a dramatiq
+    broker middleware, a function): nothing is set up."""

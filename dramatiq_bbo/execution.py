@@ -64,6 +64,7 @@ from .outcomes import (
 from .queries import query
 from .reconnect import connection_lost, is_connection_error, retrying
 from .records import JobRecord, JobStatus, OperationRecord
+from .runtime import current
 from .statements import pipelined
 from .store import fetch_operation, tables_for
 from .tables import table_info, table_model
@@ -81,6 +82,8 @@ __all__ = [
 ]
 
 StopCheck = Callable[[], str | None]
+#: a stop check that sees the job it runs between (the pipeline's middleware gate)
+JobCheck = Callable[[OperationRecord, JobRecord], str | None]
 
 #: the interrupted_reason of a job stopped by its worker's shutdown (set by the pipeline)
 WORKER_SHUTDOWN = "worker_shutdown"
@@ -193,6 +196,7 @@ def run_job(
     database: str | None = None,
     connection: psycopg.Connection[Any] | None = None,
     stage_token: str | None = None,
+    job_check: JobCheck | None = None,
 ) -> JobOutcome:
     """Run one job of an operation: claim it (one more attempt, under a lease), run the
     author's ``perform()`` over it, and record how it ended (see :class:`JobOutcome`).
@@ -200,7 +204,8 @@ def run_job(
     ``connection``: an autocommit connection to ``database`` for the claim and the end of the
     job (a caller running many jobs keeps one), instead of one from the pool each time.
     ``stage_token``: the operation's stage lease a pipeline runner message holds; the job is
-    not claimed once another stage holds it, and the heartbeat renews it meanwhile."""
+    not claimed once another stage holds it, and the heartbeat renews it meanwhile.
+    ``job_check``: asked after ``stop_check`` between sub-batches, with the claimed job."""
     name = database or DEFAULT_DATABASE
     owner = new_owner()
 
@@ -210,10 +215,21 @@ def run_job(
 
     operation, previous, job = retrying(f"claiming job {job_id!s}", claim_it)
     lease = HEARTBEAT.hold(name, operation, job=job, owner=owner, stage_token=stage_token)
+    if job_check is not None:
+        stop_check = _with_job_check(stop_check, job_check, operation, job)
     try:
         return _run_claimed(name, connection, operation, job, owner, previous, stop_check)
     finally:
         HEARTBEAT.release(lease)
+
+
+def _with_job_check(
+    stop_check: StopCheck | None, job_check: JobCheck, operation: OperationRecord, job: JobRecord
+) -> StopCheck:
+    def check() -> str | None:
+        return (stop_check() if stop_check is not None else None) or job_check(operation, job)
+
+    return check
 
 
 def run_next_job(
@@ -345,7 +361,7 @@ def _end(
         raise LeaseLost(f"job {job.id} was taken over by another runner before it finished")
     final = JobRecord.from_row(row)
     job_event(operation, final, JobStatus.RUNNING, interrupted_reason=interrupted)
-    return JobOutcome(
+    outcome = JobOutcome(
         status=status,
         job=final,
         rows=engine.processed if engine else 0,
@@ -354,6 +370,8 @@ def _end(
         exception=exception,
         interrupted_reason=interrupted,
     )
+    current().after_job(operation, outcome)
+    return outcome
 
 
 def _ending(

@@ -21,14 +21,15 @@ from psycopg.rows import dict_row
 from ..completion import end_operation
 from ..db import REGISTRY
 from ..errors import TableChanged, TableNotFound
-from ..execution import create_next_job, prepare_retry, worker_event
+from ..execution import create_next_job, prepare_retry
 from ..observability.logs import logger
 from ..queries import query
 from ..records import JobRecord, OperationRecord, OperationStatus
+from ..runtime import transitioned
 from ..splitting import split_job, splittable_job
 from ..store import parse_operation_id, tables_for
-from .checks import pre_job_checks
 from .messages import ORCHESTRATOR, RUNNER, messenger, new_token
+from .middleware_hold import held_by_middleware
 from .scheduler import jobs_in_flight, scheduler_lock_key
 from .table_hold import hold_for_table
 from .unknown_class import hold_if_unknown
@@ -83,7 +84,7 @@ def orchestrate(database: str, operation_id: Any, token: str | None = None) -> D
             else:
                 _dispatch(conn, database, operation, job)
         if activated is not None:
-            worker_event(activated, OperationStatus.QUEUED)
+            transitioned(activated, OperationStatus.QUEUED)
     if job is None:
         end_operation(database, operation, int(REGISTRY.settings.max_attempts))
         return Decision.FINISHED
@@ -113,9 +114,8 @@ def _refusal(
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (scheduler_lock_key(operation.database_name),))
     if jobs_in_flight(conn) >= int(REGISTRY.settings.max_running_jobs):
         return Decision.NO_CAPACITY
-    for check in pre_job_checks:
-        if check(conn, operation):
-            return Decision.HELD_BY_CHECK
+    if held_by_middleware(conn, operation):  # health, and the application's middleware
+        return Decision.HELD_BY_CHECK
     return None
 
 

@@ -24,7 +24,7 @@ from .messages import ORCHESTRATOR, messenger, new_token
 
 
 def wake_in_transaction(conn: psycopg.Connection[Any], operation: OperationRecord) -> None:
-    """Enqueue hook: lease + orchestrator message in the enqueue's transaction."""
+    """Lease + orchestrator message in the enqueue's transaction (enqueue calls it)."""
     if messenger().ready and operation.database_name in messenger().outbox_databases:
         _lease_and_send(conn, operation)
 

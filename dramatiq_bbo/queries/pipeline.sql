@@ -165,7 +165,7 @@ FROM {queue}
 WHERE "state" = 'queued' AND queue_name = ANY(%(queues)s::text[]);
 
 -- name: pipeline_hold_with_reason
--- description: Hold the operation until now() + seconds with a reason an operator reads in get_operation (a table that changed since enqueue).
+-- description: Hold the operation until now() + seconds with a reason an operator reads in get_operation (a table that changed since enqueue, a middleware's before_job reason).
 UPDATE {operations}
 SET on_hold_until = now() + make_interval(secs => %(seconds)s),
     hold_reason = left(%(reason)s, 1000)
