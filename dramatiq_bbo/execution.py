@@ -38,7 +38,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from . import retries
-from .batching import Keyset, SubBatchEngine, sub_batch_guards
+from .batching import JobCheck, Keyset, SubBatchEngine, sub_batch_guards
 from .bookkeeping import bookkeeping, finish_job
 from .claims import claim, claim_new, new_owner, other_job_running
 from .db import DEFAULT_DATABASE, REGISTRY
@@ -59,7 +59,6 @@ from .outcomes import (
     class_name,
     exception_message,
     job_event,
-    worker_event,
 )
 from .queries import query
 from .reconnect import connection_lost, is_connection_error, retrying
@@ -78,12 +77,9 @@ __all__ = [
     "run_job",
     "run_next_job",
     "run_to_completion",
-    "worker_event",
 ]
 
 StopCheck = Callable[[], str | None]
-#: a stop check that sees the job it runs between (the pipeline's middleware gate)
-JobCheck = Callable[[OperationRecord, JobRecord], str | None]
 
 #: the interrupted_reason of a job stopped by its worker's shutdown (set by the pipeline)
 WORKER_SHUTDOWN = "worker_shutdown"
@@ -205,7 +201,7 @@ def run_job(
     job (a caller running many jobs keeps one), instead of one from the pool each time.
     ``stage_token``: the operation's stage lease a pipeline runner message holds; the job is
     not claimed once another stage holds it, and the heartbeat renews it meanwhile.
-    ``job_check``: asked after ``stop_check`` between sub-batches, with the claimed job."""
+    ``job_check``: asked after ``stop_check``, with the claimed job (the middleware's gate)."""
     name = database or DEFAULT_DATABASE
     owner = new_owner()
 
@@ -215,21 +211,11 @@ def run_job(
 
     operation, previous, job = retrying(f"claiming job {job_id!s}", claim_it)
     lease = HEARTBEAT.hold(name, operation, job=job, owner=owner, stage_token=stage_token)
-    if job_check is not None:
-        stop_check = _with_job_check(stop_check, job_check, operation, job)
+    checks = (stop_check, job_check)
     try:
-        return _run_claimed(name, connection, operation, job, owner, previous, stop_check)
+        return _run_claimed(name, connection, operation, job, owner, previous, *checks)
     finally:
         HEARTBEAT.release(lease)
-
-
-def _with_job_check(
-    stop_check: StopCheck | None, job_check: JobCheck, operation: OperationRecord, job: JobRecord
-) -> StopCheck:
-    def check() -> str | None:
-        return (stop_check() if stop_check is not None else None) or job_check(operation, job)
-
-    return check
 
 
 def run_next_job(
@@ -262,6 +248,7 @@ def _run_claimed(
     owner: str,
     previous: JobStatus,
     stop_check: StopCheck | None,
+    job_check: JobCheck | None = None,
 ) -> JobOutcome:
     """Run ``perform()`` over a job this runner claimed, and record how it ended."""
     job_event(operation, job, previous)
@@ -277,6 +264,7 @@ def _run_claimed(
             lease_owner=owner,
             settings=REGISTRY.settings,
             stop_check=lease_lost_check(name, job, stop_check),
+            job_check=job_check,
         )
         instance._engine = engine
         instance.perform()
