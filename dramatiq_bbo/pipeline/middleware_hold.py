@@ -5,6 +5,7 @@ A middleware that answers a reason (a string) holds the operation like a health 
 the orchestrator's transaction with the operation row locked, and logged as
 :data:`MIDDLEWARE_HOLD`. The orchestrator then calls the operation back when the hold ends,
 and asks again. ``True`` holds off without a hold of ours: the middleware recorded why.
+When no middleware objects, an expired hold is cleared: its reason no longer holds.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ def held_by_middleware(conn: psycopg.Connection[Any], operation: OperationRecord
     answer = current().before_job(conn, operation)
     if isinstance(answer, str):
         hold_for_reason(conn, operation, answer)
+    elif not answer and operation.on_hold_until is not None:  # expired: a live one is refused
+        operations, _ = tables_for(operation)
+        conn.execute(
+            query("pipeline_release_expired_hold", operations=operations),
+            {"partition": operation.partition, "id": operation.id},
+        )
     return bool(answer)
 
 

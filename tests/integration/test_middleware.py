@@ -135,6 +135,7 @@ def test_a_before_job_reason_holds_the_operation_with_that_reason_and_starts_not
     assert run("main", operation.id, dispatched_job_id(operation)) is not None
     final, _ = drive(operation.id)
     assert final.status == OperationStatus.FINISHED
+    assert final.hold_reason is None and final.on_hold_until is None  # cleared once expired
     assert visits(conn) == {i: 1 for i in range(1, ROWS + 1)}
 
 
