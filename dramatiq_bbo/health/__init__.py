@@ -3,9 +3,9 @@
 ``from dramatiq_bbo import health``. Each indicator answers a :class:`Signal` (``NORMAL``,
 ``STOP``, ``UNKNOWN``, ``NOT_AVAILABLE``) with a reason; only ``STOP`` halts work. They are
 asked before each job and between sub-batches (:class:`HealthMiddleware`, which ``bbo.setup``
-installs unless its ``middleware=`` list leaves it out); a
-stop holds the operation for ``health_hold_seconds`` (visible in ``bbo.get_operation`` as
-``on_hold_until`` and ``hold_reason``) and it resumes by itself afterwards.
+installs unless its ``middleware=`` list leaves it out); a stop holds the operation for
+``health_hold_seconds`` (visible in ``bbo.get_operation`` as ``on_hold_until`` and
+``hold_reason``) and it resumes by itself afterwards.
 
 - Built-in indicators (one module each): ``long_transaction``, ``saturation``,
   ``autovacuum``, ``wal_archive``, ``wal_rate``, ``replication_lag``, and ``prometheus``
