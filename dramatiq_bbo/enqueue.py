@@ -239,6 +239,8 @@ def _lock_check_insert(
 def _wake_in_transaction(conn: psycopg.Connection[Any], operation: OperationRecord) -> None:
     """The orchestrator's first message, committed with the operation; a failure is logged
     and undone (its own savepoint), never failing the enqueue: the tick covers it."""
+    if not current().messenger.ready:  # no setup here: no savepoint for nothing
+        return
     try:
         with conn.transaction():
             wake_in_transaction(conn, operation)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import dramatiq
@@ -78,7 +79,7 @@ def setup(
     queue_name: str | None = None,
     cron: str = "* * * * *",
     outbox_databases: set[str] | None = None,
-    middleware: list[BBOMiddleware] | None = None,
+    middleware: Sequence[BBOMiddleware] | None = None,
 ) -> dict[str, dramatiq.Actor[Any, Any]]:
     """Declare the scheduler, orchestrator and runner actors on ``broker``.
 
@@ -90,9 +91,10 @@ def setup(
     - ``middleware``: :class:`dramatiq_bbo.Middleware` instances, called in this order
       (default: :func:`default_middleware`; a list replaces the defaults, ``[]`` runs none).
 
-    Called again, it keeps the actors declared and replaces the rest (queue, outbox
-    databases, middleware). A broker that is not dramatiq-pg's ``PostgresBroker`` is refused
-    (:class:`~dramatiq_bbo.errors.UnsupportedBroker`): the messages are rows of its queue table.
+    Called again, it installs a new runtime (broker, queue, outbox databases, middleware);
+    actors already declared on the broker stay as they are. A broker that is not dramatiq-pg's
+    ``PostgresBroker`` is refused (:class:`~dramatiq_bbo.errors.UnsupportedBroker`): the
+    messages are rows of its queue table.
     """
     check_broker(broker)
     installed = tuple(default_middleware() if middleware is None else middleware)
