@@ -47,8 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dramatiq_bbo as bbo  # noqa: E402
 from benchmarks.common import fresh_database, postgres, print_table, server_version  # noqa: E402
-from dramatiq_bbo import health  # noqa: E402
-from dramatiq_bbo.pipeline import checks, scheduler  # noqa: E402
+from dramatiq_bbo import health, runtime  # noqa: E402
+from dramatiq_bbo.pipeline import scheduler  # noqa: E402
 from dramatiq_bbo.pipeline.orchestrator import Decision, orchestrate  # noqa: E402
 from dramatiq_bbo.pipeline.runner import run  # noqa: E402
 from dramatiq_bbo.records import JobRecord, OperationStatus  # noqa: E402
@@ -118,17 +118,17 @@ def drive(operation_id: Any) -> bbo.OperationRecord:
 
 
 # -- 1. cost --------------------------------------------------------------------------------------
-class TimedCheck:
-    """The between-sub-batch hook, timed."""
+class TimedHealth(health.HealthMiddleware):
+    """The health middleware, its between-sub-batch gate timed."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
         self.calls = 0
 
-    def __call__(self, operation: bbo.OperationRecord) -> str | None:
+    def between_sub_batches(self, operation: bbo.OperationRecord, job: Any) -> str | None:
         started = time.perf_counter()
         try:
-            return health.sub_batch_check(operation)
+            return super().between_sub_batches(operation, job)
         finally:
             self.seconds += time.perf_counter() - started
             self.calls += 1
@@ -136,22 +136,18 @@ class TimedCheck:
 
 def cost_run(dsn: str, args: argparse.Namespace, side: str, sub_batch: int) -> dict[str, float]:
     reset_table(dsn, args.rows)
-    timed = TimedCheck()
-    health.uninstall()
-    if side != "no checks":
-        checks.pre_job_checks.append(health.pre_job_check)
-        checks.sub_batch_checks.append(timed)
+    timed = TimedHealth()
+    middleware = () if side == "no checks" else (timed,)
     if side.endswith("user callable"):
         health.register(app_signal, name="app")
     health.clear_cache()
     try:
-        operation = enqueue(args.rows, sub_batch)
-        started = time.perf_counter()
-        final = drive(operation.id)
-        wall = time.perf_counter() - started
+        with runtime.installed(runtime.Runtime(middleware=middleware)):
+            operation = enqueue(args.rows, sub_batch)
+            started = time.perf_counter()
+            final = drive(operation.id)
+            wall = time.perf_counter() - started
     finally:
-        checks.sub_batch_checks[:] = [c for c in checks.sub_batch_checks if c is not timed]
-        health.uninstall()
         health.unregister("app")
     assert final.status == OperationStatus.FINISHED, final
     metrics = [j.metrics for j in bbo.list_jobs(final)]
@@ -194,7 +190,7 @@ def reaction_run(dsn: str, args: argparse.Namespace, cache: float) -> tuple[int,
     reset_table(dsn, args.rows)
     STATE.update(stop=False, stop_after=args.stop_after, sub_batches=0)
     health.register(app_signal, name="app", cache_seconds=cache)
-    health.install()
+    previous = runtime.install(runtime.Runtime(middleware=(health.HealthMiddleware(),)))
     health.clear_cache()
     try:
         operation = enqueue(args.rows, args.sub_batch)
@@ -204,7 +200,7 @@ def reaction_run(dsn: str, args: argparse.Namespace, cache: float) -> tuple[int,
         outcome = run("main", operation.id, dispatched_job(operation).id)
         ended = time.monotonic()
     finally:
-        health.uninstall()
+        runtime.install(previous)
         health.unregister("app")
     assert outcome is not None and outcome.interrupted_reason == "health_stop", outcome
     job = outcome.job
@@ -240,7 +236,7 @@ def resume_run(dsn: str, args: argparse.Namespace) -> tuple[float, float]:
     reset_table(dsn, args.rows)
     STATE.update(stop=False, stop_after=args.stop_after, sub_batches=0)
     health.register(app_signal, name="app")
-    health.install()
+    previous = runtime.install(runtime.Runtime(middleware=(health.HealthMiddleware(),)))
     health.clear_cache()
     try:
         operation = enqueue(args.rows, args.sub_batch)
@@ -257,7 +253,7 @@ def resume_run(dsn: str, args: argparse.Namespace) -> tuple[float, float]:
         run("main", held.id, dispatched_job(current).id)
         final = drive(held.id)
     finally:
-        health.uninstall()
+        runtime.install(previous)
         health.unregister("app")
     assert final.status == OperationStatus.FINISHED and final.finished_at is not None
     assert held.on_hold_until is not None

@@ -22,8 +22,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .batching import SubBatch
     from .control import cancel, pause, resume
     from .execution import run_to_completion
+    from .middleware import Middleware
     from .operation import BaseOperation, register
-    from .pipeline.actors import setup
+    from .pipeline.actors import default_middleware, setup
     from .pipeline.cron_operations import schedule
     from .records import JobRecord, JobStatus, OperationRecord, OperationStatus
     from .store import get_operation, list_jobs
@@ -43,6 +44,8 @@ _LAZY = {
     "resume": "control",
     "cancel": "control",
     "setup": "pipeline.actors",
+    "default_middleware": "pipeline.actors",
+    "Middleware": "middleware",
     "schedule": "pipeline.cron_operations",
 }
 
@@ -73,10 +76,12 @@ __all__ = [
     "EnqueueResult",
     "JobRecord",
     "JobStatus",
+    "Middleware",
     "OperationRecord",
     "OperationStatus",
     "SubBatch",
     "configure",
+    "default_middleware",
     "enqueue",
     "errors",
     "get_operation",

@@ -57,6 +57,7 @@ from .sub_batch import SubBatch
 from .timeouts import timeout_kind, translate_timeouts
 
 __all__ = [
+    "JobCheck",
     "Keyset",
     "SubBatch",
     "SubBatchEngine",
@@ -65,6 +66,9 @@ __all__ = [
     "timeout_kind",
     "translate_timeouts",
 ]
+
+#: a stop check that sees the job it runs between (the pipeline's middleware gate)
+JobCheck = Callable[[OperationRecord, JobRecord], str | None]
 
 
 def sub_batch_guards(settings: Settings) -> dict[str, str]:
@@ -81,8 +85,8 @@ def sub_batch_guards(settings: Settings) -> dict[str, str]:
 class SubBatchEngine:
     """Walks one job's range in sub-batches for ``each_sub_batch()`` (see the module docstring).
 
-    ``stop_check()`` runs between sub-batches; a non-None reason ends the walk cleanly at the
-    checkpoint and is kept in ``interrupted_reason``.
+    ``stop_check()``, then ``job_check(operation, job)``, run between sub-batches; a non-None
+    reason ends the walk cleanly at the checkpoint and is kept in ``interrupted_reason``.
     """
 
     def __init__(
@@ -94,6 +98,7 @@ class SubBatchEngine:
         lease_owner: str,
         settings: Settings,
         stop_check: Callable[[], str | None] | None = None,
+        job_check: JobCheck | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.keyset = keyset
@@ -103,6 +108,7 @@ class SubBatchEngine:
         self.lease_owner = lease_owner
         self.settings = settings
         self.stop_check = stop_check
+        self.job_check = job_check
         self._sleep = sleep
         self._operations, self._jobs = tables_for(operation)
         self.checkpoint: list[Any] | None = job.checkpoint_cursor
@@ -160,6 +166,8 @@ class SubBatchEngine:
             while not self.exhausted:
                 if not first:
                     reason = self.stop_check() if self.stop_check is not None else None
+                    if not reason and self.job_check is not None:
+                        reason = self.job_check(self.operation, self.job)
                     if reason:
                         self.interrupted_reason = str(reason)
                         return

@@ -36,12 +36,13 @@ from psycopg.rows import dict_row
 from . import retries
 from .db import DEFAULT_DATABASE, REGISTRY
 from .errors import InvalidTransition, LeaseLost, OperationNotFound
-from .execution import StopCheck, prepare_retry, run_job, run_next_job, worker_event
+from .execution import StopCheck, prepare_retry, run_job, run_next_job
 from .heartbeat import HEARTBEAT, release_stage, take_stage
 from .migrations import requires_schema
 from .queries import query
 from .reconnect import CONNECTION_LOST, is_broken, retrying
 from .records import JobRecord, OperationRecord, OperationStatus
+from .runtime import transitioned
 from .splitting import split_next
 from .statements import pipelined
 from .store import fetch_operation, get_operation, tables_for
@@ -209,7 +210,7 @@ def _activate(name: str, operation_id: Any) -> OperationRecord:
         if row is None:  # changed under us (paused, cancelled, or activated elsewhere)
             return fetch_operation(conn, operation.id) or operation
     active = OperationRecord.from_row(row)
-    worker_event(active, OperationStatus.QUEUED)
+    transitioned(active, OperationStatus.QUEUED)
     return active
 
 
@@ -241,7 +242,7 @@ def end_operation(
         if row is None:
             return fetch_operation(conn, operation.id) or operation
     ended = OperationRecord.from_row(row)
-    worker_event(ended, OperationStatus.ACTIVE)
+    transitioned(ended, OperationStatus.ACTIVE)
     return ended
 
 

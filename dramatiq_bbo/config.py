@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from . import runtime
 from .db import DEFAULT_DATABASE, REGISTRY
 from .errors import ConfigurationError
 from .settings import Settings, check_database
@@ -50,8 +51,10 @@ def configure(
 
 
 def reset() -> None:
-    """Forget the configuration (closes connection pools). Mostly for tests."""
+    """Forget the configuration (closes connection pools) and the pipeline ``setup`` put in
+    force (its broker and middleware). Mostly for tests."""
     REGISTRY.reset()
+    runtime.clear()
     from . import models
 
     models.unbind()

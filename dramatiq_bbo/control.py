@@ -13,9 +13,9 @@ from psycopg.rows import dict_row
 
 from .db import DEFAULT_DATABASE, REGISTRY
 from .errors import InvalidTransition, OperationNotFound
-from .execution import worker_event
 from .queries import query
 from .records import OperationRecord, OperationStatus
+from .runtime import transitioned
 from .store import fetch_operation, parse_operation_id, tables_for
 
 _ALLOWED = {
@@ -63,5 +63,5 @@ def _transition(action: str, operation_id: Any, database: str | None) -> Operati
             ).fetchone()
     assert row is not None
     after = OperationRecord.from_row(row)
-    worker_event(after, before.status)
+    transitioned(after, before.status)
     return after

@@ -19,16 +19,19 @@ advisory lock on a hash of the configuration, then looks in every partition, the
 Racing enqueues of one configuration therefore queue on the lock and create exactly one row.
 
 Transactions. Without ``connection=``, enqueue runs in its own READ COMMITTED transaction on a
-pooled connection, then calls :data:`after_enqueue_hooks`. :data:`in_transaction_hooks` run
-inside the transaction, right after the insert: the pipeline writes the orchestrator's first
-message there (a transactional outbox), so the operation starts on commit. With
-``connection=`` (a psycopg 3 connection, or a peewee ``Psycopg3Database`` whose current
-connection is used), enqueue joins the transaction in progress, so the operation — and that
-first message — exist only if the caller commits; after-commit hooks are then *not* called.
-A non-autocommit psycopg connection counts as the caller's transaction too (the caller
-commits). An idle autocommit connection gets a transaction of ours, committed before
-returning, and the after-commit hooks run. The connection must point
-at the database the operation names (``database=``); that cannot be checked.
+pooled connection, then :func:`after_commit`: the pipeline's wake, then the middleware's
+``after_enqueue``. Inside the transaction, right after the insert, the pipeline writes the
+orchestrator's first message (a transactional outbox, :func:`~dramatiq_bbo.pipeline.wake.
+wake_in_transaction`), so the operation starts on commit. Both wakes are plain code, not
+middleware: they are the pipeline itself, always there once ``setup(broker)`` ran, and do
+nothing without it. With ``connection=`` (a psycopg 3 connection, or a peewee
+``Psycopg3Database`` whose current connection is used), enqueue joins the transaction in
+progress, so the operation — and that first message — exist only if the caller commits;
+:func:`after_commit` is then *not* called. A non-autocommit psycopg connection counts as the
+caller's transaction too (the caller commits). An idle autocommit connection gets a
+transaction of ours, committed before returning, and :func:`after_commit` runs. The
+connection must point at the database the operation names (``database=``); that cannot be
+checked.
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,8 +69,10 @@ from .observability.logs import (
 )
 from .operation import BaseOperation, resolve
 from .pipeline.setup_checks import warn_without_pipeline
+from .pipeline.wake import wake, wake_in_transaction
 from .queries import query
 from .records import OperationRecord
+from .runtime import current
 from .store import CELL_LOCAL, ORGANIZATION
 from .table_policy import (
     check_model_table,
@@ -76,17 +80,6 @@ from .table_policy import (
     check_table_allowed,
     privilege_error,
 )
-
-#: Called with the new operation after enqueue's own transaction committed (not for
-#: duplicates, not inside a caller's transaction). A failing hook is logged, never raised.
-after_enqueue_hooks: list[Callable[[OperationRecord], None]] = []
-
-#: called inside the enqueue transaction, right after a new operation row is inserted, with
-#: that connection: whatever they write commits with the operation or not at all (the
-#: pipeline writes the orchestrator's first message there: a transactional outbox, which also
-#: covers enqueues inside the caller's transaction). A failing hook is logged and undone
-#: (it runs in a savepoint of its own); it never fails the enqueue.
-in_transaction_hooks: list[Callable[[psycopg.Connection[Any], OperationRecord], None]] = []
 
 
 @dataclass(frozen=True)
@@ -152,19 +145,18 @@ def enqueue(
             _announce(result)
             return result
         result = _enqueue_in_own_transaction(conn, request)
-    if not result.duplicate:  # committed: wake whoever listens (the pool connection is back)
-        run_after_enqueue_hooks(result.operation)
+    if not result.duplicate:  # committed (and the pool connection is back)
+        after_commit(result.operation)
     return result
 
 
-def run_after_enqueue_hooks(operation: OperationRecord) -> None:
-    """Call :data:`after_enqueue_hooks` for a committed new operation; a failing hook is
-    logged, never raised (the scheduler's tick covers what it would have done)."""
-    for hook in list(after_enqueue_hooks):
-        try:
-            hook(operation)
-        except Exception:
-            logger.exception("after-enqueue hook %r failed", hook)
+def after_commit(operation: OperationRecord) -> None:
+    """What follows a committed new operation: the pipeline wakes it (a no-op when the
+    in-transaction wake already sent its message, or without ``setup``), then the
+    middleware's ``after_enqueue`` runs. Neither raises: a failed wake only costs latency
+    (the scheduler's tick re-drives the operation) and a failing hook is logged."""
+    wake(operation)
+    current().after_enqueue(operation)
 
 
 # -- the transaction ----------------------------------------------------------------------------
@@ -249,17 +241,20 @@ def _lock_check_insert(
         row = cur.execute(insert, values).fetchone()
     assert row is not None
     operation = OperationRecord.from_row(row)
-    _run_in_transaction_hooks(conn, operation)
+    _wake_in_transaction(conn, operation)
     return EnqueueResult(operation, duplicate=False, warnings=warnings)
 
 
-def _run_in_transaction_hooks(conn: psycopg.Connection[Any], operation: OperationRecord) -> None:
-    for hook in list(in_transaction_hooks):
-        try:
-            with conn.transaction():
-                hook(conn, operation)
-        except Exception:
-            logger.exception("in-transaction enqueue hook %r failed", hook)
+def _wake_in_transaction(conn: psycopg.Connection[Any], operation: OperationRecord) -> None:
+    """The orchestrator's first message, committed with the operation; a failure is logged
+    and undone (its own savepoint), never failing the enqueue: the tick covers it."""
+    if not current().messenger.ready:  # no setup here: no savepoint for nothing
+        return
+    try:
+        with conn.transaction():
+            wake_in_transaction(conn, operation)
+    except Exception:
+        logger.exception("waking operation %s in the enqueue transaction failed", operation.id)
 
 
 def lock_key(request: EnqueueRequest, table: TableInfo) -> int:

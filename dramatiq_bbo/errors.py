@@ -195,6 +195,12 @@ class UnsupportedBroker(ConfigurationError):
     broker would never see them."""
 
 
+class InvalidMiddleware(ConfigurationError):
+    """``setup(broker, middleware=[...])`` got something that is not a
+    :class:`dramatiq_bbo.Middleware` instance (a class instead of an instance, a dramatiq
+    broker middleware, a function): nothing is set up."""
+
+
 def error_chain(exc: BaseException | None) -> Iterator[BaseException]:
     """``exc`` and every error it wraps, each once: its cause, its context, the original a
     peewee error carries in ``orig``, and errors passed as its arguments."""

@@ -38,7 +38,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from . import retries
-from .batching import Keyset, SubBatchEngine, sub_batch_guards
+from .batching import JobCheck, Keyset, SubBatchEngine, sub_batch_guards
 from .bookkeeping import bookkeeping, finish_job
 from .claims import claim, claim_new, new_owner, other_job_running
 from .db import DEFAULT_DATABASE, REGISTRY
@@ -59,11 +59,11 @@ from .outcomes import (
     class_name,
     exception_message,
     job_event,
-    worker_event,
 )
 from .queries import query
 from .reconnect import connection_lost, is_connection_error, retrying
 from .records import JobRecord, JobStatus, OperationRecord
+from .runtime import current
 from .statements import pipelined
 from .store import fetch_operation, insert_job, tables_for
 from .tables import table_info, table_model
@@ -77,7 +77,6 @@ __all__ = [
     "run_job",
     "run_next_job",
     "run_to_completion",
-    "worker_event",
 ]
 
 StopCheck = Callable[[], str | None]
@@ -187,6 +186,7 @@ def run_job(
     database: str | None = None,
     connection: psycopg.Connection[Any] | None = None,
     stage_token: str | None = None,
+    job_check: JobCheck | None = None,
 ) -> JobOutcome:
     """Run one job of an operation: claim it (one more attempt, under a lease), run the
     author's ``perform()`` over it, and record how it ended (see :class:`JobOutcome`).
@@ -194,7 +194,8 @@ def run_job(
     ``connection``: an autocommit connection to ``database`` for the claim and the end of the
     job (a caller running many jobs keeps one), instead of one from the pool each time.
     ``stage_token``: the operation's stage lease a pipeline runner message holds; the job is
-    not claimed once another stage holds it, and the heartbeat renews it meanwhile."""
+    not claimed once another stage holds it, and the heartbeat renews it meanwhile.
+    ``job_check``: asked after ``stop_check``, with the claimed job (the middleware's gate)."""
     name = database or DEFAULT_DATABASE
     owner = new_owner()
 
@@ -204,8 +205,9 @@ def run_job(
 
     operation, previous, job = retrying(f"claiming job {job_id!s}", claim_it)
     lease = HEARTBEAT.hold(name, operation, job=job, owner=owner, stage_token=stage_token)
+    checks = (stop_check, job_check)
     try:
-        return _run_claimed(name, connection, operation, job, owner, previous, stop_check)
+        return _run_claimed(name, connection, operation, job, owner, previous, *checks)
     finally:
         HEARTBEAT.release(lease)
 
@@ -240,6 +242,7 @@ def _run_claimed(
     owner: str,
     previous: JobStatus,
     stop_check: StopCheck | None,
+    job_check: JobCheck | None = None,
 ) -> JobOutcome:
     """Run ``perform()`` over a job this runner claimed, and record how it ended."""
     job_event(operation, job, previous)
@@ -255,6 +258,7 @@ def _run_claimed(
             lease_owner=owner,
             settings=REGISTRY.settings,
             stop_check=lease_lost_check(name, job, stop_check),
+            job_check=job_check,
         )
         instance._engine = engine
         instance.perform()
@@ -339,7 +343,7 @@ def _end(
         raise LeaseLost(f"job {job.id} was taken over by another runner before it finished")
     final = JobRecord.from_row(row)
     job_event(operation, final, JobStatus.RUNNING, interrupted_reason=interrupted)
-    return JobOutcome(
+    outcome = JobOutcome(
         status=status,
         job=final,
         rows=engine.processed if engine else 0,
@@ -348,6 +352,8 @@ def _end(
         exception=exception,
         interrupted_reason=interrupted,
     )
+    current().after_job(operation, outcome)
+    return outcome
 
 
 def _ending(

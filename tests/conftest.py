@@ -9,7 +9,6 @@ another's leftovers. Nothing is mocked.
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
 import uuid
@@ -136,26 +135,3 @@ def configured(dsn: str) -> Iterator[str]:
         yield dsn
     finally:
         bbo.reset()
-
-
-@pytest.fixture(autouse=True)
-def pipeline_hooks() -> Iterator[None]:
-    """``setup(broker)`` plugs the health checks and the enqueue wake-ups into process-wide
-    hook lists and points the messenger at its broker; restore all of it after each test,
-    so one test's ``setup()`` never throttles, or sends messages for, the tests after it."""
-    from dramatiq_bbo.pipeline import checks, messages
-
-    # the module, not the function of the same name that the package exports
-    enqueue_module = importlib.import_module("dramatiq_bbo.enqueue")
-
-    saved = list(checks.pre_job_checks), list(checks.sub_batch_checks)
-    saved_enqueue = (
-        list(enqueue_module.after_enqueue_hooks),
-        list(enqueue_module.in_transaction_hooks),
-    )
-    saved_broker = messages.MESSENGER.broker
-    yield
-    checks.pre_job_checks[:], checks.sub_batch_checks[:] = saved
-    enqueue_module.after_enqueue_hooks[:] = saved_enqueue[0]
-    enqueue_module.in_transaction_hooks[:] = saved_enqueue[1]
-    messages.MESSENGER.broker = saved_broker

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
+
+from dramatiq_bbo.runtime import Messenger, current, installed
 
 
 def wait_until(
@@ -19,3 +23,9 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s: {predicate!r}")
         time.sleep(interval)
+
+
+def without_broker() -> contextlib.AbstractContextManager[Any]:
+    """The runtime in force minus its broker, for the block: the stages write no message (the
+    test plays them, or only a scheduler pass may start the work), the middleware stays."""
+    return installed(dataclasses.replace(current(), messenger=Messenger()))

@@ -2,9 +2,10 @@
 
 ``from dramatiq_bbo import health``. Each indicator answers a :class:`Signal` (``NORMAL``,
 ``STOP``, ``UNKNOWN``, ``NOT_AVAILABLE``) with a reason; only ``STOP`` halts work. They are
-asked before each job and between sub-batches (:func:`install`, done by ``bbo.setup``); a
-stop holds the operation for ``health_hold_seconds`` (visible in ``bbo.get_operation`` as
-``on_hold_until`` and ``hold_reason``) and it resumes by itself afterwards.
+asked before each job and between sub-batches (:class:`HealthMiddleware`, which ``bbo.setup``
+installs unless its ``middleware=`` list leaves it out); a stop holds the operation for
+``health_hold_seconds`` (visible in ``bbo.get_operation`` as ``on_hold_until`` and
+``hold_reason``) and it resumes by itself afterwards.
 
 - Built-in indicators (one module each): ``long_transaction``, ``saturation``,
   ``autovacuum``, ``wal_archive``, ``wal_rate``, ``replication_lag``, and ``prometheus``
@@ -17,10 +18,10 @@ stop holds the operation for ``health_hold_seconds`` (visible in ``bbo.get_opera
 from __future__ import annotations
 
 from .base import Context, Indicator, Result, Signal
-from .checks import HEALTH_STOP, install, pre_job_check, sub_batch_check, uninstall
 from .evaluator import Evaluation, clear_cache, evaluate
 from .hold import hold, release
 from .indicators import BUILTIN_INDICATORS, configured, register, registered, unregister
+from .middleware import HEALTH_STOP, HealthMiddleware
 from .settings import DEFAULTS, HealthSettings
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "HealthSettings",
     "Context",
     "Evaluation",
+    "HealthMiddleware",
     "Indicator",
     "Result",
     "Signal",
@@ -37,12 +39,8 @@ __all__ = [
     "configured",
     "evaluate",
     "hold",
-    "install",
-    "pre_job_check",
     "register",
     "registered",
     "release",
-    "sub_batch_check",
-    "uninstall",
     "unregister",
 ]

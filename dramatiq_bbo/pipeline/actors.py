@@ -19,22 +19,22 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import dramatiq
 from dramatiq.middleware import Middleware
 from periodiq import PeriodiqMiddleware
 
+from .. import runtime
 from ..cron import cron_spec
 from ..db import REGISTRY
-from ..enqueue import after_enqueue_hooks, in_transaction_hooks
-from ..health import install as install_health_checks
+from ..health.middleware import HealthMiddleware
+from ..middleware import Middleware as BBOMiddleware
 from ..reconnect import retrying
-from ..records import OperationRecord
 from . import messages, orchestrator, runner, scheduler, shutdown
 from .cron_operations import declare_cron_operations
-from .setup_checks import check_broker, schema_checked
-from .wake import wake, wake_in_transaction
+from .setup_checks import check_broker, check_middleware, schema_checked
 from .watchdog import WATCHDOG
 
 logger = logging.getLogger("dramatiq_bbo")
@@ -66,12 +66,20 @@ class WorkerShutdown(Middleware):
         shutdown.finish(broker)
 
 
+def default_middleware() -> list[BBOMiddleware]:
+    """Fresh instances of the middleware ``setup`` installs when given none: the health
+    throttling (:class:`~dramatiq_bbo.health.HealthMiddleware`). Extend it with
+    ``setup(broker, middleware=[*bbo.default_middleware(), Mine()])``."""
+    return [HealthMiddleware()]
+
+
 def setup(
     broker: dramatiq.Broker,
     *,
     queue_name: str | None = None,
     cron: str = "* * * * *",
     outbox_databases: set[str] | None = None,
+    middleware: Sequence[BBOMiddleware] | None = None,
 ) -> dict[str, dramatiq.Actor[Any, Any]]:
     """Declare the scheduler, orchestrator and runner actors on ``broker``.
 
@@ -80,19 +88,25 @@ def setup(
     - ``outbox_databases``: registry names whose Postgres database holds the broker's
       ``dramatiq.queue`` (default ``{"main"}``): messages of operations there are written
       in the same transaction as the state change.
+    - ``middleware``: :class:`dramatiq_bbo.Middleware` instances, called in this order
+      (default: :func:`default_middleware`; a list replaces the defaults, ``[]`` runs none).
 
-    A broker that is not dramatiq-pg's ``PostgresBroker`` is refused
-    (:class:`~dramatiq_bbo.errors.UnsupportedBroker`): the messages are rows of its queue table.
+    Called again, it installs a new runtime (broker, queue, outbox databases, middleware);
+    actors already declared on the broker stay as they are. A broker that is not dramatiq-pg's
+    ``PostgresBroker`` is refused (:class:`~dramatiq_bbo.errors.UnsupportedBroker`): the
+    messages are rows of its queue table.
     """
     check_broker(broker)
+    installed = tuple(default_middleware() if middleware is None else middleware)
+    check_middleware(installed)
     queue = queue_name or REGISTRY.settings.queue_name
     if not any(isinstance(m, PeriodiqMiddleware) for m in broker.middleware):
         broker.add_middleware(PeriodiqMiddleware())
     if not any(isinstance(m, WorkerShutdown) for m in broker.middleware):
         broker.add_middleware(WorkerShutdown())
-    messages.MESSENGER.broker = broker
-    messages.MESSENGER.queue_name = queue
-    messages.MESSENGER.outbox_databases = set(outbox_databases or {"main"})
+    outbox = frozenset(outbox_databases or {"main"})
+    messenger = runtime.Messenger(broker=broker, queue_name=queue, outbox_databases=outbox)
+    runtime.install(runtime.Runtime(messenger=messenger, middleware=installed))
 
     def declare(fn: Any, name: str, **options: Any) -> dramatiq.Actor[Any, Any]:
         if name in broker.actors:  # setup() called again: keep one declaration
@@ -117,11 +131,6 @@ def setup(
         ),
     }
     actors.update(declare_cron_operations(broker, queue))  # bbo.schedule(...) declarations
-    if _wake_after_enqueue not in after_enqueue_hooks:
-        after_enqueue_hooks.append(_wake_after_enqueue)
-    if wake_in_transaction not in in_transaction_hooks:
-        in_transaction_hooks.append(wake_in_transaction)
-    install_health_checks()  # indicators asked before each job and between sub-batches
     return actors
 
 
@@ -160,7 +169,3 @@ def _runner(database: str, operation_id: str, job_id: str, token: str | None = N
     if shutdown.refuse(messages.RUNNER, (database, operation_id, job_id, token)):
         return
     runner.run(database, operation_id, job_id, token)
-
-
-def _wake_after_enqueue(operation: OperationRecord) -> None:
-    wake(operation)

@@ -47,7 +47,7 @@ from psycopg.rows import dict_row
 from ..catalog import resolve_table
 from ..cron import normalize_cron
 from ..db import REGISTRY
-from ..enqueue import EnqueueResult, lock_key, run_after_enqueue_hooks
+from ..enqueue import EnqueueResult, after_commit, lock_key
 from ..enqueue import enqueue as enqueue_operation
 from ..enqueue_checks import (
     SIZES,
@@ -172,7 +172,7 @@ class CronOperation:
             )
             return EnqueueResult(recent, duplicate=True)
         if not result.duplicate:  # committed now: wake the pipeline, as enqueue() does
-            run_after_enqueue_hooks(result.operation)
+            after_commit(result.operation)
         return result
 
 

@@ -17,7 +17,7 @@ import psycopg
 from ..db import REGISTRY
 from ..queries import query
 from ..store import tables_for
-from .messages import MESSENGER, ORCHESTRATOR, new_token
+from .messages import ORCHESTRATOR, messenger, new_token
 
 
 class Take(enum.Enum):
@@ -71,7 +71,7 @@ def send_orchestrator(
 ) -> None:
     """The orchestrator message owning ``token``, due in ``delay`` seconds."""
     delay_ms = int(delay * 1000) or None
-    MESSENGER.send(
+    messenger().send(
         conn, database, ORCHESTRATOR, database, str(operation_id), token, delay_ms=delay_ms
     )
 

@@ -13,12 +13,8 @@ through the broker after commit.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
-from typing import Any
 
-import psycopg
-
-from ..outbox import send_in_transaction
+from ..runtime import Messenger, current
 
 SCHEDULER = "bbo_scheduler"
 ORCHESTRATOR = "bbo_orchestrator"
@@ -26,41 +22,9 @@ RUNNER = "bbo_runner"
 TICK = "bbo_scheduler_tick"
 
 
-@dataclass
-class Messenger:
-    """Sends stage messages; configured once by ``setup(broker, ...)``."""
-
-    broker: Any = None
-    queue_name: str = "background_operations"
-    #: registry names of the databases that hold the broker's ``dramatiq.queue`` table
-    outbox_databases: set[str] = field(default_factory=lambda: {"main"})
-
-    @property
-    def ready(self) -> bool:
-        return self.broker is not None
-
-    def send(
-        self,
-        conn: psycopg.Connection[Any],
-        database: str,
-        actor: str,
-        *args: Any,
-        delay_ms: int | None = None,
-    ) -> str:
-        """Send ``actor(*args)``: in ``conn``'s transaction when ``database`` holds the queue,
-        else through the broker right away (the scheduler covers a crash in between)."""
-        if not self.ready:
-            return ""
-        if database in self.outbox_databases:
-            return send_in_transaction(
-                conn, actor, self.queue_name, args=args, delay_ms=delay_ms or None
-            )
-        actor_obj = self.broker.get_actor(actor)
-        message = actor_obj.send_with_options(args=args, delay=delay_ms or None)
-        return str(message.message_id)
-
-
-MESSENGER = Messenger()
+def messenger() -> Messenger:
+    """The messenger of the runtime in force (``setup(broker, ...)`` configures it)."""
+    return current().messenger
 
 
 def new_token() -> str:

@@ -21,15 +21,16 @@ from psycopg.rows import dict_row
 from ..completion import end_operation
 from ..db import REGISTRY
 from ..errors import TableChanged, TableNotFound
-from ..execution import create_next_job, prepare_retry, worker_event
+from ..execution import create_next_job, prepare_retry
 from ..observability.logs import logger
 from ..queries import query
 from ..records import JobRecord, OperationRecord, OperationStatus
+from ..runtime import transitioned
 from ..splitting import split_job, splittable_job
 from ..store import operation_ref, tables_for
-from .checks import pre_job_checks
 from .handoff import lease_and_send, take_lease
-from .messages import MESSENGER, RUNNER
+from .messages import RUNNER, messenger
+from .middleware_hold import held_by_middleware
 from .scheduler import jobs_in_flight, scheduler_lock_key
 from .table_hold import hold_for_table
 from .unknown_class import hold_if_unknown
@@ -63,7 +64,7 @@ def orchestrate(database: str, operation_id: Any, token: str | None = None) -> D
             operation = OperationRecord.from_row(row)
             refusal = _refusal(conn, operation, row, token)
             if refusal is not None:
-                if refusal in (Decision.ON_HOLD, Decision.HELD_BY_CHECK) and MESSENGER.ready:
+                if refusal in (Decision.ON_HOLD, Decision.HELD_BY_CHECK) and messenger().ready:
                     _call_back_after_hold(conn, database, operation)
                 elif refusal not in (Decision.LEASED_ELSEWHERE, Decision.JOB_IN_FLIGHT):
                     _release(conn, operation, token)
@@ -74,7 +75,7 @@ def orchestrate(database: str, operation_id: Any, token: str | None = None) -> D
                 job = _next_job(conn, operation)
             except (TableChanged, TableNotFound) as exc:  # never run on another table
                 hold_for_table(conn, operation, exc)
-                if MESSENGER.ready:
+                if messenger().ready:
                     _call_back_after_hold(conn, database, operation)
                 else:
                     _release(conn, operation, None)
@@ -84,7 +85,7 @@ def orchestrate(database: str, operation_id: Any, token: str | None = None) -> D
             else:
                 _dispatch(conn, database, operation, job)
         if activated is not None:
-            worker_event(activated, OperationStatus.QUEUED)
+            transitioned(activated, OperationStatus.QUEUED)
     if job is None:
         end_operation(database, operation, int(REGISTRY.settings.max_attempts))
         return Decision.FINISHED
@@ -114,9 +115,8 @@ def _refusal(
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (scheduler_lock_key(operation.database_name),))
     if jobs_in_flight(conn) >= int(REGISTRY.settings.max_running_jobs):
         return Decision.NO_CAPACITY
-    for check in pre_job_checks:
-        if check(conn, operation):
-            return Decision.HELD_BY_CHECK
+    if held_by_middleware(conn, operation):  # health, and the application's middleware
+        return Decision.HELD_BY_CHECK
     return None
 
 
@@ -163,7 +163,7 @@ def _dispatch(
             "id": job.id,
         },
     )
-    MESSENGER.send(conn, database, RUNNER, database, str(operation.id), str(job.id), token)
+    messenger().send(conn, database, RUNNER, database, str(operation.id), str(job.id), token)
 
 
 def _call_back_after_hold(

@@ -3,7 +3,8 @@
 The job itself runs through :func:`dramatiq_bbo.execution.run_job` (sub-batch transactions
 with their checkpoints). Between sub-batches the runner stops the job cleanly at its
 checkpoint when the operation was paused or cancelled, when the job's time budget is spent,
-when a check asks for it (health), or when the worker is shutting down (not a failed attempt).
+when a middleware asks for it (``between_sub_batches``: health), or when the worker is
+shutting down (not a failed attempt).
 
 Afterwards, in one transaction with the operation row locked: the batch optimizer sets the
 next batch size from the recent successful jobs, an operation that fails too often is failed,
@@ -31,9 +32,9 @@ from ..optimizer import decide_for_operation, log_decision
 from ..queries import query
 from ..reconnect import CONNECTION_LOST, retrying
 from ..records import JobRecord, JobStatus, OperationRecord, OperationStatus
+from ..runtime import current
 from ..store import OperationRef, fetch_operation, get_operation, operation_ref, tables_for
 from . import shutdown
-from .checks import sub_batch_checks
 from .handoff import Take, send_orchestrator, take_lease
 from .messages import ORCHESTRATOR
 from .shutdown import shutting_down
@@ -63,6 +64,7 @@ def run(
             stop_check=_stop_check(database, operation, started),
             database=database,
             stage_token=token,
+            job_check=current().between_sub_batches,  # health, and the application's middleware
         )
     except InvalidTransition as exc:
         event("background_operation_runner_skipped", operation_id=str(key), reason=str(exc))
@@ -83,8 +85,9 @@ def _job_key(job_id: Any) -> Any:
 
 
 def _stop_check(database: str, operation: OperationRecord, started: float) -> Any:
-    """Worker shutdown, the job's time budget and the between-sub-batch hooks (health),
-    then the operation's status (see :func:`~dramatiq_bbo.completion.status_stop_check`)."""
+    """Worker shutdown and the job's time budget, then the operation's status (see
+    :func:`~dramatiq_bbo.completion.status_stop_check`); the middleware's
+    ``between_sub_batches`` is asked after these (``run_job``'s ``job_check``)."""
     settings = REGISTRY.settings
     interval = float(operation.interval_seconds)
     budget = (
@@ -99,10 +102,6 @@ def _stop_check(database: str, operation: OperationRecord, started: float) -> An
             return "worker_shutdown"
         if time.monotonic() - started >= budget:
             return "time_budget"
-        for hook in sub_batch_checks:
-            reason = hook(operation)
-            if reason:
-                return reason
         return None
 
     return status_stop_check(database, operation, pipeline_check)

@@ -1,25 +1,26 @@
-"""Setup mistakes that would otherwise be silent: a broker the pipeline cannot use, and
-operations enqueued in a process where the pipeline was never set up.
+"""Setup mistakes that would otherwise be silent: a broker the pipeline cannot use, a
+middleware list with something else in it, and operations enqueued in a process where the
+pipeline was never set up.
 
-Both are cheap and import nothing heavy: ``enqueue`` calls :func:`warn_without_pipeline`
-on every new operation, and a process that never called ``setup(broker)`` has not even
-imported the pipeline's messenger (so the check does not import it either).
+All are cheap and import nothing heavy: ``enqueue`` calls :func:`warn_without_pipeline` on
+every new operation, which only reads the runtime in force (:mod:`dramatiq_bbo.runtime`).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from ..db import DEFAULT_DATABASE, REGISTRY
-from ..errors import UnsupportedBroker
+from ..errors import InvalidMiddleware, UnsupportedBroker
+from ..middleware import Middleware
 from ..migrations import ensure_schema, schema_errors
 from ..observability.logs import event
 from ..records import OperationRecord
+from ..runtime import current
 
 #: logged once per process: an operation was enqueued, but no pipeline actor is declared here
 PIPELINE_NOT_SET_UP = "background_operation_pipeline_not_set_up"
@@ -63,14 +64,28 @@ def schema_checked(fn: Callable[..., Any], *, every_database: bool = False) -> C
     return actor
 
 
+def check_middleware(middleware: tuple[Any, ...]) -> None:
+    """Refuse anything but :class:`~dramatiq_bbo.Middleware` instances, naming it."""
+    for item in middleware:
+        if isinstance(item, Middleware):
+            continue
+        if isinstance(item, type) and issubclass(item, Middleware):
+            hint = f"pass an instance, {item.__name__}(), not the class"
+        else:
+            hint = (
+                "subclass dramatiq_bbo.Middleware (dramatiq's own broker middleware goes to "
+                "the broker, not to bbo.setup)"
+            )
+        raise InvalidMiddleware(f"setup(middleware=[...]) got {item!r}: {hint}")
+
+
 def warn_without_pipeline(operation: OperationRecord) -> None:
     """Warn once per process when ``operation`` was enqueued in a process where
     ``setup(broker)`` was not called: nothing here wakes it, so it waits for a worker's
     scheduler tick (up to a minute), and never runs if no worker process is set up either."""
     if _warned.is_set():
         return
-    messages = sys.modules.get("dramatiq_bbo.pipeline.messages")
-    if messages is not None and messages.MESSENGER.ready:
+    if current().messenger.ready:
         return
     _warned.set()
     event(

@@ -34,7 +34,7 @@ from ..db import REGISTRY
 from ..observability.logs import logger
 from ..outbox import DRAMATIQ_SCHEMA
 from ..queries import query
-from .messages import MESSENGER
+from .messages import messenger
 
 #: set while this worker process shuts down: running jobs stop at their next checkpoint
 shutting_down = threading.Event()
@@ -94,7 +94,7 @@ def flush() -> None:
         delay_ms = int(max(0.0, due - now) * 1000) or None
         try:
             with REGISTRY.connection(database) as conn:
-                MESSENGER.send(conn, database, actor, *args, delay_ms=delay_ms)
+                messenger().send(conn, database, actor, *args, delay_ms=delay_ms)
         except Exception:  # the stage lease expires and a scheduler pass re-drives it
             logger.exception("handing %s%r over failed", actor, args)
 
@@ -118,14 +118,14 @@ def _announce_requeued(broker: Any) -> None:
     as an enqueue would."""
     pool = getattr(broker, "pool", None)
     idle = list(getattr(pool, "_pool", []) or [])
-    if pool is None or not idle or MESSENGER.broker is None:
+    if pool is None or not idle or messenger().broker is None:
         return
     for conn in idle:
         with contextlib.suppress(Exception):
             with conn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_unlock_all()")
             conn.commit()
-    queue = MESSENGER.queue_name
+    queue = messenger().queue_name
     text = query("pipeline_reannounce_queued", queue=(DRAMATIQ_SCHEMA, "queue")).as_string(None)
     conn = idle[0]
     with conn.cursor() as cur:

@@ -32,7 +32,7 @@ from ..queries import query
 from ..records import OperationRecord
 from ..store import fetch_operation, hold_operation, tables_for
 from .handoff import lease_and_send
-from .messages import MESSENGER
+from .messages import messenger
 
 #: logged once per process and class when an operation is held because of its class
 UNKNOWN_CLASS_HOLD = "background_operation_unknown_class_hold"
@@ -89,7 +89,7 @@ def hold_before_run(database: str, operation: OperationRecord, job_id: Any) -> b
             return True
         _hold(conn, locked)
         where = {"partition": locked.partition, "id": locked.id}
-        if not MESSENGER.ready:  # no broker here: the scheduler hands it out after the hold
+        if not messenger().ready:  # no broker here: the scheduler hands it out after the hold
             conn.execute(
                 query("pipeline_release_operation", operations=operations), {**where, "token": None}
             )

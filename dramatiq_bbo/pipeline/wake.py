@@ -19,18 +19,18 @@ from ..db import REGISTRY
 from ..observability.logs import logger
 from ..records import OperationRecord
 from .handoff import Take, lease_and_send
-from .messages import MESSENGER
+from .messages import messenger
 
 
 def wake_in_transaction(conn: psycopg.Connection[Any], operation: OperationRecord) -> None:
     """Enqueue hook: lease + orchestrator message in the enqueue's transaction."""
-    if MESSENGER.ready and operation.database_name in MESSENGER.outbox_databases:
+    if messenger().ready and operation.database_name in messenger().outbox_databases:
         lease_and_send(conn, operation.database_name, operation, take=Take.FREE)
 
 
 def wake(operation: OperationRecord) -> bool:
     """True when an orchestrator message was sent for ``operation``."""
-    if not MESSENGER.ready or not operation.unfinished:
+    if not messenger().ready or not operation.unfinished:
         return False
     try:
         with REGISTRY.connection(operation.database_name) as conn, conn.transaction():

@@ -165,3 +165,9 @@ FROM {queue}
 WHERE "state" = 'queued' AND queue_name = ANY(%(queues)s::text[]);
 
 
+-- name: pipeline_release_expired_hold
+-- description: Clear an expired hold when no middleware objects to the next job any more: its reason no longer holds (get_operation stops showing it).
+UPDATE {operations}
+SET on_hold_until = NULL, hold_reason = NULL
+WHERE partition = %(partition)s AND id = %(id)s
+  AND on_hold_until IS NOT NULL AND on_hold_until <= now();

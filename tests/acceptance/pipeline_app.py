@@ -3,8 +3,9 @@
     BBO_APP_DSN=... python -m dramatiq tests.acceptance.pipeline_app -Q background_operations
 
 It does what an application does in every process that works: ``configure``, build its
-dramatiq-pg broker, ``set_broker``, ``setup(broker)``; and it imports the operation classes
-(:mod:`tests.acceptance.pipeline_operations`) so a worker can resolve them by name.
+dramatiq-pg broker, ``set_broker``, ``setup(broker, middleware=[...])``; and it imports the
+operation classes (:mod:`tests.acceptance.pipeline_operations`) so a worker can resolve them
+by name.
 
 Environment:
 
@@ -13,6 +14,8 @@ Environment:
 - ``BBO_APP_LEASE_SECONDS``, ``BBO_APP_MAX_RUNNING_JOBS``, ``BBO_APP_MIN_JOB_BUDGET_SECONDS``,
   ``BBO_APP_SCHEDULER_PASS_SECONDS``, ``BBO_APP_SUB_BATCH_IDLE_TIMEOUT_SECONDS``,
   ``BBO_APP_MAX_INTERRUPTIONS``: setting overrides, when set.
+- ``BBO_APP_RECORD_HOOKS``: when set, the default middleware plus
+  :class:`~tests.acceptance.hook_recorder.HookRecorder`, which records each hook call.
 
 The ``dramatiq`` CLI imports this module in each worker process after the fork (never in the
 parent), so nothing here is inherited across a fork: the bbo pools (per pid anyway) and the
@@ -29,6 +32,7 @@ from dramatiq_pg import PostgresBroker
 import dramatiq_bbo as bbo
 from dramatiq_bbo.pipeline.broker import default_middleware
 from tests.acceptance import pipeline_operations  # noqa: F401  (registers the operation classes)
+from tests.acceptance.hook_recorder import HookRecorder
 
 DSN = os.environ["BBO_APP_DSN"]
 
@@ -64,4 +68,7 @@ broker = PostgresBroker(
     middleware=default_middleware(),
 )
 dramatiq.set_broker(broker)
-actors = bbo.setup(broker)
+middleware = bbo.default_middleware()
+if os.environ.get("BBO_APP_RECORD_HOOKS"):
+    middleware.append(HookRecorder())
+actors = bbo.setup(broker, middleware=middleware)

@@ -30,8 +30,7 @@ from psycopg.rows import dict_row
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo import completion
-from dramatiq_bbo.enqueue import after_enqueue_hooks
-from dramatiq_bbo.pipeline import messages, scheduler
+from dramatiq_bbo.pipeline import scheduler
 from dramatiq_bbo.records import JobStatus, OperationStatus
 from tests.acceptance.pipeline_operations import (
     RUNS_TABLE_DDL,
@@ -53,8 +52,6 @@ JOBS = "bbo.background_operation_jobs_cell_local"
 def pipeline(dsn: str) -> Iterator[Callable[..., None]]:
     """``pipeline(**settings)``: configure bbo in this process with ``settings`` (give the
     workers the same ones) and set the pipeline up on a broker of this test's database."""
-    saved = (messages.MESSENGER.broker, messages.MESSENGER.queue_name)
-    saved_hooks = list(after_enqueue_hooks)
     brokers: list[PostgresBroker] = []
 
     def start(**settings: Any) -> None:
@@ -66,8 +63,6 @@ def pipeline(dsn: str) -> Iterator[Callable[..., None]]:
         bbo.setup(broker)
 
     yield start
-    messages.MESSENGER.broker, messages.MESSENGER.queue_name = saved
-    after_enqueue_hooks[:] = saved_hooks
     for broker in brokers:
         broker.close()
     bbo.reset()

@@ -16,8 +16,6 @@ from dramatiq_pg import PostgresBroker
 from psycopg.rows import dict_row
 
 import dramatiq_bbo as bbo
-from dramatiq_bbo.enqueue import after_enqueue_hooks, in_transaction_hooks
-from dramatiq_bbo.pipeline import messages
 from tests.acceptance.workers import DramatiqWorkers
 
 OPERATIONS = "bbo.background_operation_workers_cell_local"
@@ -28,8 +26,6 @@ JOBS = "bbo.background_operation_jobs_cell_local"
 def pipeline(dsn: str) -> Iterator[Callable[..., None]]:
     """``pipeline(**settings)``: bbo configured in this process, and ``setup`` on a broker of
     this test's database (so ``enqueue`` wakes the operation at once)."""
-    saved = (messages.MESSENGER.broker, messages.MESSENGER.queue_name)
-    saved_hooks = list(after_enqueue_hooks), list(in_transaction_hooks)
     brokers: list[PostgresBroker] = []
 
     def start(**settings: Any) -> None:
@@ -39,8 +35,6 @@ def pipeline(dsn: str) -> Iterator[Callable[..., None]]:
         bbo.setup(broker)
 
     yield start
-    messages.MESSENGER.broker, messages.MESSENGER.queue_name = saved
-    after_enqueue_hooks[:], in_transaction_hooks[:] = saved_hooks
     bbo.reset()
 
 

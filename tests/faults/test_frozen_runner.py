@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 import dramatiq_bbo as bbo
-from dramatiq_bbo.pipeline import messages, scheduler
+from dramatiq_bbo.pipeline import scheduler
 from dramatiq_bbo.records import OperationStatus
 from tests.acceptance.pipeline_operations import PipelineVisit, make_counter_table
 from tests.acceptance.workers import DramatiqWorkers, dramatiq_workers
@@ -34,7 +34,7 @@ from tests.faults.liveness_support import (
     pipeline,
     running_in,
 )
-from tests.helpers import wait_until
+from tests.helpers import wait_until, without_broker
 
 __all__ = ["dramatiq_workers", "pipeline"]
 
@@ -107,14 +107,11 @@ def test_a_runner_frozen_past_its_lease_is_taken_over_and_applies_nothing_when_r
         durations: list[float] = []
         errors: list[BaseException] = []
         with ticking(durations, errors):
-            saved, messages.MESSENGER.broker = messages.MESSENGER.broker, None
-            try:  # no wake-up: only a scheduler pass can start these
+            with without_broker():  # no wake-up: only a scheduler pass can start these
                 others = [
                     bbo.enqueue(PipelineVisit, f"other{i}", "id").operation.id
                     for i in range(OTHERS)
                 ]
-            finally:
-                messages.MESSENGER.broker = saved
             for operation_id in others:
                 wait_until(lambda o=operation_id: finished(conn, o), timeout=60, interval=0.1)
             wait_until(lambda: finished(conn, victim_id), timeout=90, interval=0.1)

@@ -12,18 +12,16 @@ import psycopg
 import dramatiq_bbo as bbo
 from dramatiq_bbo.db import REGISTRY
 from dramatiq_bbo.execution import run_next_job
-from dramatiq_bbo.pipeline import messages, scheduler
+from dramatiq_bbo.pipeline import scheduler
 from tests.acceptance.pipeline_operations import PipelineVisit, make_counter_table
 from tests.faults.liveness_support import job_rows
-from tests.helpers import wait_until
+from tests.helpers import wait_until, without_broker
 
 
 def test_a_sub_batch_longer_than_the_lease_keeps_its_lease_by_heartbeat(
     configured: str, conn: psycopg.Connection[Any]
 ) -> None:
-    saved = messages.MESSENGER.broker
-    messages.MESSENGER.broker = None
-    try:
+    with without_broker():
         bbo.configure(dsn=configured, lease_seconds=1.0)
         make_counter_table(conn, "slow", 20)
         operation = bbo.enqueue(
@@ -49,8 +47,6 @@ def test_a_sub_batch_longer_than_the_lease_keeps_its_lease_by_heartbeat(
                     beats.add(job["heartbeat_at"])
                 time.sleep(0.1)
             runner.join()
-    finally:
-        messages.MESSENGER.broker = saved
 
     assert recovered == 0
     assert len(beats) >= 3, beats  # the claim, then at least two heartbeats

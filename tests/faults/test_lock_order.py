@@ -21,10 +21,11 @@ import pytest
 import dramatiq_bbo as bbo
 from dramatiq_bbo.errors import InvalidTransition, LeaseLost
 from dramatiq_bbo.execution import run_job
-from dramatiq_bbo.pipeline import messages, scheduler
+from dramatiq_bbo.pipeline import scheduler
 from dramatiq_bbo.pipeline.orchestrator import orchestrate
 from tests.acceptance.pipeline_operations import PipelineVisit, make_counter_table
 from tests.faults.liveness_support import JOBS, job_rows, operation_row
+from tests.helpers import without_broker
 
 OPERATIONS, TABLE_ROWS, SECONDS = 6, 3_000, 6.0
 
@@ -71,11 +72,9 @@ def job_rows_main(operation_id: Any) -> list[dict[str, Any]]:
 def test_claims_orchestrations_and_passes_racing_on_the_same_operations_never_deadlock(
     configured: str, conn: psycopg.Connection[Any]
 ) -> None:
-    saved = messages.MESSENGER.broker
-    messages.MESSENGER.broker = None  # the threads play the messages themselves
-    try:
-        # an orchestrator holds one pooled connection and reflects the table on another: room
-        # for every racing thread, so that only locks are raced for
+    # an orchestrator holds one pooled connection and reflects the table on another: room
+    # for every racing thread, so that only locks are raced for
+    with without_broker():  # the threads play the messages themselves
         bbo.configure(dsn=configured, lease_seconds=1, max_running_jobs=100, pool_max_size=40)
         ids = []
         for i in range(OPERATIONS):
@@ -102,8 +101,6 @@ def test_claims_orchestrations_and_passes_racing_on_the_same_operations_never_de
         stop.set()
         for thread in threads:
             thread.join(timeout=60)
-    finally:
-        messages.MESSENGER.broker = saved
 
     assert not [e for e in errors if deadlocked(e)], errors
     assert not errors, errors
@@ -121,9 +118,7 @@ def test_claims_orchestrations_and_passes_racing_on_the_same_operations_never_de
 def test_a_pass_skips_locked_rows_and_still_dispatches_the_rest(
     configured: str, conn: psycopg.Connection[Any]
 ) -> None:
-    saved = messages.MESSENGER.broker
-    messages.MESSENGER.broker = None
-    try:
+    with without_broker():
         make_counter_table(conn, "stuck", 500)
         make_counter_table(conn, "free", 500)
         stuck = bbo.enqueue(PipelineVisit, "stuck", "id").operation.id
@@ -148,8 +143,6 @@ def test_a_pass_skips_locked_rows_and_still_dispatches_the_rest(
         assert report.recovered == 1
         (job,) = job_rows(conn, stuck)
         assert (job["status"], job["attempts"], job["interruptions"]) == (0, 0, 1)
-    finally:
-        messages.MESSENGER.broker = saved
 
 
 def test_past_max_interruptions_an_expired_lease_counts_as_a_failed_attempt(

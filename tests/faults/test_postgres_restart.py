@@ -26,9 +26,7 @@ from dramatiq_pg import PostgresBroker
 from psycopg import sql
 
 import dramatiq_bbo as bbo
-from dramatiq_bbo.enqueue import after_enqueue_hooks
 from dramatiq_bbo.migrations import migrate
-from dramatiq_bbo.pipeline import messages
 from dramatiq_bbo.records import JobStatus, OperationStatus
 from dramatiq_bbo.server import PostgresServer
 from tests.acceptance.pipeline_operations import PipelineVisit, make_counter_table
@@ -73,14 +71,10 @@ def database(server: PostgresServer) -> Iterator[str]:
 def web_process(database: str) -> Iterator[None]:
     """This process as the application's web process: bbo configured, the pipeline set up
     on a broker of the database (so enqueue wakes each operation at once)."""
-    saved = (messages.MESSENGER.broker, messages.MESSENGER.queue_name)
-    saved_hooks = list(after_enqueue_hooks)
     bbo.configure(dsn=database)
     broker = PostgresBroker(url=database, results=False)
     bbo.setup(broker)
     yield
-    messages.MESSENGER.broker, messages.MESSENGER.queue_name = saved
-    after_enqueue_hooks[:] = saved_hooks
     broker.close()
     bbo.reset()
 

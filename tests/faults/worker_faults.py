@@ -18,8 +18,7 @@ import pytest
 from dramatiq_pg import PostgresBroker
 
 import dramatiq_bbo as bbo
-from dramatiq_bbo.enqueue import after_enqueue_hooks
-from dramatiq_bbo.pipeline import messages, scheduler
+from dramatiq_bbo.pipeline import scheduler
 from dramatiq_bbo.pipeline.broker import default_middleware
 from dramatiq_bbo.records import OperationStatus
 from tests.acceptance.workers import DramatiqWorkers
@@ -32,8 +31,6 @@ OPERATIONS = "bbo.background_operation_workers_cell_local"
 def app_process(dsn: str) -> Iterator[Callable[..., None]]:
     """``app_process(**settings)``: configure bbo here with ``settings`` and set the pipeline
     up on a broker of this test's database (so enqueue and the ticks send messages)."""
-    saved = (messages.MESSENGER.broker, messages.MESSENGER.queue_name)
-    saved_hooks = list(after_enqueue_hooks)
     brokers: list[PostgresBroker] = []
 
     def start(**settings: Any) -> None:
@@ -43,8 +40,6 @@ def app_process(dsn: str) -> Iterator[Callable[..., None]]:
         bbo.setup(broker)
 
     yield start
-    messages.MESSENGER.broker, messages.MESSENGER.queue_name = saved
-    after_enqueue_hooks[:] = saved_hooks
     for broker in brokers:
         broker.close()
     bbo.reset()

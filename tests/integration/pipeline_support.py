@@ -3,9 +3,10 @@
 ``drive()`` plays the messages the stages would send each other: it calls the orchestrator
 with the operation's current stage lease (the token its message would carry), finds the job
 the orchestrator dispatched, and calls the runner on it — exactly what
-``bbo_orchestrator``/``bbo_runner`` do in a worker. With no ``setup(broker)`` in force
-(``MESSENGER.broker is None``) the stages write no message, so nothing runs behind the test's
-back, and the chained orchestrator's delay (the operation's interval) is not waited for.
+``bbo_orchestrator``/``bbo_runner`` do in a worker. With no ``setup(broker)`` in force (the
+empty runtime: no broker, no middleware) the stages write no message, so nothing runs behind
+the test's back, and the chained orchestrator's delay (the operation's interval) is not
+waited for.
 """
 
 from __future__ import annotations
@@ -18,24 +19,21 @@ import pytest
 import dramatiq_bbo as bbo
 from dramatiq_bbo.db import REGISTRY
 from dramatiq_bbo.execution import JobOutcome
-from dramatiq_bbo.pipeline import messages, runner
+from dramatiq_bbo.pipeline import runner
 from dramatiq_bbo.pipeline.orchestrator import Decision, orchestrate
 from dramatiq_bbo.pipeline.runner import run
 from dramatiq_bbo.records import OperationRecord
+from dramatiq_bbo.runtime import Runtime, installed
 from dramatiq_bbo.store import tables_for
 
 
 @pytest.fixture
 def no_broker() -> Iterator[None]:
-    """No broker configured in this process while the test runs (whatever ran before), and
-    no worker shutdown under way (a dramatiq Worker stopped in this process sets it)."""
-    saved = messages.MESSENGER.broker
-    messages.MESSENGER.broker = None
+    """The empty runtime (no broker, no middleware) while the test runs, whatever ran before,
+    and no worker shutdown under way (a dramatiq Worker stopped in this process sets it)."""
     assert not runner.shutting_down.is_set(), "an earlier test left the shutdown flag set"
-    try:
+    with installed(Runtime()):
         yield
-    finally:
-        messages.MESSENGER.broker = saved
 
 
 def dispatched_job_id(operation: OperationRecord) -> Any:

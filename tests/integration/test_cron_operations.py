@@ -22,7 +22,6 @@ import pytest
 from dramatiq_pg import PostgresBroker
 
 import dramatiq_bbo as bbo
-from dramatiq_bbo.enqueue import after_enqueue_hooks
 from dramatiq_bbo.errors import (
     ColumnNotInCursor,
     InvalidArguments,
@@ -36,6 +35,7 @@ from dramatiq_bbo.operation import unregister
 from dramatiq_bbo.pipeline import cron_operations, messages, runner
 from dramatiq_bbo.pipeline.broker import default_middleware
 from dramatiq_bbo.records import OperationStatus
+from dramatiq_bbo.runtime import current, install
 from tests.helpers import wait_until
 
 SATURDAY_3AM = pendulum.datetime(2024, 1, 6, 3, 0, tz="UTC")
@@ -44,13 +44,10 @@ SUNDAY_3AM = pendulum.datetime(2024, 1, 7, 3, 0, tz="UTC")
 
 @pytest.fixture
 def pipeline_state() -> Iterator[None]:
-    """Leave the process as it was: messenger, enqueue hooks, schedules, setup's broker,
-    the runner's shutdown flag."""
+    """Leave the process as it was: the runtime ``setup`` installs, schedules, setup's
+    broker, the runner's shutdown flag."""
     saved = (
-        messages.MESSENGER.broker,
-        messages.MESSENGER.queue_name,
-        set(messages.MESSENGER.outbox_databases),
-        list(after_enqueue_hooks),
+        current(),
         dict(cron_operations._schedules),
         cron_operations._target,
     )
@@ -59,15 +56,8 @@ def pipeline_state() -> Iterator[None]:
     try:
         yield
     finally:
-        (
-            messages.MESSENGER.broker,
-            messages.MESSENGER.queue_name,
-            messages.MESSENGER.outbox_databases,
-            hooks,
-            schedules,
-            cron_operations._target,
-        ) = saved
-        after_enqueue_hooks[:] = hooks
+        previous, schedules, cron_operations._target = saved
+        install(previous)
         cron_operations._schedules.clear()
         cron_operations._schedules.update(schedules)
         runner.shutting_down.clear()  # set by a dramatiq Worker's stop (WorkerShutdown)

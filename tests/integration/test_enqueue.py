@@ -20,6 +20,7 @@ import dramatiq_bbo as bbo
 from dramatiq_bbo import errors
 from dramatiq_bbo.catalog import cursor_casts, resolve_table
 from dramatiq_bbo.observability.logs import DUPLICATE_ENQUEUE, WORKER_TRANSITION
+from dramatiq_bbo.runtime import Runtime, installed
 from tests.integration.enqueue_support import define_operation, make_todos, operation_rows
 
 __all__ = ["define_operation"]  # the fixture, re-exported for pytest
@@ -36,12 +37,20 @@ def todos(conn: psycopg.Connection[Any]) -> str:
     return "todos"
 
 
+class RecordEnqueues(bbo.Middleware):
+    def __init__(self) -> None:
+        self.calls: list[bbo.OperationRecord] = []
+
+    def after_enqueue(self, operation: bbo.OperationRecord) -> None:
+        self.calls.append(operation)
+
+
 @pytest.fixture
 def hook_calls() -> Any:
-    calls: list[bbo.OperationRecord] = []
-    enqueue_module.after_enqueue_hooks.append(calls.append)
-    yield calls
-    enqueue_module.after_enqueue_hooks.remove(calls.append)
+    """The operations a middleware's ``after_enqueue`` was called with (no broker)."""
+    recorder = RecordEnqueues()
+    with installed(Runtime(middleware=(recorder,))):
+        yield recorder.calls
 
 
 def bbo_events(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
 """Issue 5 acceptance: a health stop throttles a running operation through the pipeline.
 
 The pipeline's stages run in the test thread (orchestrator → runner, see
-``pipeline_support``) with the health checks installed as ``bbo.setup`` installs them. A
+``pipeline_support``) with the health middleware installed as ``bbo.setup`` installs it
+(its default middleware). A
 running operation whose indicator turns to stop executes at most one more sub-batch
 (asserted from the job's checkpoint), is held (visible in ``get_operation``), is refused by
 the orchestrator while held, and once the hold expires with the signal normal again it is
@@ -14,6 +15,7 @@ unrelated server state (an autoanalyze of the new table...) cannot hold these op
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 from collections.abc import Callable, Iterator
@@ -23,7 +25,7 @@ import psycopg
 import pytest
 
 import dramatiq_bbo as bbo
-from dramatiq_bbo import health
+from dramatiq_bbo import health, runtime
 from dramatiq_bbo.observability.logs import HEALTH_HOLD, HEALTH_SIGNAL
 from dramatiq_bbo.pipeline import scheduler
 from dramatiq_bbo.pipeline.orchestrator import Decision, orchestrate
@@ -62,13 +64,14 @@ def app_pressure(context: health.Context) -> Any:
 
 @pytest.fixture
 def pipeline(dsn: str, conn: psycopg.Connection[Any]) -> Iterator[Callable[..., Any]]:
-    """``pipeline(**health)``: bbo on the test database with a 1 s hold, the health checks
-    installed, the app's indicator registered, and ``items`` to visit; the operation."""
+    """``pipeline(**health)``: bbo on the test database with a 1 s hold, the default
+    middleware (health) installed, the app's indicator registered, and ``items`` to visit;
+    the operation."""
     STATE.update(signal=health.Signal.NORMAL, stop_after=None, sub_batches=0)
     conn.execute("CREATE TABLE items (id bigint PRIMARY KEY, visits int NOT NULL DEFAULT 0)")
     conn.execute("INSERT INTO items (id) SELECT generate_series(1, %s)", [ROWS])
     health.register(app_pressure, name=INDICATOR)
-    health.install()
+    defaults = runtime.installed(runtime.Runtime(middleware=tuple(bbo.default_middleware())))
 
     def make(**thresholds: Any) -> Any:
         thresholds.setdefault("disabled_indicators", list(health.BUILTIN_INDICATORS))
@@ -86,8 +89,8 @@ def pipeline(dsn: str, conn: psycopg.Connection[Any]) -> Iterator[Callable[..., 
             interval_seconds=0,
         ).operation
 
-    yield make
-    health.uninstall()
+    with defaults:
+        yield make
     health.unregister(INDICATOR)
     health.clear_cache()
     bbo.reset()
@@ -238,12 +241,12 @@ def test_a_held_operation_gets_an_orchestrator_message_due_when_the_hold_ends(
     of the hold, under a lease that keeps the scheduler off meanwhile."""
     from dramatiq_pg import PostgresBroker
 
-    from dramatiq_bbo.pipeline import messages
     from dramatiq_bbo.pipeline.broker import default_middleware
 
     operation = pipeline()
     broker = PostgresBroker(url=dsn, results=False, middleware=default_middleware())
-    messages.MESSENGER.broker = broker  # the no_broker fixture restores it afterwards
+    # the pipeline fixture puts its runtime back afterwards
+    runtime.install(dataclasses.replace(runtime.current(), messenger=runtime.Messenger(broker)))
     try:
         STATE["signal"] = health.Signal.STOP
         assert orchestrate("main", operation.id, None) == Decision.HELD_BY_CHECK

@@ -18,10 +18,10 @@ from typing import Any
 import psycopg
 
 import dramatiq_bbo as bbo
-from dramatiq_bbo.pipeline import messages, scheduler
+from dramatiq_bbo.pipeline import scheduler
 from dramatiq_bbo.pipeline.orchestrator import Decision, orchestrate
 from tests.acceptance.pipeline_operations import PipelineVisit, make_counter_table
-from tests.helpers import wait_until
+from tests.helpers import wait_until, without_broker
 
 OPERATIONS = "bbo.background_operation_workers_cell_local"
 
@@ -29,9 +29,7 @@ OPERATIONS = "bbo.background_operation_workers_cell_local"
 def test_the_lease_owners_orchestrator_waits_for_a_row_lock_instead_of_dropping_out(
     configured: str, conn: psycopg.Connection[Any]
 ) -> None:
-    saved = messages.MESSENGER.broker
-    messages.MESSENGER.broker = None  # no messages: the test plays them
-    try:
+    with without_broker():  # no messages: the test plays them
         make_counter_table(conn, "items", 500)
         operation_id = bbo.enqueue(PipelineVisit, "items", "id").operation.id
         assert scheduler.tick("main").dispatched == [str(operation_id)]
@@ -62,8 +60,6 @@ def test_the_lease_owners_orchestrator_waits_for_a_row_lock_instead_of_dropping_
         assert pending == 1
         # a second message for the same operation (another token) still does nothing
         assert orchestrate("main", operation_id, "another-token") == Decision.LEASED_ELSEWHERE
-    finally:
-        messages.MESSENGER.broker = saved
 
 
 def waiting_on_a_lock(conn: psycopg.Connection[Any]) -> bool:

@@ -21,6 +21,7 @@ from dramatiq_bbo.migrations import migration_files
 from dramatiq_bbo.pipeline import messages
 from dramatiq_bbo.pipeline.broker import default_middleware
 from dramatiq_bbo.pipeline.setup_checks import PIPELINE_NOT_SET_UP, forget_warning
+from dramatiq_bbo.runtime import clear, current
 from tests.integration.enqueue_support import define_operation, make_todos
 
 __all__ = ["define_operation"]  # the fixture, re-exported for pytest
@@ -150,7 +151,7 @@ def test_setup_refuses_a_broker_that_is_not_dramatiq_pg_and_declares_nothing() -
     assert "dramatiq.brokers.stub.StubBroker" in message
     assert "dramatiq_pg.PostgresBroker(url=" in message
     assert issubclass(UnsupportedBroker, ConfigurationError)
-    assert broker.actors == {} and messages.MESSENGER.broker is not broker
+    assert broker.actors == {} and current().messenger.broker is not broker
     assert seconds < FAST
 
 
@@ -189,7 +190,7 @@ def test_enqueue_without_setup_warns_once_per_process_that_the_operation_waits_f
     pipeline_events: Callable[[], list[dict[str, Any]]],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    messages.MESSENGER.broker = None  # restored after the test (conftest)
+    clear()  # no setup in force (the configured fixture's reset clears it again)
     make_todos(conn, 10)
 
     first = bbo.enqueue(define_operation(), "todos", "id").operation

@@ -22,7 +22,6 @@ from dramatiq_bbo.health import evaluator
 from dramatiq_bbo.health.hold import MAX_HOLD_REASON, hold_reason
 from dramatiq_bbo.health.user import as_result
 from dramatiq_bbo.observability.logs import HEALTH_SIGNAL
-from dramatiq_bbo.pipeline import checks
 from dramatiq_bbo.records import OperationRecord, OperationStatus
 from tests.helpers import wait_until
 
@@ -328,18 +327,11 @@ def test_the_thresholds_in_force_are_the_defaults_merged_with_configure() -> Non
 
 
 # -- hooks and holds -------------------------------------------------------------------------------
-def test_install_plugs_both_checks_in_once_and_uninstall_takes_them_out() -> None:
-    before = (list(checks.pre_job_checks), list(checks.sub_batch_checks))
-    try:
-        health.install()
-        health.install()
-        assert checks.pre_job_checks.count(health.pre_job_check) == 1
-        assert checks.sub_batch_checks.count(health.sub_batch_check) == 1
-    finally:
-        health.uninstall()
-    assert health.pre_job_check not in checks.pre_job_checks
-    assert health.sub_batch_check not in checks.sub_batch_checks
-    assert (checks.pre_job_checks, checks.sub_batch_checks) == before
+def test_the_default_middleware_is_a_fresh_health_middleware_each_time() -> None:
+    first, second = bbo.default_middleware(), bbo.default_middleware()
+    assert [type(m) for m in first] == [health.HealthMiddleware]
+    assert isinstance(first[0], bbo.Middleware)
+    assert first[0] is not second[0]  # a list the caller may change, as dramatiq's
 
 
 def test_a_hold_reason_names_the_indicator_and_fits_the_column() -> None:
