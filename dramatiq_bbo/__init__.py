@@ -20,8 +20,8 @@ from .enqueue import EnqueueResult, enqueue  # noqa: E402
 if TYPE_CHECKING:  # pragma: no cover
     from . import health
     from .batching import SubBatch
+    from .completion import run_to_completion
     from .control import cancel, pause, resume
-    from .execution import run_to_completion
     from .middleware import Middleware
     from .operation import BaseOperation, register
     from .pipeline.actors import default_middleware, setup
@@ -38,7 +38,7 @@ _LAZY = {
     "JobStatus": "records",
     "get_operation": "store",
     "list_jobs": "store",
-    "run_to_completion": "execution",
+    "run_to_completion": "completion",
     "SubBatch": "batching",
     "pause": "control",
     "resume": "control",

@@ -52,7 +52,7 @@ from .errors import (
 from .heartbeat import HEARTBEAT, lease_lost_check
 from .keyset import next_batch_bounds
 from .observability.logs import logger
-from .operation import BaseOperation, resolve
+from .operation import BaseOperation, own_scope, resolve
 from .outcomes import (
     JobOutcome,
     as_timeout,
@@ -76,7 +76,6 @@ __all__ = [
     "prepare_retry",
     "run_job",
     "run_next_job",
-    "run_to_completion",
 ]
 
 StopCheck = Callable[[], str | None]
@@ -101,7 +100,9 @@ def build_operation(
     instance.operation = operation
     if job is not None:
         instance.job = job
-    return instance, Keyset.for_operation(instance, info, operation.cursor_columns)
+    return instance, Keyset.for_operation(
+        instance, info, operation.cursor_columns, own_scope(instance)
+    )
 
 
 # -- creating jobs --------------------------------------------------------------------------
@@ -379,12 +380,3 @@ def _too_many_interruptions(job: JobRecord) -> TooManyInterruptions | None:
         f"job {job.id} was interrupted {job.interruptions + 1} times (max_interruptions is "
         f"{most}): this interruption counts as a failed attempt"
     )
-
-
-def run_to_completion(
-    operation_id: Any, *, stop_check: StopCheck | None = None, database: str | None = None
-) -> OperationRecord:
-    """Run an operation to its end in this process, without a broker (see :mod:`.completion`)."""
-    from .completion import run_to_completion as run
-
-    return run(operation_id, stop_check=stop_check, database=database)

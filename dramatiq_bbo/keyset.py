@@ -62,10 +62,14 @@ class Keyset:
 
     @classmethod
     def for_operation(
-        cls, operation: Any, table: TableInfo, cursor_columns: Sequence[str]
+        cls,
+        operation: Any,
+        table: TableInfo,
+        cursor_columns: Sequence[str],
+        scope: Callable[[Any], Any] | None,
     ) -> Keyset:
-        """The keyset of an operation instance (its ``table`` model and ``scope``)."""
-        scope = operation.scope if _overrides_scope(operation) else None
+        """The keyset of an operation instance (its ``table`` model), narrowed by ``scope``
+        (None when the class keeps the default, unnarrowed walk)."""
         types = [table.columns[column].type_name for column in cursor_columns]
         return cls(operation.table, cursor_columns, types, scope)
 
@@ -254,12 +258,6 @@ class _StatementCache:
 
 #: compiled statements of the walks this process ran recently
 _STATEMENTS = _StatementCache(256)
-
-
-def _overrides_scope(operation: Any) -> bool:
-    from .operation import BaseOperation
-
-    return type(operation).scope is not BaseOperation.scope
 
 
 def next_batch_bounds(

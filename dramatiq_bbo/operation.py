@@ -18,7 +18,7 @@ name is refused at enqueue time rather than discovered by a worker.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import OperationDefinitionError, UnknownOperationClass
@@ -188,6 +188,12 @@ def resolve(class_or_name: type[BaseOperation] | str) -> type[BaseOperation]:
             f"no operation class is registered as {class_or_name!r} (registered: {known}); "
             "import the module that defines it before enqueueing or running"
         ) from None
+
+
+def own_scope(operation: BaseOperation) -> Callable[[Any], Any] | None:
+    """The instance's ``scope`` when its class overrides it, else None: the default scope
+    narrows nothing, and a walk without one needs no scope check or extra condition."""
+    return operation.scope if type(operation).scope is not BaseOperation.scope else None
 
 
 def registered() -> dict[str, type[BaseOperation]]:

@@ -9,18 +9,34 @@ count from when it began; its rows themselves are read only when the author asks
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
 
 from .catalog import json_values
 from .errors import OperationDefinitionError
+from .keyset import Keyset
+from .statements import Compiled
 from .timeouts import translate_timeouts
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .batching import SubBatchEngine
-    from .keyset import Keyset
+
+class Walk(Protocol):
+    """What a sub-batch needs from the walk that made it (the engine that owns the
+    transaction and the checkpoint): typed here so that the sub-batch does not import the
+    engine, which imports the sub-batch to build one."""
+
+    keyset: Keyset
+    database: Any
+    current_token: object | None
+
+    def range_condition(self, first: Sequence[Any], last: Sequence[Any]) -> Any: ...
+
+    def range_delete(self) -> Compiled: ...
+
+    def count_affected(self, count: int) -> None: ...
+
+    def compile_bare(self, expression: Any) -> tuple[str, list[Any]]: ...
 
 
 class SubBatch:
@@ -34,7 +50,7 @@ class SubBatch:
 
     def __init__(
         self,
-        engine: SubBatchEngine,
+        engine: Walk,
         first: Sequence[Any],
         last: Sequence[Any],
         count: int,
