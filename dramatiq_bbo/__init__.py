@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from . import errors
-from .config import configure, reset, settings
+from .configure import configure, reset, settings
 
 # Imported eagerly: ``dramatiq_bbo.enqueue`` is both a module and the public function, and
 # importing the module (as the pipeline does) would otherwise shadow the lazy function.

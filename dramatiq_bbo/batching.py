@@ -46,7 +46,7 @@ from psycopg import sql
 from .catalog import json_values
 from .errors import ConfigurationError, LeaseLost, OperationDefinitionError
 from .keyset import Keyset, next_batch_bounds, split_range
-from .observability.logs import logger
+from .logs import logger
 from .queries import query
 from .reconnect import heal, is_broken, is_connection_error
 from .records import JobRecord, JobStatus, OperationRecord

@@ -58,8 +58,7 @@ from .catalog import (
 from .db import REGISTRY
 from .enqueue_checks import EnqueueRequest, check_request, psycopg_connection
 from .errors import ConcurrentEnqueue, OperationDefinitionError
-from .migrations import requires_schema
-from .observability.logs import (
+from .logs import (
     DUPLICATE_ENQUEUE,
     SCOPE_NOT_INDEXED,
     WORKER_TRANSITION,
@@ -67,6 +66,7 @@ from .observability.logs import (
     logger,
     operation_fields,
 )
+from .migrations import requires_schema
 from .operation import BaseOperation, resolve
 from .pipeline.setup_checks import warn_without_pipeline
 from .pipeline.wake import wake, wake_in_transaction

@@ -51,7 +51,7 @@ from .errors import (
 )
 from .heartbeat import HEARTBEAT, lease_lost_check
 from .keyset import next_batch_bounds
-from .observability.logs import logger
+from .logs import logger
 from .operation import BaseOperation, own_scope, resolve
 from .outcomes import (
     JobOutcome,

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .db import REGISTRY
-from .observability.logs import logger
+from .logs import logger
 from .queries import query
 from .records import JobRecord, OperationRecord
 from .statements import pipelined

@@ -58,8 +58,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import logs
 from .errors import ConfigurationError
-from .observability import logs
 from .records import JobRecord, JobStatus, OperationRecord
 
 __all__ = [

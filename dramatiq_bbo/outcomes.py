@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from .errors import SubBatchTimeout
-from .observability.logs import JOB_TRANSITION, WORKER_TRANSITION, event, operation_fields
+from .logs import JOB_TRANSITION, WORKER_TRANSITION, event, operation_fields
 from .records import JobRecord, JobStatus, OperationRecord, OperationStatus
 from .timeouts import timeout_kind
 

@@ -29,8 +29,8 @@ from typing import Any, TypeVar
 import psycopg
 
 from .errors import ConnectionFailed, error_chain
-from .observability.logs import CONNECTION_GAVE_UP, CONNECTION_RETRY, event
-from .observability.logs import CONNECTION_LOST as CONNECTION_LOST_EVENT
+from .logs import CONNECTION_GAVE_UP, CONNECTION_RETRY, event
+from .logs import CONNECTION_LOST as CONNECTION_LOST_EVENT
 
 T = TypeVar("T")
 

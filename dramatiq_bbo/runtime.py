@@ -18,8 +18,8 @@ from typing import Any
 
 import psycopg
 
+from .logs import logger
 from .middleware import Middleware
-from .observability.logs import logger
 from .outbox import send_in_transaction
 from .outcomes import JobOutcome, worker_event
 from .records import JobRecord, OperationRecord, OperationStatus

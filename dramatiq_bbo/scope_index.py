@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 
 from .catalog import TableInfo, quote_ident
-from .observability.logs import logger
+from .logs import logger
 from .queries import query
 from .tables import column_field
 

@@ -24,7 +24,7 @@ import dramatiq_bbo as bbo
 
 from .. import migrations
 from ..db import connect
-from ..observability.logs import install_json_handler
+from ..logs import install_json_handler
 from ..optimizer import TARGET_EFFICIENCY
 from ..queries import query
 from . import hold, runtime, table

@@ -36,7 +36,7 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from ..db import REGISTRY
-from ..observability.logs import HEALTH_SIGNAL, event, logger, operation_fields
+from ..logs import HEALTH_SIGNAL, event, logger, operation_fields
 from ..records import OperationRecord
 from . import indicators as registry
 from . import settings as health_settings

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from ..db import REGISTRY
-from ..observability.logs import HEALTH_HOLD, event, logger, operation_fields
+from ..logs import HEALTH_HOLD, event, logger, operation_fields
 from ..queries import query
 from ..records import OperationRecord
 from ..store import hold_operation, tables_for

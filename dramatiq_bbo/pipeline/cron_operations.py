@@ -58,7 +58,7 @@ from ..enqueue_checks import (
     check_request,
 )
 from ..errors import InvalidBatchSizes, InvalidScope, OperationDefinitionError, TableNotFound
-from ..observability.logs import DUPLICATE_ENQUEUE, event, logger
+from ..logs import DUPLICATE_ENQUEUE, event, logger
 from ..operation import BaseOperation, resolve
 from ..queries import query
 from ..records import OperationRecord

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from ..db import REGISTRY
-from ..observability.logs import event, operation_fields
+from ..logs import event, operation_fields
 from ..queries import query
 from ..records import OperationRecord
 from ..runtime import current

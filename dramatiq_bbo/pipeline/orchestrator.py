@@ -22,7 +22,7 @@ from ..completion import end_operation
 from ..db import REGISTRY
 from ..errors import TableChanged, TableNotFound
 from ..execution import create_next_job, prepare_retry
-from ..observability.logs import logger
+from ..logs import logger
 from ..queries import query
 from ..records import JobRecord, OperationRecord, OperationStatus
 from ..runtime import transitioned

@@ -27,7 +27,7 @@ from ..completion import end_operation, job_counts, status_stop_check
 from ..db import REGISTRY
 from ..errors import InvalidTransition, LeaseLost
 from ..execution import JobOutcome, run_job
-from ..observability.logs import event, logger
+from ..logs import event, logger
 from ..optimizer import decide_for_operation, log_decision
 from ..queries import query
 from ..reconnect import CONNECTION_LOST, retrying

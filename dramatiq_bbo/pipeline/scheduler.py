@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import psycopg
 
 from ..db import REGISTRY
-from ..observability.logs import JOB_TRANSITION, event, logger
+from ..logs import JOB_TRANSITION, event, logger
 from ..queries import query
 from ..records import JobStatus
 from ..store import CELL_LOCAL_TABLES, ORGANIZATION_TABLES

@@ -16,9 +16,9 @@ from typing import Any
 
 from ..db import DEFAULT_DATABASE, REGISTRY
 from ..errors import InvalidMiddleware, UnsupportedBroker
+from ..logs import event
 from ..middleware import Middleware
 from ..migrations import ensure_schema, schema_errors
-from ..observability.logs import event
 from ..records import OperationRecord
 from ..runtime import current
 

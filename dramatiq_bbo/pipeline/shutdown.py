@@ -31,7 +31,7 @@ from typing import Any
 from dramatiq.common import dq_name
 
 from ..db import REGISTRY
-from ..observability.logs import logger
+from ..logs import logger
 from ..outbox import DRAMATIQ_SCHEMA
 from ..queries import query
 from .messages import messenger

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from ..db import REGISTRY
-from ..observability.logs import event, operation_fields
+from ..logs import event, operation_fields
 from ..records import OperationRecord
 from ..store import hold_operation
 

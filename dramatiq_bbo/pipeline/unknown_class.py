@@ -26,7 +26,7 @@ import psycopg
 
 from ..db import REGISTRY
 from ..errors import UnknownOperationClass
-from ..observability.logs import event, operation_fields
+from ..logs import event, operation_fields
 from ..operation import resolve
 from ..queries import query
 from ..records import OperationRecord

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from ..db import REGISTRY
-from ..observability.logs import logger
+from ..logs import logger
 from ..records import OperationRecord
 from .handoff import Take, lease_and_send
 from .messages import messenger
