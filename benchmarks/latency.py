@@ -48,7 +48,7 @@ from benchmarks.common import (  # noqa: E402
     server_version,
 )
 from benchmarks.operations import NOTIFY_CHANNEL, TouchAndNotify  # noqa: E402
-from dramatiq_bbo.records import OperationStatus  # noqa: E402
+from dramatiq_bbo.state.records import OperationStatus  # noqa: E402
 
 TABLE = "latency_rows"
 

@@ -51,7 +51,7 @@ from dramatiq_bbo import health, runtime  # noqa: E402
 from dramatiq_bbo.pipeline import scheduler  # noqa: E402
 from dramatiq_bbo.pipeline.orchestrator import Decision, orchestrate  # noqa: E402
 from dramatiq_bbo.pipeline.runner import run  # noqa: E402
-from dramatiq_bbo.records import JobRecord, OperationStatus  # noqa: E402
+from dramatiq_bbo.state.records import JobRecord, OperationStatus  # noqa: E402
 
 TABLE = "throttle_rows"
 #: thresholds the cost runs' built-in indicators do not reach on a test server

@@ -50,7 +50,7 @@ from benchmarks.common import (  # noqa: E402
     server_version,
 )
 from benchmarks.operations import DeleteAll  # noqa: E402
-from dramatiq_bbo.records import OperationStatus  # noqa: E402
+from dramatiq_bbo.state.records import OperationStatus  # noqa: E402
 
 
 def make_table(dsn: str, table: str, rows: int) -> None:

@@ -26,18 +26,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from .operation import BaseOperation, register
     from .pipeline.actors import default_middleware, setup
     from .pipeline.cron_operations import schedule
-    from .records import JobRecord, JobStatus, OperationRecord, OperationStatus
-    from .store import get_operation, list_jobs
+    from .state.records import JobRecord, JobStatus, OperationRecord, OperationStatus
+    from .state.store import get_operation, list_jobs
 
 _LAZY = {
     "BaseOperation": "operation",
     "register": "operation",
-    "OperationRecord": "records",
-    "JobRecord": "records",
-    "OperationStatus": "records",
-    "JobStatus": "records",
-    "get_operation": "store",
-    "list_jobs": "store",
+    "OperationRecord": "state.records",
+    "JobRecord": "state.records",
+    "OperationStatus": "state.records",
+    "JobStatus": "state.records",
+    "get_operation": "state.store",
+    "list_jobs": "state.store",
     "run_to_completion": "completion",
     "SubBatch": "batching",
     "pause": "control",

@@ -49,10 +49,10 @@ from .keyset import Keyset, next_batch_bounds, split_range
 from .logs import logger
 from .queries import query
 from .reconnect import heal, is_broken, is_connection_error
-from .records import JobRecord, JobStatus, OperationRecord
 from .settings import Settings
+from .state.records import JobRecord, JobStatus, OperationRecord
+from .state.store import tables_for
 from .statements import Compiled, pipelined, slots
-from .store import tables_for
 from .sub_batch import SubBatch
 from .timeouts import timeout_kind, translate_timeouts
 

@@ -22,7 +22,7 @@ from psycopg.rows import dict_row
 from .db import REGISTRY
 from .queries import query
 from .reconnect import is_broken
-from .records import JobRecord
+from .state.records import JobRecord
 
 
 @contextlib.contextmanager

@@ -29,9 +29,9 @@ from psycopg.rows import dict_row
 from .db import REGISTRY
 from .errors import InvalidTransition, OperationNotFound
 from .queries import query
-from .records import JobRecord, JobStatus, OperationRecord
+from .state.records import JobRecord, JobStatus, OperationRecord
+from .state.store import parse_operation_id, tables_for
 from .statements import pipelined
-from .store import parse_operation_id, tables_for
 
 
 def new_owner() -> str:

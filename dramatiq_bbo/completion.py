@@ -41,11 +41,11 @@ from .heartbeat import HEARTBEAT, release_stage, take_stage
 from .migrations import requires_schema
 from .queries import query
 from .reconnect import CONNECTION_LOST, is_broken, retrying
-from .records import JobRecord, OperationRecord, OperationStatus
 from .runtime import transitioned
 from .splitting import split_next
+from .state.records import JobRecord, OperationRecord, OperationStatus
+from .state.store import fetch_operation, get_operation, tables_for
 from .statements import pipelined
-from .store import fetch_operation, get_operation, tables_for
 
 #: how often, at most, a running operation's status is re-read between sub-batches (seconds)
 STATUS_CHECK_SECONDS = 0.1

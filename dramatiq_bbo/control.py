@@ -14,9 +14,9 @@ from psycopg.rows import dict_row
 from .db import DEFAULT_DATABASE, REGISTRY
 from .errors import InvalidTransition, OperationNotFound
 from .queries import query
-from .records import OperationRecord, OperationStatus
 from .runtime import transitioned
-from .store import fetch_operation, parse_operation_id, tables_for
+from .state.records import OperationRecord, OperationStatus
+from .state.store import fetch_operation, parse_operation_id, tables_for
 
 _ALLOWED = {
     "pause": (OperationStatus.QUEUED, OperationStatus.ACTIVE),

@@ -71,9 +71,9 @@ from .operation import BaseOperation, resolve
 from .pipeline.setup_checks import warn_without_pipeline
 from .pipeline.wake import wake, wake_in_transaction
 from .queries import query
-from .records import OperationRecord
 from .runtime import current
-from .store import CELL_LOCAL, ORGANIZATION
+from .state.records import OperationRecord
+from .state.store import CELL_LOCAL, ORGANIZATION
 from .table_policy import (
     check_model_table,
     check_privileges,

@@ -62,10 +62,10 @@ from .outcomes import (
 )
 from .queries import query
 from .reconnect import connection_lost, is_connection_error, retrying
-from .records import JobRecord, JobStatus, OperationRecord
 from .runtime import current
+from .state.records import JobRecord, JobStatus, OperationRecord
+from .state.store import fetch_operation, insert_job, tables_for
 from .statements import pipelined
-from .store import fetch_operation, insert_job, tables_for
 from .tables import table_info, table_model
 
 __all__ = [

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from .db import REGISTRY
 from .logs import logger
 from .queries import query
-from .records import JobRecord, OperationRecord
+from .state.records import JobRecord, OperationRecord
+from .state.store import tables_for
 from .statements import pipelined
-from .store import tables_for
 from .timeouts import set_lock_timeout
 
 #: renewals per lease period: a lease survives two missed heartbeats

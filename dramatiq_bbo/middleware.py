@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 
 from .outcomes import JobOutcome
-from .records import JobRecord, OperationRecord, OperationStatus
+from .state.records import JobRecord, OperationRecord, OperationStatus
 
 
 class Middleware:

@@ -37,7 +37,7 @@ from playhouse.postgres_ext import (
 )
 
 from .db import DEFAULT_DATABASE, Registry, libpq_connect_timeout
-from .records import JobStatus, OperationStatus
+from .state.records import JobStatus, OperationStatus
 
 database_proxy = peewee.DatabaseProxy()
 

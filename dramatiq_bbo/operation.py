@@ -25,7 +25,7 @@ from .errors import OperationDefinitionError, UnknownOperationClass
 from .operation_checks import check_class
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .records import JobRecord, OperationRecord
+    from .state.records import JobRecord, OperationRecord
     from .sub_batch import SubBatch
 
 _registry: dict[str, type[BaseOperation]] = {}

@@ -60,7 +60,7 @@ from typing import Any
 
 from . import logs
 from .errors import ConfigurationError
-from .records import JobRecord, JobStatus, OperationRecord
+from .state.records import JobRecord, JobStatus, OperationRecord
 
 __all__ = [
     "JobSample",

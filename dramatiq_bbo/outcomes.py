@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from .errors import SubBatchTimeout
 from .logs import JOB_TRANSITION, WORKER_TRANSITION, event, operation_fields
-from .records import JobRecord, JobStatus, OperationRecord, OperationStatus
+from .state.records import JobRecord, JobStatus, OperationRecord, OperationStatus
 from .timeouts import timeout_kind
 
 #: longest exception message kept on a job row

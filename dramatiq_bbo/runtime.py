@@ -22,7 +22,7 @@ from .logs import logger
 from .middleware import Middleware
 from .outbox import send_in_transaction
 from .outcomes import JobOutcome, worker_event
-from .records import JobRecord, OperationRecord, OperationStatus
+from .state.records import JobRecord, OperationRecord, OperationStatus
 
 
 @dataclass(frozen=True)

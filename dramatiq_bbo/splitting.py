@@ -20,8 +20,8 @@ from . import retries
 from .execution import build_operation
 from .keyset import split_range
 from .queries import query
-from .records import JobRecord, OperationRecord
-from .store import fetch_operation, insert_job, tables_for
+from .state.records import JobRecord, OperationRecord
+from .state.store import fetch_operation, insert_job, tables_for
 
 
 def splittable_job(

@@ -19,8 +19,8 @@ import psycopg
 import pytest
 
 from dramatiq_bbo.health.base import Context
-from dramatiq_bbo.records import OperationRecord, OperationStatus
 from dramatiq_bbo.server import PostgresServer, make_standby
+from dramatiq_bbo.state.records import OperationRecord, OperationStatus
 
 
 class ServerFactory:

@@ -37,7 +37,7 @@ from psycopg.pq import TransactionStatus
 
 from ..db import REGISTRY
 from ..logs import HEALTH_SIGNAL, event, logger, operation_fields
-from ..records import OperationRecord
+from ..state.records import OperationRecord
 from . import indicators as registry
 from . import settings as health_settings
 from .base import Context, Indicator, Result, Signal

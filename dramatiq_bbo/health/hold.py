@@ -17,8 +17,8 @@ import psycopg
 from ..db import REGISTRY
 from ..logs import HEALTH_HOLD, event, logger, operation_fields
 from ..queries import query
-from ..records import OperationRecord
-from ..store import hold_operation, tables_for
+from ..state.records import OperationRecord
+from ..state.store import hold_operation, tables_for
 from ..timeouts import set_lock_timeout
 from .base import Result
 

@@ -21,7 +21,7 @@ from typing import Any
 from ..db import REGISTRY
 from ..logs import logger
 from ..middleware import Middleware
-from ..records import JobRecord, OperationRecord
+from ..state.records import JobRecord, OperationRecord
 from .base import Result
 from .evaluator import evaluate
 from .hold import hold, release

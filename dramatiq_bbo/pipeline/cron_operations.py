@@ -61,8 +61,8 @@ from ..errors import InvalidBatchSizes, InvalidScope, OperationDefinitionError, 
 from ..logs import DUPLICATE_ENQUEUE, event, logger
 from ..operation import BaseOperation, resolve
 from ..queries import query
-from ..records import OperationRecord
-from ..store import CELL_LOCAL_TABLES
+from ..state.records import OperationRecord
+from ..state.store import CELL_LOCAL_TABLES
 from ..table_policy import check_name_allowed
 
 __all__ = ["CronOperation", "declare_cron_operations", "schedule", "scheduled", "unschedule"]

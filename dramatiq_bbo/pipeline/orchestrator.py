@@ -24,10 +24,10 @@ from ..errors import TableChanged, TableNotFound
 from ..execution import create_next_job, prepare_retry
 from ..logs import logger
 from ..queries import query
-from ..records import JobRecord, OperationRecord, OperationStatus
 from ..runtime import transitioned
 from ..splitting import split_job, splittable_job
-from ..store import operation_ref, tables_for
+from ..state.records import JobRecord, OperationRecord, OperationStatus
+from ..state.store import operation_ref, tables_for
 from .handoff import lease_and_send, take_lease
 from .messages import RUNNER, messenger
 from .middleware_hold import held_by_middleware

@@ -31,9 +31,15 @@ from ..logs import event, logger
 from ..optimizer import decide_for_operation, log_decision
 from ..queries import query
 from ..reconnect import CONNECTION_LOST, retrying
-from ..records import JobRecord, JobStatus, OperationRecord, OperationStatus
 from ..runtime import current
-from ..store import OperationRef, fetch_operation, get_operation, operation_ref, tables_for
+from ..state.records import JobRecord, JobStatus, OperationRecord, OperationStatus
+from ..state.store import (
+    OperationRef,
+    fetch_operation,
+    get_operation,
+    operation_ref,
+    tables_for,
+)
 from . import shutdown
 from .handoff import Take, send_orchestrator, take_lease
 from .messages import ORCHESTRATOR

@@ -31,8 +31,8 @@ import psycopg
 from ..db import REGISTRY
 from ..logs import JOB_TRANSITION, event, logger
 from ..queries import query
-from ..records import JobStatus
-from ..store import CELL_LOCAL_TABLES, ORGANIZATION_TABLES
+from ..state.records import JobStatus
+from ..state.store import CELL_LOCAL_TABLES, ORGANIZATION_TABLES
 from ..timeouts import set_lock_timeout
 from .handoff import lease_and_send
 

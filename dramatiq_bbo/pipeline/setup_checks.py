@@ -19,8 +19,8 @@ from ..errors import InvalidMiddleware, UnsupportedBroker
 from ..logs import event
 from ..middleware import Middleware
 from ..migrations import ensure_schema, schema_errors
-from ..records import OperationRecord
 from ..runtime import current
+from ..state.records import OperationRecord
 
 #: logged once per process: an operation was enqueued, but no pipeline actor is declared here
 PIPELINE_NOT_SET_UP = "background_operation_pipeline_not_set_up"

@@ -29,8 +29,8 @@ from ..errors import UnknownOperationClass
 from ..logs import event, operation_fields
 from ..operation import resolve
 from ..queries import query
-from ..records import OperationRecord
-from ..store import fetch_operation, hold_operation, tables_for
+from ..state.records import OperationRecord
+from ..state.store import fetch_operation, hold_operation, tables_for
 from .handoff import lease_and_send
 from .messages import messenger
 

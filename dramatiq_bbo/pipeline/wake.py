@@ -17,7 +17,7 @@ import psycopg
 
 from ..db import REGISTRY
 from ..logs import logger
-from ..records import OperationRecord
+from ..state.records import OperationRecord
 from .handoff import Take, lease_and_send
 from .messages import messenger
 

@@ -2,7 +2,7 @@
 -- runner the only writer of a job, and the checkpoint that commits with the sub-batch.
 --
 -- {operations} and {jobs} are filled by dramatiq_bbo.queries.query() with the bbo tables of
--- the operation's scope (dramatiq_bbo.store.tables_for); every value is a parameter. Queries
+-- the operation's scope (dramatiq_bbo.state.store.tables_for); every value is a parameter. Queries
 -- over the target table are built with peewee in dramatiq_bbo.batching.
 
 -- name: batching_sub_batch_guards

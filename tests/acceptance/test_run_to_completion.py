@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 import dramatiq_bbo as bbo
-from dramatiq_bbo.records import JobStatus, OperationStatus
+from dramatiq_bbo.state.records import JobStatus, OperationStatus
 from tests.acceptance.killable_operation import KILL_AFTER, STYLES
 from tests.helpers import wait_until
 

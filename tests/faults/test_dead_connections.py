@@ -33,9 +33,9 @@ from dramatiq_bbo.health.evaluator import clear_cache, evaluate
 from dramatiq_bbo.models import database_for
 from dramatiq_bbo.pipeline import orchestrator, scheduler
 from dramatiq_bbo.reconnect import is_broken, is_connection_error
-from dramatiq_bbo.records import JobStatus, OperationRecord, OperationStatus
 from dramatiq_bbo.server import free_port
-from dramatiq_bbo.store import tables_for
+from dramatiq_bbo.state.records import JobStatus, OperationRecord, OperationStatus
+from dramatiq_bbo.state.store import tables_for
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -20,7 +20,7 @@ from dramatiq_bbo.catalog import json_values
 from dramatiq_bbo.db import REGISTRY
 from dramatiq_bbo.errors import IncompleteJob, InvalidTransition, LeaseLost, SubBatchTimeout
 from dramatiq_bbo.execution import create_next_job, prepare_retry, run_job
-from dramatiq_bbo.records import JobRecord, JobStatus, OperationRecord, OperationStatus
+from dramatiq_bbo.state.records import JobRecord, JobStatus, OperationRecord, OperationStatus
 from dramatiq_bbo.tables import column_field, table_info, table_model
 
 SEEN: dict[str, Any] = {}

@@ -30,7 +30,7 @@ from dramatiq_bbo.logs import HEALTH_HOLD, HEALTH_SIGNAL
 from dramatiq_bbo.pipeline import scheduler
 from dramatiq_bbo.pipeline.orchestrator import Decision, orchestrate
 from dramatiq_bbo.pipeline.runner import run
-from dramatiq_bbo.records import JobStatus, OperationStatus
+from dramatiq_bbo.state.records import JobStatus, OperationStatus
 from tests.helpers import wait_until
 from tests.integration.pipeline_support import dispatched_job_id, drive, no_broker  # noqa: F401
 

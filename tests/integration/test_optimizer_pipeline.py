@@ -30,7 +30,7 @@ import pytest
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo.optimizer import MAX_GROWTH, TARGET_EFFICIENCY, jobs_needed
-from dramatiq_bbo.records import JobStatus
+from dramatiq_bbo.state.records import JobStatus
 from tests.integration.pipeline_support import no_broker, run_one_job  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("no_broker")

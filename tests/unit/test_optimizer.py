@@ -22,7 +22,7 @@ from dramatiq_bbo.optimizer import (
     optimize_batch_size,
     samples_from_jobs,
 )
-from dramatiq_bbo.records import JobRecord, JobStatus, OperationRecord, OperationStatus
+from dramatiq_bbo.state.records import JobRecord, JobStatus, OperationRecord, OperationStatus
 
 SEEDS = range(12)
 TARGET_EFFICIENCY = 0.95

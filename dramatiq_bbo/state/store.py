@@ -3,7 +3,7 @@
 The id says the scope: an ``int`` is a cell-local operation (bigint identity), a
 :class:`uuid.UUID` (or its string) an organization-scoped one. Rows are read from the parent
 (partitioned) tables, so an operation is found whatever partition it lives in. Results are
-immutable :class:`~dramatiq_bbo.records.OperationRecord` / ``JobRecord`` snapshots: reading
+immutable :class:`~dramatiq_bbo.state.records.OperationRecord` / ``JobRecord`` snapshots: reading
 never leaves a connection or a lock behind.
 """
 
@@ -19,10 +19,10 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from .db import DEFAULT_DATABASE, REGISTRY
-from .errors import InvalidOperationId, OperationNotFound
-from .migrations import requires_schema
-from .queries import query
+from ..db import DEFAULT_DATABASE, REGISTRY
+from ..errors import InvalidOperationId, OperationNotFound
+from ..migrations import requires_schema
+from ..queries import query
 from .records import JobRecord, OperationId, OperationRecord
 
 
