@@ -19,7 +19,6 @@ from .enqueue import EnqueueResult, enqueue  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import health
-    from .batching import SubBatch
     from .completion import run_to_completion
     from .control import cancel, pause, resume
     from .middleware import Middleware
@@ -28,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .pipeline.cron_operations import schedule
     from .state.records import JobRecord, JobStatus, OperationRecord, OperationStatus
     from .state.store import get_operation, list_jobs
+    from .walk.sub_batch import SubBatch
 
 _LAZY = {
     "BaseOperation": "operation",
@@ -39,7 +39,7 @@ _LAZY = {
     "get_operation": "state.store",
     "list_jobs": "state.store",
     "run_to_completion": "completion",
-    "SubBatch": "batching",
+    "SubBatch": "walk.sub_batch",
     "pause": "control",
     "resume": "control",
     "cancel": "control",

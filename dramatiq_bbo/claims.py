@@ -31,7 +31,7 @@ from .errors import InvalidTransition, OperationNotFound
 from .queries import query
 from .state.records import JobRecord, JobStatus, OperationRecord
 from .state.store import parse_operation_id, tables_for
-from .statements import pipelined
+from .walk.statements import pipelined
 
 
 def new_owner() -> str:

@@ -45,7 +45,7 @@ from .runtime import transitioned
 from .splitting import split_next
 from .state.records import JobRecord, OperationRecord, OperationStatus
 from .state.store import fetch_operation, get_operation, tables_for
-from .statements import pipelined
+from .walk.statements import pipelined
 
 #: how often, at most, a running operation's status is re-read between sub-batches (seconds)
 STATUS_CHECK_SECONDS = 0.1

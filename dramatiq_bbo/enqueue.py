@@ -3,7 +3,7 @@
 Everything is checked before anything is written, each failure a typed error naming the
 offending value: the class, the arguments, the sizes, the scope, the database
 (:mod:`dramatiq_bbo.enqueue_checks`), then, inside the transaction and before the first
-write, the table — resolved through the catalog (:mod:`dramatiq_bbo.catalog`), outside the
+write, the table — resolved through the catalog (:mod:`dramatiq_bbo.walk.catalog`), outside the
 refused schemas and among the class's declared tables, the one the class's model is bound to,
 readable by the role (:mod:`dramatiq_bbo.table_policy`) — and its cursor. The operation
 stores the table as the catalog names it (schema, bare name) with its oid, never as text to
@@ -48,13 +48,6 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
-from .catalog import (
-    TableInfo,
-    cursor_bounds,
-    estimate_tuples,
-    resolve_table,
-    validate_cursor,
-)
 from .db import REGISTRY
 from .enqueue_checks import EnqueueRequest, check_request, psycopg_connection
 from .errors import ConcurrentEnqueue, OperationDefinitionError
@@ -79,6 +72,13 @@ from .table_policy import (
     check_privileges,
     check_table_allowed,
     privilege_error,
+)
+from .walk.catalog import (
+    TableInfo,
+    cursor_bounds,
+    estimate_tuples,
+    resolve_table,
+    validate_cursor,
 )
 
 
@@ -292,7 +292,7 @@ def _bounds(
     if cls.scope is BaseOperation.scope:
         return cursor_bounds(conn, table, columns), ()
     from .scope_index import unindexed_scope
-    from .tables import column_field, table_model
+    from .walk.tables import column_field, table_model
 
     model: Any = table_model(request.database, table, operation_class=cls)
     instance = cls(json.loads(request.arguments_json), table=model)

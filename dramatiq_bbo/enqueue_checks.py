@@ -3,7 +3,7 @@
 Each argument is checked on its own and refused with a typed error naming the offending value
 (and, for sizes, where the value came from: the call, the class, or the settings). The checks
 that need the catalog — the table, its cursor columns and indexes — are in
-:mod:`dramatiq_bbo.catalog` and run inside enqueue's transaction.
+:mod:`dramatiq_bbo.walk.catalog` and run inside enqueue's transaction.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any
 
 import psycopg
 
-from .catalog import check_identifier
 from .db import REGISTRY
 from .errors import (
     ColumnNotInCursor,
@@ -28,6 +27,7 @@ from .errors import (
 )
 from .operation import BaseOperation
 from .settings import Settings, check_value, clean_text
+from .walk.catalog import check_identifier
 
 SIZES = (
     "batch_size",

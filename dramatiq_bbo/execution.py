@@ -6,10 +6,10 @@ job behaves the same whoever runs it.
 
 Connections. Bookkeeping (claim, finish, job creation) runs on pooled autocommit connections
 (or the one a caller running many jobs passes in) in short transactions of its own, each sent
-in as few round trips as it can (:mod:`dramatiq_bbo.statements`): the claim reads the operation
+in as few round trips as it can (:mod:`dramatiq_bbo.walk.statements`): the claim reads the operation
 and claims the job in one; ``run_to_completion()`` creates a job already claimed. The
 sub-batches run on the peewee database's connection for the running thread (see
-:mod:`dramatiq_bbo.batching`). Because a failed ``perform()`` leaves the sub-batch generator
+:mod:`dramatiq_bbo.walk.checkpoint`). Because a failed ``perform()`` leaves the sub-batch generator
 suspended with its transaction open and the job row locked, the runner closes it (rolling the
 sub-batch back) before any bookkeeping on another connection, which would otherwise wait on
 that lock forever. A lost connection is an interruption, not a failed attempt: the job goes
@@ -38,7 +38,6 @@ import psycopg
 from psycopg.rows import dict_row
 
 from . import retries
-from .batching import JobCheck, Keyset, SubBatchEngine, sub_batch_guards
 from .bookkeeping import bookkeeping, finish_job
 from .claims import claim, claim_new, new_owner, other_job_running
 from .db import DEFAULT_DATABASE, REGISTRY
@@ -50,7 +49,6 @@ from .errors import (
     TooManyInterruptions,
 )
 from .heartbeat import HEARTBEAT, lease_lost_check
-from .keyset import next_batch_bounds
 from .logs import logger
 from .operation import BaseOperation, own_scope, resolve
 from .outcomes import (
@@ -65,8 +63,10 @@ from .reconnect import connection_lost, is_connection_error, retrying
 from .runtime import current
 from .state.records import JobRecord, JobStatus, OperationRecord
 from .state.store import fetch_operation, insert_job, tables_for
-from .statements import pipelined
-from .tables import table_info, table_model
+from .walk.checkpoint import JobCheck, Keyset, SubBatchEngine, sub_batch_guards
+from .walk.keyset import next_batch_bounds
+from .walk.statements import pipelined
+from .walk.tables import table_info, table_model
 
 __all__ = [
     "JobOutcome",

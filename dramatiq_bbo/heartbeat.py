@@ -8,7 +8,7 @@ process holds it) then the job's lease — the library's lock order. It runs bes
 own thread, so a long sub-batch (even a single long statement) keeps its lease; a killed
 process renews nothing, and a frozen one (SIGSTOP) renews nothing either.
 
-A sub-batch does not keep its job row locked (see :mod:`dramatiq_bbo.batching`), so a renewal
+A sub-batch does not keep its job row locked (see :mod:`dramatiq_bbo.walk.checkpoint`), so a renewal
 never waits on one. When a renewal finds that the job belongs to someone else (its lease
 expired and another runner took it over), the lease is marked lost and the runner stops at
 its next sub-batch boundary; its checkpoint would refuse to commit anyway.
@@ -27,8 +27,8 @@ from .logs import logger
 from .queries import query
 from .state.records import JobRecord, OperationRecord
 from .state.store import tables_for
-from .statements import pipelined
-from .timeouts import set_lock_timeout
+from .walk.statements import pipelined
+from .walk.timeouts import set_lock_timeout
 
 #: renewals per lease period: a lease survives two missed heartbeats
 HEARTBEATS_PER_LEASE = 3

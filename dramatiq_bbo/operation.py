@@ -26,7 +26,7 @@ from .operation_checks import check_class
 
 if TYPE_CHECKING:  # pragma: no cover
     from .state.records import JobRecord, OperationRecord
-    from .sub_batch import SubBatch
+    from .walk.sub_batch import SubBatch
 
 _registry: dict[str, type[BaseOperation]] = {}
 _registry_lock = threading.Lock()

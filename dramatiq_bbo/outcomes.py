@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from .errors import SubBatchTimeout
 from .logs import JOB_TRANSITION, WORKER_TRANSITION, event, operation_fields
 from .state.records import JobRecord, JobStatus, OperationRecord, OperationStatus
-from .timeouts import timeout_kind
+from .walk.timeouts import timeout_kind
 
 #: longest exception message kept on a job row
 MAX_EXCEPTION_MESSAGE = 2000

@@ -7,7 +7,7 @@ interruption, never as a failed attempt, and never keeps using a dead connection
 - :func:`is_connection_error` is the one place that decides what a lost connection looks
   like (a broken socket, the server shutting down or not accepting connections yet, the
   libpq connection-exception class ``08``). A statement or lock timeout is *not* one: the
-  connection is fine, the work was too slow (:mod:`dramatiq_bbo.timeouts`).
+  connection is fine, the work was too slow (:mod:`dramatiq_bbo.walk.timeouts`).
 - :func:`heal` discards the thread's peewee connection once it is broken, so the next use
   opens a new one (peewee would otherwise hand the dead one out forever). Pooled psycopg
   connections are checked by the pool at every checkout (:mod:`dramatiq_bbo.db`).

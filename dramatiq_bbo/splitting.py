@@ -18,10 +18,10 @@ from psycopg.rows import dict_row
 
 from . import retries
 from .execution import build_operation
-from .keyset import split_range
 from .queries import query
 from .state.records import JobRecord, OperationRecord
 from .state.store import fetch_operation, insert_job, tables_for
+from .walk.keyset import split_range
 
 
 def splittable_job(

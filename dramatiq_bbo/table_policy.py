@@ -22,7 +22,6 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from .catalog import TableInfo, check_identifier, display_name, split_table_name
 from .errors import (
     OperationDefinitionError,
     TableNotAllowed,
@@ -31,6 +30,7 @@ from .errors import (
     ValidationError,
 )
 from .queries import query
+from .walk.catalog import TableInfo, check_identifier, display_name, split_table_name
 
 #: schemas no operation may run in, with the reason given
 REFUSED_SCHEMAS = {

@@ -19,7 +19,7 @@ from ..logs import HEALTH_HOLD, event, logger, operation_fields
 from ..queries import query
 from ..state.records import OperationRecord
 from ..state.store import hold_operation, tables_for
-from ..timeouts import set_lock_timeout
+from ..walk.timeouts import set_lock_timeout
 from .base import Result
 
 #: the hold_reason CHECK constraint's limit (schema/sql/0001_operations.sql)

@@ -44,7 +44,6 @@ import dramatiq
 import periodiq
 from psycopg.rows import dict_row
 
-from ..catalog import resolve_table
 from ..cron import normalize_cron
 from ..db import REGISTRY
 from ..enqueue import EnqueueResult, after_commit, lock_key
@@ -64,6 +63,7 @@ from ..queries import query
 from ..state.records import OperationRecord
 from ..state.store import CELL_LOCAL_TABLES
 from ..table_policy import check_name_allowed
+from ..walk.catalog import resolve_table
 
 __all__ = ["CronOperation", "declare_cron_operations", "schedule", "scheduled", "unschedule"]
 

@@ -33,7 +33,7 @@ from ..logs import JOB_TRANSITION, event, logger
 from ..queries import query
 from ..state.records import JobStatus
 from ..state.store import CELL_LOCAL_TABLES, ORGANIZATION_TABLES
-from ..timeouts import set_lock_timeout
+from ..walk.timeouts import set_lock_timeout
 from .handoff import lease_and_send
 
 #: scopes in the order the scheduler serves them

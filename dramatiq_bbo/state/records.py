@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, ClassVar
 
-from ..catalog import TableRef, display_name, split_table_name
+from ..walk.catalog import TableRef, display_name, split_table_name
 
 
 class OperationStatus(enum.IntEnum):

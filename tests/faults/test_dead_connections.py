@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 import dramatiq_bbo as bbo
-from dramatiq_bbo import claims, db, tables
+from dramatiq_bbo import claims, db
 from dramatiq_bbo.bookkeeping import finish_job
 from dramatiq_bbo.db import REGISTRY
 from dramatiq_bbo.errors import ConnectionFailed
@@ -36,6 +36,7 @@ from dramatiq_bbo.reconnect import is_broken, is_connection_error
 from dramatiq_bbo.server import free_port
 from dramatiq_bbo.state.records import JobStatus, OperationRecord, OperationStatus
 from dramatiq_bbo.state.store import tables_for
+from dramatiq_bbo.walk import tables
 
 pytestmark = pytest.mark.timeout(120)
 

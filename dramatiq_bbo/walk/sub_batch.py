@@ -2,7 +2,7 @@
 
 A :class:`SubBatch` is a view over the scoped rows between two cursors, valid only inside its
 loop iteration: its transaction (and the job's checkpoint) belong to
-:class:`~dramatiq_bbo.batching.SubBatchEngine`. It knows its first and last row and its row
+:class:`~dramatiq_bbo.walk.checkpoint.SubBatchEngine`. It knows its first and last row and its row
 count from when it began; its rows themselves are read only when the author asks.
 """
 
@@ -14,8 +14,8 @@ from typing import Any, Protocol
 import psycopg
 from psycopg import sql
 
+from ..errors import OperationDefinitionError
 from .catalog import json_values
-from .errors import OperationDefinitionError
 from .keyset import Keyset
 from .statements import Compiled
 from .timeouts import translate_timeouts

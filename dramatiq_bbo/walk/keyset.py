@@ -1,7 +1,7 @@
 """The keyset strategy: which rows a job covers, and where to split a range.
 
 A *keyset* is the walk over one table: the cursor columns in order, their SQL types and the
-operation's ``scope``. Cursors are stored as JSON arrays (see :mod:`dramatiq_bbo.catalog`), so
+operation's ``scope``. Cursors are stored as JSON arrays (see :mod:`dramatiq_bbo.walk.catalog`), so
 every comparison casts each stored value back to its column's type — ``("a", "b") >
 (CAST(%s AS integer), CAST(%s AS uuid))`` — or a uuid or timestamp cursor would compare as
 text. Row comparisons over the leading columns of the cursor index are what Postgres scans as
@@ -14,7 +14,7 @@ keyset order. The operation's ``next_cursor`` is the exclusive lower bound of wh
 been given yet; a job's ``checkpoint_cursor`` is the last row of its last committed sub-batch.
 
 The sub-batch walk (one transaction per sub-batch, checkpoint included) is
-:mod:`dramatiq_bbo.batching`, which re-exports this module's public functions.
+:mod:`dramatiq_bbo.walk.checkpoint`, which re-exports this module's public functions.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import peewee
 import psycopg
 from psycopg import sql
 
+from ..errors import OperationDefinitionError
 from .catalog import TableInfo, json_values
-from .errors import OperationDefinitionError
 from .statements import Compiled, slots
 from .tables import column_field
 
@@ -143,7 +143,7 @@ class Keyset:
 
     # -- statements compiled once per walk -----------------------------------------------------
     def compiled(self, key: Any, build: Callable[[], Any]) -> Compiled:
-        """``build()`` (a peewee query with :class:`~dramatiq_bbo.statements.Slot` values)
+        """``build()`` (a peewee query with :class:`~dramatiq_bbo.walk.statements.Slot` values)
         compiled the first time ``key`` is asked for, then reused."""
         statements = self.statements()
         compiled = statements.get(key)

@@ -16,7 +16,7 @@ call :func:`forget` (or ``configure()`` again). Enqueue validation never uses th
 always reads the catalog.
 
 The stored table is the operation row's ``(table_schema, table_name, table_oid)``
-(:class:`~dramatiq_bbo.catalog.TableRef`), looked up by exact schema and name — never a text
+(:class:`~dramatiq_bbo.walk.catalog.TableRef`), looked up by exact schema and name — never a text
 parsed again. Each :func:`table_info` call checks, with one indexed catalog lookup, that the
 pair still names the table of that oid (:class:`~dramatiq_bbo.errors.TableChanged` if not), so
 a table dropped and re-created, or renamed away with another renamed into its place, is never
@@ -34,11 +34,11 @@ import peewee
 import psycopg
 from playhouse.reflection import Introspector, PostgresqlMetadata
 
+from ..db import REGISTRY
+from ..errors import OperationDefinitionError, TableNotFound
+from ..queries import query
+from ..reconnect import heal, is_connection_error
 from .catalog import TableInfo, TableRef, display_name, resolve_stored, resolve_table
-from .db import REGISTRY
-from .errors import OperationDefinitionError, TableNotFound
-from .queries import query
-from .reconnect import heal, is_connection_error
 
 _cache: weakref.WeakKeyDictionary[Any, dict[tuple[str, str, int], type[peewee.Model]]] = (
     weakref.WeakKeyDictionary()
@@ -67,7 +67,7 @@ class _AnyNameIntrospector(Introspector):  # type: ignore[misc]
 
 def peewee_database(database_name: str) -> peewee.Database:
     """The peewee database registered for ``database_name`` (from ``configure()``)."""
-    from .models import database_for
+    from ..models import database_for
 
     return database_for(database_name)
 

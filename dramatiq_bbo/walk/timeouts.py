@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from .errors import SubBatchTimeout, error_chain
+from ..errors import SubBatchTimeout, error_chain
 
 
 def timeout_kind(exc: BaseException) -> str | None:

@@ -13,12 +13,12 @@ of a long one (:mod:`dramatiq_bbo.heartbeat`).
 
 Round trips. ``BEGIN``, the guards (``SET LOCAL``), and one statement that reads the job's lease
 owner and probes the sub-batch's first and last rows (``batching_begin_sub_batch``) go in one
-round trip (a psycopg pipeline; see :mod:`dramatiq_bbo.statements`). The checkpoint (one
+round trip (a psycopg pipeline; see :mod:`dramatiq_bbo.walk.statements`). The checkpoint (one
 statement for the operation, one for the job) goes with the ``COMMIT`` in another. So a
 sub-batch costs two round trips besides the author's own statements (one more for the short
 last sub-batch of a job). A ``COMMIT`` queued behind a failed checkpoint never runs: the
 pipeline skips everything after an error. The sub-batch's rows stay in Postgres: ``ids()``,
-iteration and ``dicts()`` read them when the author asks (:mod:`dramatiq_bbo.sub_batch`).
+iteration and ``dicts()`` read them when the author asks (:mod:`dramatiq_bbo.walk.sub_batch`).
 
 An exception in the loop body leaves the generator suspended with its transaction open (Python
 does not resume a generator on an exception in the consumer; it only closes it when collected).
@@ -27,8 +27,8 @@ rolls the open sub-batch back. ``break`` in the loop body does the same: the cur
 is discarded, and the job ends as :class:`~dramatiq_bbo.errors.IncompleteJob` (retried from its
 checkpoint) since the rest of its range was not walked.
 
-Keyset bounds and splitting are in :mod:`dramatiq_bbo.keyset`, the sub-batch the author sees in
-:mod:`dramatiq_bbo.sub_batch`, timeouts in :mod:`dramatiq_bbo.timeouts`; all re-exported here.
+Keyset bounds and splitting are in :mod:`dramatiq_bbo.walk.keyset`, the sub-batch the author
+sees in :mod:`dramatiq_bbo.walk.sub_batch`, timeouts in :mod:`dramatiq_bbo.walk.timeouts`.
 """
 
 from __future__ import annotations
@@ -43,15 +43,15 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from ..errors import ConfigurationError, LeaseLost, OperationDefinitionError
+from ..logs import logger
+from ..queries import query
+from ..reconnect import heal, is_broken, is_connection_error
+from ..settings import Settings
+from ..state.records import JobRecord, JobStatus, OperationRecord
+from ..state.store import tables_for
 from .catalog import json_values
-from .errors import ConfigurationError, LeaseLost, OperationDefinitionError
 from .keyset import Keyset, next_batch_bounds, split_range
-from .logs import logger
-from .queries import query
-from .reconnect import heal, is_broken, is_connection_error
-from .settings import Settings
-from .state.records import JobRecord, JobStatus, OperationRecord
-from .state.store import tables_for
 from .statements import Compiled, pipelined, slots
 from .sub_batch import SubBatch
 from .timeouts import timeout_kind, translate_timeouts

@@ -38,14 +38,14 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from .errors import (
+from ..errors import (
     ColumnNotFound,
     CursorNotIndexed,
     InvalidIdentifier,
     TableChanged,
     TableNotFound,
 )
-from .queries import query
+from ..queries import query
 
 _TABLE_KINDS = {"r": "table", "p": "partitioned table"}
 _OTHER_KINDS = {
