@@ -19,8 +19,8 @@ from .enqueue import EnqueueResult, enqueue  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import health
-    from .completion import run_to_completion
-    from .control import cancel, pause, resume
+    from .jobs.control import cancel, pause, resume
+    from .jobs.inline import run_to_completion
     from .middleware import Middleware
     from .operation import BaseOperation, register
     from .pipeline.actors import default_middleware, setup
@@ -38,11 +38,11 @@ _LAZY = {
     "JobStatus": "state.records",
     "get_operation": "state.store",
     "list_jobs": "state.store",
-    "run_to_completion": "completion",
+    "run_to_completion": "jobs.inline",
     "SubBatch": "walk.sub_batch",
-    "pause": "control",
-    "resume": "control",
-    "cancel": "control",
+    "pause": "jobs.control",
+    "resume": "jobs.control",
+    "cancel": "jobs.control",
     "setup": "pipeline.actors",
     "default_middleware": "pipeline.actors",
     "Middleware": "middleware",

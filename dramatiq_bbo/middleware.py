@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg
 
-from .outcomes import JobOutcome
+from .jobs.outcomes import JobOutcome
 from .state.records import JobRecord, OperationRecord, OperationStatus
 
 

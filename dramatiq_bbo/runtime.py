@@ -18,10 +18,10 @@ from typing import Any
 
 import psycopg
 
+from .jobs.outcomes import JobOutcome, worker_event
 from .logs import logger
 from .middleware import Middleware
 from .outbox import send_in_transaction
-from .outcomes import JobOutcome, worker_event
 from .state.records import JobRecord, OperationRecord, OperationStatus
 
 

@@ -18,14 +18,14 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from ..completion import end_operation
 from ..db import REGISTRY
 from ..errors import TableChanged, TableNotFound
-from ..execution import create_next_job, prepare_retry
+from ..jobs.inline import end_operation
+from ..jobs.planning import split_job, splittable_job
+from ..jobs.run import create_next_job, prepare_retry
 from ..logs import logger
 from ..queries import query
 from ..runtime import transitioned
-from ..splitting import split_job, splittable_job
 from ..state.records import JobRecord, OperationRecord, OperationStatus
 from ..state.store import operation_ref, tables_for
 from .handoff import lease_and_send, take_lease

@@ -1,6 +1,6 @@
 """The runner stage: run one dispatched job, then chain the operation's next orchestrator.
 
-The job itself runs through :func:`dramatiq_bbo.execution.run_job` (sub-batch transactions
+The job itself runs through :func:`dramatiq_bbo.jobs.run.run_job` (sub-batch transactions
 with their checkpoints). Between sub-batches the runner stops the job cleanly at its
 checkpoint when the operation was paused or cancelled, when the job's time budget is spent,
 when a middleware asks for it (``between_sub_batches``: health), or when the worker is
@@ -22,13 +22,13 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from .. import retries
-from ..completion import end_operation, job_counts, status_stop_check
 from ..db import REGISTRY
 from ..errors import InvalidTransition, LeaseLost
-from ..execution import JobOutcome, run_job
+from ..jobs import retries
+from ..jobs.inline import end_operation, job_counts, status_stop_check
+from ..jobs.optimizer import decide_for_operation, log_decision
+from ..jobs.run import JobOutcome, run_job
 from ..logs import event, logger
-from ..optimizer import decide_for_operation, log_decision
 from ..queries import query
 from ..reconnect import CONNECTION_LOST, retrying
 from ..runtime import current
@@ -92,7 +92,7 @@ def _job_key(job_id: Any) -> Any:
 
 def _stop_check(database: str, operation: OperationRecord, started: float) -> Any:
     """Worker shutdown and the job's time budget, then the operation's status (see
-    :func:`~dramatiq_bbo.completion.status_stop_check`); the middleware's
+    :func:`~dramatiq_bbo.jobs.inline.status_stop_check`); the middleware's
     ``between_sub_batches`` is asked after these (``run_job``'s ``job_check``)."""
     settings = REGISTRY.settings
     interval = float(operation.interval_seconds)

@@ -1,4 +1,4 @@
--- Named queries of the job runner (dramatiq_bbo.execution): creating a job from the
+-- Named queries of the job runner (dramatiq_bbo.jobs.run): creating a job from the
 -- operation's resume cursor, claiming it under a lease, finishing it, and the operation's
 -- own transitions.
 --

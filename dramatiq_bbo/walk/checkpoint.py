@@ -9,7 +9,7 @@ When the loop asks for the next one, it writes the counters on the operation and
 the checkpoint — only if this runner still holds the job's lease — and commits, all in that
 one transaction. A crash therefore never re-applies a committed sub-batch and never skips
 one. The job row is not kept locked during the sub-batch, so the heartbeat can renew the lease
-of a long one (:mod:`dramatiq_bbo.heartbeat`).
+of a long one (:mod:`dramatiq_bbo.jobs.heartbeat`).
 
 Round trips. ``BEGIN``, the guards (``SET LOCAL``), and one statement that reads the job's lease
 owner and probes the sub-batch's first and last rows (``batching_begin_sub_batch``) go in one
@@ -222,7 +222,7 @@ class SubBatchEngine:
         A connection found dead here (terminated while idle, or by a restart since the last
         sub-batch) is replaced and the begin tried once more on a new one: nothing of the
         sub-batch had happened yet. A second failure propagates (Postgres is away: the job
-        ends as interrupted, see :mod:`dramatiq_bbo.execution`)."""
+        ends as interrupted, see :mod:`dramatiq_bbo.jobs.run`)."""
         database = self.database
         for last_try in (False, True):
             heal(database)

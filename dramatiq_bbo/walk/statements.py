@@ -1,7 +1,7 @@
 """Sending SQL cheaply on the hot path: fewer round trips, and peewee compiled once.
 
 A sub-batch costs what its round trips cost far more than what its statements cost, so the
-hot path (:mod:`dramatiq_bbo.walk.checkpoint`, :mod:`dramatiq_bbo.execution`) sends the statements
+hot path (:mod:`dramatiq_bbo.walk.checkpoint`, :mod:`dramatiq_bbo.jobs.run`) sends the statements
 of one step together with :func:`pipelined` (psycopg's pipeline mode: every statement is
 queued, one ``Sync`` collects the results, and an error skips the rest up to that ``Sync``, so
 a ``COMMIT`` queued after a failed statement never runs). A ``fetch`` inside the block is a

@@ -18,7 +18,7 @@ import pytest
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo.db import REGISTRY
-from dramatiq_bbo.execution import JobOutcome
+from dramatiq_bbo.jobs.run import JobOutcome
 from dramatiq_bbo.pipeline import runner
 from dramatiq_bbo.pipeline.orchestrator import Decision, orchestrate
 from dramatiq_bbo.pipeline.runner import run

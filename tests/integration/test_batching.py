@@ -17,7 +17,7 @@ import dramatiq_bbo as bbo
 from dramatiq_bbo import models
 from dramatiq_bbo.db import REGISTRY
 from dramatiq_bbo.errors import IncompleteJob, InvalidTransition, LeaseLost, SubBatchTimeout
-from dramatiq_bbo.execution import create_next_job, prepare_retry, run_job
+from dramatiq_bbo.jobs.run import create_next_job, prepare_retry, run_job
 from dramatiq_bbo.state.records import JobRecord, JobStatus, OperationRecord, OperationStatus
 from dramatiq_bbo.walk.catalog import json_values
 from dramatiq_bbo.walk.checkpoint import Keyset, next_batch_bounds, split_range

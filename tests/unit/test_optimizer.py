@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from dramatiq_bbo.errors import ConfigurationError
-from dramatiq_bbo.optimizer import (
+from dramatiq_bbo.jobs.optimizer import (
     JobSample,
     decide_for_operation,
     jobs_needed,

@@ -7,7 +7,7 @@ import datetime
 
 import pytest
 
-from dramatiq_bbo import retries
+from dramatiq_bbo.jobs import retries
 from dramatiq_bbo.state.records import JobRecord, JobStatus
 
 NOW = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)

@@ -26,12 +26,12 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from .db import REGISTRY
-from .errors import InvalidTransition, OperationNotFound
-from .queries import query
-from .state.records import JobRecord, JobStatus, OperationRecord
-from .state.store import parse_operation_id, tables_for
-from .walk.statements import pipelined
+from ..db import REGISTRY
+from ..errors import InvalidTransition, OperationNotFound
+from ..queries import query
+from ..state.records import JobRecord, JobStatus, OperationRecord
+from ..state.store import parse_operation_id, tables_for
+from ..walk.statements import pipelined
 
 
 def new_owner() -> str:

@@ -58,9 +58,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import logs
-from .errors import ConfigurationError
-from .state.records import JobRecord, JobStatus, OperationRecord
+from .. import logs
+from ..errors import ConfigurationError
+from ..state.records import JobRecord, JobStatus, OperationRecord
 
 __all__ = [
     "JobSample",

@@ -22,13 +22,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .db import REGISTRY
-from .logs import logger
-from .queries import query
-from .state.records import JobRecord, OperationRecord
-from .state.store import tables_for
-from .walk.statements import pipelined
-from .walk.timeouts import set_lock_timeout
+from ..db import REGISTRY
+from ..logs import logger
+from ..queries import query
+from ..state.records import JobRecord, OperationRecord
+from ..state.store import tables_for
+from ..walk.statements import pipelined
+from ..walk.timeouts import set_lock_timeout
 
 #: renewals per lease period: a lease survives two missed heartbeats
 HEARTBEATS_PER_LEASE = 3

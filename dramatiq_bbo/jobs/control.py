@@ -11,12 +11,12 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
-from .db import DEFAULT_DATABASE, REGISTRY
-from .errors import InvalidTransition, OperationNotFound
-from .queries import query
-from .runtime import transitioned
-from .state.records import OperationRecord, OperationStatus
-from .state.store import fetch_operation, parse_operation_id, tables_for
+from ..db import DEFAULT_DATABASE, REGISTRY
+from ..errors import InvalidTransition, OperationNotFound
+from ..queries import query
+from ..runtime import transitioned
+from ..state.records import OperationRecord, OperationStatus
+from ..state.store import fetch_operation, parse_operation_id, tables_for
 
 _ALLOWED = {
     "pause": (OperationStatus.QUEUED, OperationStatus.ACTIVE),
@@ -33,7 +33,7 @@ def pause(operation_id: Any, *, database: str | None = None) -> OperationRecord:
 def resume(operation_id: Any, *, database: str | None = None) -> OperationRecord:
     """Make a paused operation run again, from its cursor."""
     record = _transition("resume", operation_id, database)
-    from .pipeline.wake import wake
+    from ..pipeline.wake import wake
 
     wake(record)
     return record

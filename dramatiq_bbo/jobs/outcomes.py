@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from .errors import SubBatchTimeout
-from .logs import JOB_TRANSITION, WORKER_TRANSITION, event, operation_fields
-from .state.records import JobRecord, JobStatus, OperationRecord, OperationStatus
-from .walk.timeouts import timeout_kind
+from ..errors import SubBatchTimeout
+from ..logs import JOB_TRANSITION, WORKER_TRANSITION, event, operation_fields
+from ..state.records import JobRecord, JobStatus, OperationRecord, OperationStatus
+from ..walk.timeouts import timeout_kind
 
 #: longest exception message kept on a job row
 MAX_EXCEPTION_MESSAGE = 2000

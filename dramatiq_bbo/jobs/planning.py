@@ -16,12 +16,12 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from ..queries import query
+from ..state.records import JobRecord, OperationRecord
+from ..state.store import fetch_operation, insert_job, tables_for
+from ..walk.keyset import split_range
 from . import retries
-from .execution import build_operation
-from .queries import query
-from .state.records import JobRecord, OperationRecord
-from .state.store import fetch_operation, insert_job, tables_for
-from .walk.keyset import split_range
+from .run import build_operation
 
 
 def splittable_job(

@@ -1,7 +1,7 @@
 """The job runner's bookkeeping connection, and the end-of-job write that survives a lost answer.
 
 Claiming a job and recording how its run ended are short autocommit transactions of their own
-(:mod:`dramatiq_bbo.execution`), on the connection of a caller running many jobs or on one from
+(:mod:`dramatiq_bbo.jobs.run`), on the connection of a caller running many jobs or on one from
 the pool. Either can break under them (a restart, ``pg_terminate_backend``): a broken caller's
 connection is set aside for a pooled one, and the steps are retried
 (:func:`dramatiq_bbo.reconnect.retrying`). A retried step must recognise its own earlier
@@ -19,10 +19,10 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from .db import REGISTRY
-from .queries import query
-from .reconnect import is_broken
-from .state.records import JobRecord
+from ..db import REGISTRY
+from ..queries import query
+from ..reconnect import is_broken
+from ..state.records import JobRecord
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from .state.records import JobRecord, JobStatus
+from ..state.records import JobRecord, JobStatus
 
 #: fraction kept of the sub-batch size after each timeout
 SHRINK_FACTOR = 0.75

@@ -5,7 +5,7 @@ It follows the same rules as the pipeline: resume an unfinished job before creat
 (a pending one; a failed one with attempts left, from its checkpoint, with a smaller sub-batch
 if it timed out; a running one only once its lease expired, i.e. abandoned by a killed
 process), split a job that timed out on its last attempt into two halves
-(:mod:`dramatiq_bbo.splitting`, shared with the orchestrator), and never run two jobs of one
+(:mod:`dramatiq_bbo.jobs.planning`, shared with the orchestrator), and never run two jobs of one
 operation at once. When the range is exhausted and nothing is left to run, the operation
 finishes — or fails if jobs failed for good. A paused, cancelled, finished or failed operation
 is returned untouched, and a pause or cancel while it runs stops it at the next sub-batch
@@ -18,7 +18,7 @@ runner that finishes its job meanwhile sends no next message. A job a worker is 
 a live lease is **waited for** (it ends at its next checkpoint at the latest when paused, and
 within one lease if its worker died) rather than refused: the caller asked for the operation
 to be done. Whoever claims a job does so under the operation's row lock and only while no
-other job of it runs (:mod:`dramatiq_bbo.claims`), so two jobs never overlap even then. When
+other job of it runs (:mod:`dramatiq_bbo.jobs.claims`), so two jobs never overlap even then. When
 it returns with the operation still unfinished (a ``stop_check`` reason), it gives the lease
 back and wakes the pipeline, which carries the operation on.
 """
@@ -33,19 +33,19 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from ..db import DEFAULT_DATABASE, REGISTRY
+from ..errors import InvalidTransition, LeaseLost, OperationNotFound
+from ..migrations import requires_schema
+from ..queries import query
+from ..reconnect import CONNECTION_LOST, is_broken, retrying
+from ..runtime import transitioned
+from ..state.records import JobRecord, OperationRecord, OperationStatus
+from ..state.store import fetch_operation, get_operation, tables_for
+from ..walk.statements import pipelined
 from . import retries
-from .db import DEFAULT_DATABASE, REGISTRY
-from .errors import InvalidTransition, LeaseLost, OperationNotFound
-from .execution import StopCheck, prepare_retry, run_job, run_next_job
 from .heartbeat import HEARTBEAT, release_stage, take_stage
-from .migrations import requires_schema
-from .queries import query
-from .reconnect import CONNECTION_LOST, is_broken, retrying
-from .runtime import transitioned
-from .splitting import split_next
-from .state.records import JobRecord, OperationRecord, OperationStatus
-from .state.store import fetch_operation, get_operation, tables_for
-from .walk.statements import pipelined
+from .planning import split_next
+from .run import StopCheck, prepare_retry, run_job, run_next_job
 
 #: how often, at most, a running operation's status is re-read between sub-batches (seconds)
 STATUS_CHECK_SECONDS = 0.1
@@ -72,7 +72,7 @@ def run_to_completion(
         HEARTBEAT.release(lease)
         release_stage(name, operation, token)
     if result.unfinished:  # stopped early: the pipeline (if set up here) carries it on
-        from .pipeline.wake import wake
+        from ..pipeline.wake import wake
 
         wake(result)
     return result

@@ -15,15 +15,15 @@ sub-batch back) before any bookkeeping on another connection, which would otherw
 that lock forever. A lost connection is an interruption, not a failed attempt: the job goes
 back to pending at its checkpoint once Postgres answers (:mod:`dramatiq_bbo.reconnect`).
 
-Leases. Claiming a job (:mod:`dramatiq_bbo.claims`: operation row first, one running job per
+Leases. Claiming a job (:mod:`dramatiq_bbo.jobs.claims`: operation row first, one running job per
 operation) stamps it with a unique lease owner and an expiry that the process's heartbeat
-renews while the job runs (:mod:`dramatiq_bbo.heartbeat`). A job left ``running`` by a killed
+renews while the job runs (:mod:`dramatiq_bbo.jobs.heartbeat`). A job left ``running`` by a killed
 or frozen process is taken over once its lease has expired (an interruption, not an attempt);
 the old runner, if it was merely slow, finds another owner on the job row at its next
 sub-batch, or its checkpoint refuses to commit, and it stops
 (:class:`~dramatiq_bbo.errors.LeaseLost`).
 
-How a run ended (:class:`JobOutcome`, the events logged) is :mod:`dramatiq_bbo.outcomes`.
+How a run ended (:class:`JobOutcome`, the events logged) is :mod:`dramatiq_bbo.jobs.outcomes`.
 """
 
 from __future__ import annotations
@@ -37,36 +37,30 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from . import retries
-from .bookkeeping import bookkeeping, finish_job
-from .claims import claim, claim_new, new_owner, other_job_running
-from .db import DEFAULT_DATABASE, REGISTRY
-from .errors import (
+from ..db import DEFAULT_DATABASE, REGISTRY
+from ..errors import (
     IncompleteJob,
     InvalidTransition,
     LeaseLost,
     OperationNotFound,
     TooManyInterruptions,
 )
+from ..logs import logger
+from ..operation import BaseOperation, own_scope, resolve
+from ..queries import query
+from ..reconnect import connection_lost, is_connection_error, retrying
+from ..runtime import current
+from ..state.records import JobRecord, JobStatus, OperationRecord
+from ..state.store import fetch_operation, insert_job, tables_for
+from ..walk.checkpoint import JobCheck, Keyset, SubBatchEngine, sub_batch_guards
+from ..walk.keyset import next_batch_bounds
+from ..walk.statements import pipelined
+from ..walk.tables import table_info, table_model
+from . import retries
+from .bookkeeping import bookkeeping, finish_job
+from .claims import claim, claim_new, new_owner, other_job_running
 from .heartbeat import HEARTBEAT, lease_lost_check
-from .logs import logger
-from .operation import BaseOperation, own_scope, resolve
-from .outcomes import (
-    JobOutcome,
-    as_timeout,
-    class_name,
-    exception_message,
-    job_event,
-)
-from .queries import query
-from .reconnect import connection_lost, is_connection_error, retrying
-from .runtime import current
-from .state.records import JobRecord, JobStatus, OperationRecord
-from .state.store import fetch_operation, insert_job, tables_for
-from .walk.checkpoint import JobCheck, Keyset, SubBatchEngine, sub_batch_guards
-from .walk.keyset import next_batch_bounds
-from .walk.statements import pipelined
-from .walk.tables import table_info, table_model
+from .outcomes import JobOutcome, as_timeout, class_name, exception_message, job_event
 
 __all__ = [
     "JobOutcome",
