@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 from . import errors
 from .configure import configure, reset, settings
 
-# Imported eagerly: ``dramatiq_bbo.enqueue`` is both a module and the public function, and
-# importing the module (as the pipeline does) would otherwise shadow the lazy function.
-from .enqueue import EnqueueResult, enqueue  # noqa: E402
+# Imported eagerly, as it always was: enqueueing is what most processes that import the
+# package do.
+from .enqueueing.api import EnqueueResult, enqueue  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import health

@@ -49,7 +49,7 @@ class BaseOperation:
       before every job).
     - ``tables``: the tables the class may run on, e.g. ``("todos", "archive.todos")``;
       enqueue refuses any other. Default: any table outside the refused schemas (see
-      :mod:`dramatiq_bbo.table_policy`).
+      :mod:`dramatiq_bbo.enqueueing.table_policy`).
     - ``batch_size``, ``sub_batch_size``, ``pause_ms``, ``interval_seconds``,
       ``min_batch_size``, ``max_batch_size``: per-class defaults over the settings;
       ``enqueue()`` may override them.

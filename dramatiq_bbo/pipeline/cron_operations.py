@@ -46,9 +46,9 @@ from psycopg.rows import dict_row
 
 from ..cron import normalize_cron
 from ..db import REGISTRY
-from ..enqueue import EnqueueResult, after_commit, lock_key
-from ..enqueue import enqueue as enqueue_operation
-from ..enqueue_checks import (
+from ..enqueueing.api import EnqueueResult, after_commit, lock_key
+from ..enqueueing.api import enqueue as enqueue_operation
+from ..enqueueing.checks import (
     SIZES,
     _arguments_json,
     _checked_size,
@@ -56,13 +56,13 @@ from ..enqueue_checks import (
     _priority,
     check_request,
 )
+from ..enqueueing.table_policy import check_name_allowed
 from ..errors import InvalidBatchSizes, InvalidScope, OperationDefinitionError, TableNotFound
 from ..logs import DUPLICATE_ENQUEUE, event, logger
 from ..operation import BaseOperation, resolve
 from ..queries import query
 from ..state.records import OperationRecord
 from ..state.store import CELL_LOCAL_TABLES
-from ..table_policy import check_name_allowed
 from ..walk.catalog import resolve_table
 
 __all__ = ["CronOperation", "declare_cron_operations", "schedule", "scheduled", "unschedule"]

@@ -26,7 +26,7 @@ from tests.integration.enqueue_support import define_operation, make_todos, oper
 __all__ = ["define_operation"]  # the fixture, re-exported for pytest
 
 # The module, not the function of the same name that ``dramatiq_bbo`` exports.
-enqueue_module = importlib.import_module("dramatiq_bbo.enqueue")
+enqueue_module = importlib.import_module("dramatiq_bbo.enqueueing.api")
 
 pytestmark = pytest.mark.usefixtures("configured")
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import psycopg
 
-from .db import REGISTRY
-from .errors import (
+from ..db import REGISTRY
+from ..errors import (
     ColumnNotInCursor,
     InvalidArguments,
     InvalidBatchSizes,
@@ -25,9 +25,9 @@ from .errors import (
     InvalidScope,
     UnknownDatabase,
 )
-from .operation import BaseOperation
-from .settings import Settings, check_value, clean_text
-from .walk.catalog import check_identifier
+from ..operation import BaseOperation
+from ..settings import Settings, check_value, clean_text
+from ..walk.catalog import check_identifier
 
 SIZES = (
     "batch_size",

@@ -2,13 +2,13 @@
 
 Everything is checked before anything is written, each failure a typed error naming the
 offending value: the class, the arguments, the sizes, the scope, the database
-(:mod:`dramatiq_bbo.enqueue_checks`), then, inside the transaction and before the first
+(:mod:`dramatiq_bbo.enqueueing.checks`), then, inside the transaction and before the first
 write, the table — resolved through the catalog (:mod:`dramatiq_bbo.walk.catalog`), outside the
 refused schemas and among the class's declared tables, the one the class's model is bound to,
-readable by the role (:mod:`dramatiq_bbo.table_policy`) — and its cursor. The operation
+readable by the role (:mod:`dramatiq_bbo.enqueueing.table_policy`) — and its cursor. The operation
 stores the table as the catalog names it (schema, bare name) with its oid, never as text to
 parse again. A scope no index serves is not refused but warned about
-(:mod:`dramatiq_bbo.scope_index`, ``EnqueueResult.warnings``).
+(:mod:`dramatiq_bbo.enqueueing.scope_index`, ``EnqueueResult.warnings``).
 
 Duplicates. An unfinished operation (queued, active or paused) with the same class, table,
 column, arguments (``jsonb`` equality, so key order does not matter), organization and
@@ -48,10 +48,9 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
-from .db import REGISTRY
-from .enqueue_checks import EnqueueRequest, check_request, psycopg_connection
-from .errors import ConcurrentEnqueue, OperationDefinitionError
-from .logs import (
+from ..db import REGISTRY
+from ..errors import ConcurrentEnqueue, OperationDefinitionError
+from ..logs import (
     DUPLICATE_ENQUEUE,
     SCOPE_NOT_INDEXED,
     WORKER_TRANSITION,
@@ -59,26 +58,27 @@ from .logs import (
     logger,
     operation_fields,
 )
-from .migrations import requires_schema
-from .operation import BaseOperation, resolve
-from .pipeline.setup_checks import warn_without_pipeline
-from .pipeline.wake import wake, wake_in_transaction
-from .queries import query
-from .runtime import current
-from .state.records import OperationRecord
-from .state.store import CELL_LOCAL, ORGANIZATION
-from .table_policy import (
-    check_model_table,
-    check_privileges,
-    check_table_allowed,
-    privilege_error,
-)
-from .walk.catalog import (
+from ..migrations import requires_schema
+from ..operation import BaseOperation, resolve
+from ..pipeline.setup_checks import warn_without_pipeline
+from ..pipeline.wake import wake, wake_in_transaction
+from ..queries import query
+from ..runtime import current
+from ..state.records import OperationRecord
+from ..state.store import CELL_LOCAL, ORGANIZATION
+from ..walk.catalog import (
     TableInfo,
     cursor_bounds,
     estimate_tuples,
     resolve_table,
     validate_cursor,
+)
+from .checks import EnqueueRequest, check_request, psycopg_connection
+from .table_policy import (
+    check_model_table,
+    check_privileges,
+    check_table_allowed,
+    privilege_error,
 )
 
 
@@ -286,13 +286,13 @@ def _bounds(
 ) -> tuple[tuple[list[Any], list[Any]] | None, tuple[str, ...]]:
     """The keyset range at enqueue time, honouring the class's ``scope()`` when it has one:
     the scoped peewee query becomes the subquery the bounds are read from. Also the
-    warnings about that scope (one no index serves: :mod:`dramatiq_bbo.scope_index`)."""
+    warnings about that scope (one no index serves: :mod:`dramatiq_bbo.enqueueing.scope_index`)."""
     cls = request.operation_class
     columns = request.cursor_columns
     if cls.scope is BaseOperation.scope:
         return cursor_bounds(conn, table, columns), ()
+    from ..walk.tables import column_field, table_model
     from .scope_index import unindexed_scope
-    from .walk.tables import column_field, table_model
 
     model: Any = table_model(request.database, table, operation_class=cls)
     instance = cls(json.loads(request.arguments_json), table=model)

@@ -26,10 +26,10 @@ import peewee
 import psycopg
 from psycopg import sql
 
-from .logs import logger
-from .queries import query
-from .walk.catalog import TableInfo, quote_ident
-from .walk.tables import column_field
+from ..logs import logger
+from ..queries import query
+from ..walk.catalog import TableInfo, quote_ident
+from ..walk.tables import column_field
 
 
 def unindexed_scope(

@@ -22,15 +22,15 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from .errors import (
+from ..errors import (
     OperationDefinitionError,
     TableNotAllowed,
     TableNotFound,
     TablePrivilegeMissing,
     ValidationError,
 )
-from .queries import query
-from .walk.catalog import TableInfo, check_identifier, display_name, split_table_name
+from ..queries import query
+from ..walk.catalog import TableInfo, check_identifier, display_name, split_table_name
 
 #: schemas no operation may run in, with the reason given
 REFUSED_SCHEMAS = {
