@@ -47,8 +47,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dramatiq_bbo as bbo  # noqa: E402
 from benchmarks.common import fresh_database, postgres, print_table, server_version  # noqa: E402
-from dramatiq_bbo import health, runtime  # noqa: E402
-from dramatiq_bbo.pipeline import scheduler  # noqa: E402
+from dramatiq_bbo import health
+from dramatiq_bbo.pipeline import (
+    runtime,  # noqa: E402
+    scheduler,  # noqa: E402
+)
 from dramatiq_bbo.pipeline.orchestrator import Decision, orchestrate  # noqa: E402
 from dramatiq_bbo.pipeline.runner import run  # noqa: E402
 from dramatiq_bbo.state.records import JobRecord, OperationStatus  # noqa: E402

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .middleware import Middleware
     from .operation import BaseOperation, register
     from .pipeline.actors import default_middleware, setup
-    from .pipeline.cron_operations import schedule
+    from .pipeline.schedules import schedule
     from .state.records import JobRecord, JobStatus, OperationRecord, OperationStatus
     from .state.store import get_operation, list_jobs
     from .walk.sub_batch import SubBatch
@@ -46,7 +46,7 @@ _LAZY = {
     "setup": "pipeline.actors",
     "default_middleware": "pipeline.actors",
     "Middleware": "middleware",
-    "schedule": "pipeline.cron_operations",
+    "schedule": "pipeline.schedules",
 }
 
 

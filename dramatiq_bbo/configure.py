@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import runtime
 from .db import DEFAULT_DATABASE, REGISTRY
 from .errors import ConfigurationError
+from .pipeline import runtime
 from .settings import Settings, check_database
 
 

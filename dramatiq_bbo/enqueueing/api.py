@@ -60,10 +60,10 @@ from ..logs import (
 )
 from ..migrations import requires_schema
 from ..operation import BaseOperation, resolve
+from ..pipeline.runtime import current
 from ..pipeline.setup_checks import warn_without_pipeline
 from ..pipeline.wake import wake, wake_in_transaction
 from ..queries import query
-from ..runtime import current
 from ..state.records import OperationRecord
 from ..state.store import CELL_LOCAL, ORGANIZATION
 from ..walk.catalog import (

@@ -13,8 +13,8 @@ from psycopg.rows import dict_row
 
 from ..db import DEFAULT_DATABASE, REGISTRY
 from ..errors import InvalidTransition, OperationNotFound
+from ..pipeline.runtime import transitioned
 from ..queries import query
-from ..runtime import transitioned
 from ..state.records import OperationRecord, OperationStatus
 from ..state.store import fetch_operation, parse_operation_id, tables_for
 

@@ -36,9 +36,9 @@ from psycopg.rows import dict_row
 from ..db import DEFAULT_DATABASE, REGISTRY
 from ..errors import InvalidTransition, LeaseLost, OperationNotFound
 from ..migrations import requires_schema
+from ..pipeline.runtime import transitioned
 from ..queries import query
 from ..reconnect import CONNECTION_LOST, is_broken, retrying
-from ..runtime import transitioned
 from ..state.records import JobRecord, OperationRecord, OperationStatus
 from ..state.store import fetch_operation, get_operation, tables_for
 from ..walk.statements import pipelined

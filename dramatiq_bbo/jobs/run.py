@@ -47,9 +47,9 @@ from ..errors import (
 )
 from ..logs import logger
 from ..operation import BaseOperation, own_scope, resolve
+from ..pipeline.runtime import current
 from ..queries import query
 from ..reconnect import connection_lost, is_connection_error, retrying
-from ..runtime import current
 from ..state.records import JobRecord, JobStatus, OperationRecord
 from ..state.store import fetch_operation, insert_job, tables_for
 from ..walk.checkpoint import JobCheck, Keyset, SubBatchEngine, sub_batch_guards

@@ -26,14 +26,13 @@ import dramatiq
 from dramatiq.middleware import Middleware
 from periodiq import PeriodiqMiddleware
 
-from .. import runtime
-from ..cron import cron_spec
 from ..db import REGISTRY
 from ..health.middleware import HealthMiddleware
 from ..middleware import Middleware as BBOMiddleware
 from ..reconnect import retrying
-from . import messages, orchestrator, runner, scheduler, shutdown
-from .cron_operations import declare_cron_operations
+from . import messages, orchestrator, runner, runtime, scheduler, shutdown
+from .cron import cron_spec
+from .schedules import declare_cron_operations
 from .setup_checks import check_broker, check_middleware, schema_checked
 from .watchdog import WATCHDOG
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 
-from ..runtime import Messenger, current
+from .runtime import Messenger, current
 
 SCHEDULER = "bbo_scheduler"
 ORCHESTRATOR = "bbo_orchestrator"

@@ -18,9 +18,9 @@ import psycopg
 from ..db import REGISTRY
 from ..logs import event, operation_fields
 from ..queries import query
-from ..runtime import current
 from ..state.records import OperationRecord
 from ..state.store import hold_operation, tables_for
+from .runtime import current
 
 #: logged when a middleware's before_job reason holds an operation
 MIDDLEWARE_HOLD = "background_operation_middleware_hold"

@@ -31,7 +31,6 @@ from ..jobs.run import JobOutcome, run_job
 from ..logs import event, logger
 from ..queries import query
 from ..reconnect import CONNECTION_LOST, retrying
-from ..runtime import current
 from ..state.records import JobRecord, JobStatus, OperationRecord, OperationStatus
 from ..state.store import (
     OperationRef,
@@ -43,6 +42,7 @@ from ..state.store import (
 from . import shutdown
 from .handoff import Take, send_orchestrator, take_lease
 from .messages import ORCHESTRATOR
+from .runtime import current
 from .shutdown import shutting_down
 from .unknown_class import hold_before_run
 

@@ -22,7 +22,7 @@ from dramatiq_bbo.jobs.run import JobOutcome
 from dramatiq_bbo.pipeline import runner
 from dramatiq_bbo.pipeline.orchestrator import Decision, orchestrate
 from dramatiq_bbo.pipeline.runner import run
-from dramatiq_bbo.runtime import Runtime, installed
+from dramatiq_bbo.pipeline.runtime import Runtime, installed
 from dramatiq_bbo.state.records import OperationRecord
 from dramatiq_bbo.state.store import tables_for
 

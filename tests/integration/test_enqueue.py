@@ -19,7 +19,7 @@ from psycopg_pool import ConnectionPool
 import dramatiq_bbo as bbo
 from dramatiq_bbo import errors
 from dramatiq_bbo.logs import DUPLICATE_ENQUEUE, WORKER_TRANSITION
-from dramatiq_bbo.runtime import Runtime, installed
+from dramatiq_bbo.pipeline.runtime import Runtime, installed
 from dramatiq_bbo.walk.catalog import cursor_casts, resolve_table
 from tests.integration.enqueue_support import define_operation, make_todos, operation_rows
 

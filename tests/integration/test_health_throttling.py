@@ -25,9 +25,9 @@ import psycopg
 import pytest
 
 import dramatiq_bbo as bbo
-from dramatiq_bbo import health, runtime
+from dramatiq_bbo import health
 from dramatiq_bbo.logs import HEALTH_HOLD, HEALTH_SIGNAL
-from dramatiq_bbo.pipeline import scheduler
+from dramatiq_bbo.pipeline import runtime, scheduler
 from dramatiq_bbo.pipeline.orchestrator import Decision, orchestrate
 from dramatiq_bbo.pipeline.runner import run
 from dramatiq_bbo.state.records import JobStatus, OperationStatus

@@ -18,11 +18,11 @@ from typing import Any
 
 import psycopg
 
-from .jobs.outcomes import JobOutcome, worker_event
-from .logs import logger
-from .middleware import Middleware
+from ..jobs.outcomes import JobOutcome, worker_event
+from ..logs import logger
+from ..middleware import Middleware
+from ..state.records import JobRecord, OperationRecord, OperationStatus
 from .outbox import send_in_transaction
-from .state.records import JobRecord, OperationRecord, OperationStatus
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from periodiq import CronSpec, cron
 
-from .errors import InvalidCronExpression
+from ..errors import InvalidCronExpression
 
 __all__ = ["cron_spec", "normalize_cron"]
 

@@ -33,8 +33,8 @@ from dramatiq import Message
 from dramatiq.common import current_millis, dq_name
 from psycopg.types.json import Jsonb
 
-from .errors import InvalidArguments
-from .queries import query
+from ..errors import InvalidArguments
+from ..queries import query
 
 __all__ = ["build_message", "enqueue_in_transaction", "send_in_transaction"]
 

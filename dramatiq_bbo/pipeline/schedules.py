@@ -8,9 +8,9 @@
 ``schedule()`` checks everything that can be checked without a database at once — the class
 (:class:`~dramatiq_bbo.errors.UnknownOperationClass`), the cron expression
 (:class:`~dramatiq_bbo.errors.InvalidCronExpression`, normalised so periodiq 0.14 fires on
-Sundays, see :mod:`dramatiq_bbo.cron`), the column, the arguments and the sizes — and records
-the declaration. ``setup(broker)`` then declares one periodiq actor per schedule on the
-application's broker, on the pipeline's queue; a schedule declared after ``setup()`` is
+Sundays, see :mod:`dramatiq_bbo.pipeline.cron`), the column, the arguments and the sizes —
+and records the declaration. ``setup(broker)`` then declares one periodiq actor per schedule
+on the application's broker, on the pipeline's queue; a schedule declared after ``setup()`` is
 declared on that broker at once. Declare schedules at import time of the module both the
 periodiq process and the workers import (the periodiq process lists the broker's periodic
 actors when it starts). Cron operations are cell-local (system work, no organization).
@@ -44,7 +44,6 @@ import dramatiq
 import periodiq
 from psycopg.rows import dict_row
 
-from ..cron import normalize_cron
 from ..db import REGISTRY
 from ..enqueueing.api import EnqueueResult, after_commit, lock_key
 from ..enqueueing.api import enqueue as enqueue_operation
@@ -64,6 +63,7 @@ from ..queries import query
 from ..state.records import OperationRecord
 from ..state.store import CELL_LOCAL_TABLES
 from ..walk.catalog import resolve_table
+from .cron import normalize_cron
 
 __all__ = ["CronOperation", "declare_cron_operations", "schedule", "scheduled", "unschedule"]
 
