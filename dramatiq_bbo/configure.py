@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .db import DEFAULT_DATABASE, REGISTRY
+from .db import DEFAULT_DATABASE, REGISTRY, bind_registry, unbind
 from .errors import ConfigurationError
 from .pipeline import runtime
 from .settings import Settings, check_database
@@ -44,9 +44,7 @@ def configure(
             REGISTRY.add(name, dsn=target)
         else:
             REGISTRY.add(name, database=target)
-    from . import models
-
-    models.bind_registry(REGISTRY)
+    bind_registry(REGISTRY)
     return new_settings
 
 
@@ -55,9 +53,7 @@ def reset() -> None:
     force (its broker and middleware). Mostly for tests."""
     REGISTRY.reset()
     runtime.clear()
-    from . import models
-
-    models.unbind()
+    unbind()
 
 
 def settings() -> Settings:

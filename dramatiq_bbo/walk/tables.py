@@ -34,7 +34,7 @@ import peewee
 import psycopg
 from playhouse.reflection import Introspector, PostgresqlMetadata
 
-from ..db import REGISTRY
+from ..db import REGISTRY, database_for
 from ..errors import OperationDefinitionError, TableNotFound
 from ..queries import query
 from ..reconnect import heal, is_connection_error
@@ -67,8 +67,6 @@ class _AnyNameIntrospector(Introspector):  # type: ignore[misc]
 
 def peewee_database(database_name: str) -> peewee.Database:
     """The peewee database registered for ``database_name`` (from ``configure()``)."""
-    from ..models import database_for
-
     return database_for(database_name)
 
 

@@ -24,6 +24,7 @@ import pytest
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo import db
+from dramatiq_bbo.contrib.models import database_for
 from dramatiq_bbo.db import REGISTRY
 from dramatiq_bbo.errors import ConnectionFailed
 from dramatiq_bbo.health.base import Signal
@@ -31,7 +32,6 @@ from dramatiq_bbo.health.evaluator import clear_cache, evaluate
 from dramatiq_bbo.jobs import claims
 from dramatiq_bbo.jobs.bookkeeping import finish_job
 from dramatiq_bbo.jobs.run import create_next_job
-from dramatiq_bbo.models import database_for
 from dramatiq_bbo.pipeline import orchestrator, scheduler
 from dramatiq_bbo.reconnect import is_broken, is_connection_error
 from dramatiq_bbo.server import free_port

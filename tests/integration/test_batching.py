@@ -14,7 +14,7 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 import dramatiq_bbo as bbo
-from dramatiq_bbo import models
+from dramatiq_bbo.contrib import models
 from dramatiq_bbo.db import REGISTRY
 from dramatiq_bbo.errors import IncompleteJob, InvalidTransition, LeaseLost, SubBatchTimeout
 from dramatiq_bbo.jobs.run import create_next_job, prepare_retry, run_job

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
+from dramatiq_bbo.contrib.models import JobStatus, OperationStatus
 from dramatiq_bbo.migrations import schema_directory
-from dramatiq_bbo.models import JobStatus, OperationStatus
 
 SCHEMA = schema_directory() / "0001_operations.sql"
 

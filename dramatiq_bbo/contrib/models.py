@@ -2,9 +2,10 @@
 
 The SQL files in ``schema/sql/`` are the source of truth: these models only mirror them (a test
 compares every model with the catalog) and are never used to create or alter tables. They are
-bound late, through ``database_proxy``, when ``dramatiq_bbo.configure()`` runs: to the
-application's own peewee database if it gave one, else to a psycopg 3 database built from the
-DSN. Hot paths (enqueue, the pipeline) are meant to use named SQL queries on pooled connections.
+bound late, through ``database_proxy`` (:mod:`dramatiq_bbo.db`), when
+``dramatiq_bbo.configure()`` runs: to the application's own peewee database if it gave one,
+else to a psycopg 3 database built from the DSN. Hot paths (enqueue, the pipeline) are meant
+to use named SQL queries on pooled connections.
 
 Keys: every table's primary key is ``(partition, id)``, so every model declares
 ``CompositeKey("partition", "id")``. An ``UPDATE`` from ``save()`` therefore names the row's
@@ -23,27 +24,14 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
 import peewee
-import psycopg
-from playhouse.postgres_ext import (
-    ArrayField,
-    BinaryJSONField,
-    DateTimeTZField,
-    Psycopg3Database,
-)
+from playhouse.postgres_ext import ArrayField, BinaryJSONField, DateTimeTZField
 
-from .db import DEFAULT_DATABASE, Registry, libpq_connect_timeout
-from .state.records import JobStatus, OperationStatus
-
-database_proxy = peewee.DatabaseProxy()
-
-_registry: Registry | None = None
-_databases: dict[str, peewee.Database] = {}  # name -> peewee database, for every registered name
-_owned: set[str] = set()  # names whose database we built (and therefore close)
+from ..db import database_for, database_proxy
+from ..state.records import JobStatus, OperationStatus
 
 
 class StatusField(peewee.SmallIntegerField):
@@ -221,69 +209,6 @@ def operation_model(organization_scoped: bool) -> type[OperationBase]:
 
 def job_model(organization_scoped: bool) -> type[JobBase]:
     return OrganizationJob if organization_scoped else CellLocalJob
-
-
-# -- binding ----------------------------------------------------------------------------------
-def _peewee_database(dsn: str, connect_timeout: int) -> Psycopg3Database:
-    """peewee hands its database argument to psycopg as a conninfo only when it starts with
-    ``postgresql://`` (anything else is taken as a bare dbname), so spell every DSN as a URI:
-    libpq takes any keyword as a URI query parameter, which keeps its defaults and env vars.
-    A connect (also the one after a lost connection) waits ``connect_timeout`` at most."""
-    if not dsn.startswith("postgresql://"):
-        params = psycopg.conninfo.conninfo_to_dict(dsn)
-        query = urllib.parse.urlencode(
-            {k: str(v) for k, v in params.items()}, quote_via=urllib.parse.quote
-        )
-        dsn = f"postgresql://?{query}"
-    return Psycopg3Database(dsn, connect_timeout=connect_timeout)
-
-
-def bind_registry(registry: Registry) -> None:
-    """Bind the models to the registry's databases; called by ``configure()``."""
-    global _registry
-    unbind()
-    _registry = registry
-    for name in registry.names():
-        entry = registry.get(name)
-        if entry.peewee is not None:
-            _databases[name] = entry.peewee
-        else:
-            timeout = libpq_connect_timeout(float(registry.settings.connect_timeout_seconds))
-            _databases[name] = _peewee_database(entry.dsn, timeout)
-            _owned.add(name)
-    if DEFAULT_DATABASE in _databases:
-        database_proxy.initialize(_databases[DEFAULT_DATABASE])
-
-
-def unbind() -> None:
-    """Close the databases we built (never the application's) and uninitialise the proxy.
-
-    peewee keeps one connection per thread and closes only the calling thread's here; the
-    others close when garbage-collected (their thread ends, or this database is dropped).
-    """
-    global _registry
-    for name in _owned:
-        with contextlib.suppress(peewee.PeeweeException, psycopg.Error):
-            _databases[name].close()
-    _databases.clear()
-    _owned.clear()
-    _registry = None
-    database_proxy.initialize(None)
-
-
-def database_for(name: str = DEFAULT_DATABASE) -> peewee.Database:
-    """The peewee database of a registered name (the error says what is configured)."""
-    try:
-        return _databases[name]
-    except KeyError:
-        if _registry is None:
-            from .errors import ConfigurationError
-
-            raise ConfigurationError(
-                "dramatiq-bbo is not configured: call dramatiq_bbo.configure(dsn=...) first"
-            ) from None
-        _registry.get(name)  # raises UnknownDatabase
-        raise
 
 
 @contextlib.contextmanager
