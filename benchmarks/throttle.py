@@ -1,6 +1,6 @@
 """Throttle: what the health checks cost, how fast a stop bites, how fast a hold lets go.
 
-DESIGN.md §5 / issue 5: the checks cost < 5% of sub-batch time; a stop takes effect within
+The goals: the checks cost < 5% of sub-batch time; a stop takes effect within
 one sub-batch (or one cache period of the indicator); a held operation resumes by itself.
 
 The pipeline's stages run in this thread (orchestrator → runner, as a worker would run

@@ -1,6 +1,6 @@
 """The batch size optimizer: size each job so it fills its interval without overrunning it.
 
-DESIGN.md section 4 gives the numbers: efficiency = job duration ÷ interval; target band
+The rules: efficiency = job duration ÷ interval; target band
 0.90–0.95; new size = old × min(0.95 ÷ efficiency, 1.2), clamped to
 [min_batch_size, max_batch_size]; efficiency smoothed by an exponential moving average
 (α 0.4) of recent successful jobs; no change while the smoothed efficiency is in the band.
@@ -13,13 +13,13 @@ and oscillates back (tests/unit/test_optimizer.py shows it). A job's *time per r
 (duration ÷ rows it actually processed) does not depend on its size, so its EMA is an
 unbiased estimate from the very first job. The smoothed efficiency we compare with the band
 is that estimate at the current size — ``ema(time per row) × old ÷ interval`` — and with it
-DESIGN's formula ``old × 0.95 ÷ smoothed`` is exactly ``target duration ÷ ema(time per row)``:
+the rule's ``old × 0.95 ÷ smoothed`` is exactly ``target duration ÷ ema(time per row)``:
 the size that would have taken the target duration. Rows actually processed (not the batch
 size asked for) also keep a short last batch, or a job cut by its time budget, from looking
 "efficient". A fixed per-job overhead ``c`` does not bias the result either: the fixed point
 of ``n → T·n ÷ (c + r·n)`` is the ``n`` with ``c + r·n = T``.
 
-**Growth is capped, shrinking is not.** Growth per decision is capped at ×1.2 (DESIGN), so
+**Growth is capped, shrinking is not.** Growth per decision is capped at ×1.2, so
 a wrong estimate costs at most 20% more load per job. Shrinking goes straight to the
 estimate (down to ``min_batch_size``): for a database, a job that is too big holds locks and
 bloats longer, so the safe error is the small one. A job at least ``slowdown_reset`` (1.5)
@@ -42,10 +42,10 @@ reached by the second job. Measured durations add their own noise on top of that
 over the target: an optimum outside [min, max] converges to the bound.
 
 **The target.** With an interval, the target duration is ``target_efficiency × interval``
-(0.95 × interval, DESIGN's formula). With ``interval == 0`` there is no efficiency; the
+(0.95 × interval, as in the rule above). With ``interval == 0`` there is no efficiency; the
 caller passes ``target_duration_seconds`` and the efficiencies reported are relative to
 ``target_duration_seconds ÷ target_efficiency``, so the same band applies. Note that the
-DESIGN's default job budget (0.9 × interval) is below a 0.95 target: such jobs end by budget
+default job budget (0.9 × interval) is below a 0.95 target: such jobs end by budget
 at a checkpoint. The estimate stays right (it uses rows processed), but a runner that wants
 jobs to finish on their own should pass a ``target_efficiency`` at or under its budget.
 """

@@ -1,4 +1,4 @@
-"""Splitting a job that timed out on its last attempt into two halves (DESIGN.md §4).
+"""Splitting a job that timed out on its last attempt into two halves.
 
 Shrinking the sub-batch did not help such a job, so what is left of its range (after its
 checkpoint) is cut at the median row into two pending jobs with a smaller sub-batch, and the

@@ -1,7 +1,7 @@
 """The retry policy, as pure functions so every runner (run_to_completion, the pipeline's
 runner actor) applies the same rules and the rules are unit-tested without a database.
 
-DESIGN.md §4: a failed job is retried up to ``max_attempts``; a sub-batch timeout shrinks the
+The rules: a failed job is retried up to ``max_attempts``; a sub-batch timeout shrinks the
 job's ``sub_batch_size`` by 25% per timeout, never below 35% of the operation's original; a
 job that still times out on its last attempt is split in half; the whole operation fails when,
 after at least 50 jobs, more than half of them failed.

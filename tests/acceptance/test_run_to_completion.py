@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class DeleteDoneTodos(bbo.BaseOperation):
-    """The DESIGN.md example: one user's done todos older than a cutoff."""
+    """The README's example: one user's done todos older than a cutoff."""
 
     name = "acceptance.delete_done_todos"
     operation_name = "delete_all"

@@ -162,7 +162,7 @@ def test_out_of_band_follows_design_formula_on_the_size_corrected_efficiency():
 
 
 def test_ema_of_efficiencies_at_mixed_sizes_overshoots_which_is_why_we_smooth_time_per_row():
-    """The DESIGN formula fed with a plain EMA of efficiencies overshoots 3,000 by > 10%."""
+    """The sizing rule fed with a plain EMA of efficiencies overshoots 3,000 by > 10%."""
     per_row, size, smoothed, sizes = 0.95 * 120 / 3_000, 1_000, None, []
     for _ in range(30):
         sizes.append(size)

@@ -1,4 +1,4 @@
-"""The retry policy (DESIGN.md §4), as pure functions: no database needed."""
+"""The retry policy, as pure functions: no database needed."""
 
 from __future__ import annotations
 
