@@ -42,6 +42,7 @@ from typing import Any
 
 import dramatiq
 import periodiq
+import psycopg
 from psycopg.rows import dict_row
 
 from ..db import REGISTRY
@@ -49,6 +50,7 @@ from ..enqueueing.api import EnqueueResult, after_commit, lock_key
 from ..enqueueing.api import enqueue as enqueue_operation
 from ..enqueueing.checks import (
     SIZES,
+    EnqueueRequest,
     _arguments_json,
     _checked_size,
     _cursor_columns,
@@ -62,7 +64,7 @@ from ..operation import BaseOperation, resolve
 from ..queries import query
 from ..state.records import OperationRecord
 from ..state.store import CELL_LOCAL_TABLES
-from ..walk.catalog import resolve_table
+from ..walk.catalog import TableInfo, resolve_table
 from .cron import normalize_cron
 
 __all__ = ["CronOperation", "declare_cron_operations", "schedule", "scheduled", "unschedule"]
@@ -133,20 +135,7 @@ class CronOperation:
                     query("operation_lock_configuration"), {"key": lock_key(request, table)}
                 )
                 if self.dedupe_seconds > 0:
-                    with conn.cursor(row_factory=dict_row) as cur:
-                        row = cur.execute(
-                            query("cron_recent_operation", operations=CELL_LOCAL_TABLES[0]),
-                            {
-                                "job_class_name": request.operation_class.name,
-                                "table_schema": table.schema,
-                                "table_name": table.name,
-                                "column_name": request.column_name,
-                                "database_name": request.database,
-                                "job_arguments": request.arguments_json,
-                                "seconds": float(self.dedupe_seconds),
-                            },
-                        ).fetchone()
-                    recent = None if row is None else OperationRecord.from_row(row)
+                    recent = self._recent_operation(conn, request, table)
                 if recent is None:
                     result = enqueue_operation(
                         self.operation_class,
@@ -158,22 +147,44 @@ class CronOperation:
                         **self.options,
                     )
         if recent is not None:
-            event(
-                DUPLICATE_ENQUEUE,
-                operation_id=str(recent.id),
-                job_class_name=recent.job_class_name,
-                table_schema=recent.table_schema,
-                table_name=recent.table_name,
-                column_name=recent.column_name,
-                database_name=recent.database_name,
-                status=recent.status.name.lower(),
-                cron_actor=self.actor_name,
-                reason="created by this schedule less than dedupe_seconds ago",
-            )
+            self._report_duplicate(recent)
             return EnqueueResult(recent, duplicate=True)
         if not result.duplicate:  # committed now: wake the pipeline, as enqueue() does
             after_commit(result.operation)
         return result
+
+    def _recent_operation(
+        self, conn: psycopg.Connection[Any], request: EnqueueRequest, table: TableInfo
+    ) -> OperationRecord | None:
+        """This schedule's operation created less than ``dedupe_seconds`` ago, if any."""
+        with conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(
+                query("cron_recent_operation", operations=CELL_LOCAL_TABLES[0]),
+                {
+                    "job_class_name": request.operation_class.name,
+                    "table_schema": table.schema,
+                    "table_name": table.name,
+                    "column_name": request.column_name,
+                    "database_name": request.database,
+                    "job_arguments": request.arguments_json,
+                    "seconds": float(self.dedupe_seconds),
+                },
+            ).fetchone()
+        return None if row is None else OperationRecord.from_row(row)
+
+    def _report_duplicate(self, recent: OperationRecord) -> None:
+        event(
+            DUPLICATE_ENQUEUE,
+            operation_id=str(recent.id),
+            job_class_name=recent.job_class_name,
+            table_schema=recent.table_schema,
+            table_name=recent.table_name,
+            column_name=recent.column_name,
+            database_name=recent.database_name,
+            status=recent.status.name.lower(),
+            cron_actor=self.actor_name,
+            reason="created by this schedule less than dedupe_seconds ago",
+        )
 
 
 _schedules: dict[str, CronOperation] = {}
@@ -212,21 +223,8 @@ def schedule(
     options = _checked_options(enqueue_options)
     if database is not None and REGISTRY.names():
         REGISTRY.get(database)  # UnknownDatabase now when already configured
-    if (
-        isinstance(dedupe_seconds, bool)
-        or not isinstance(dedupe_seconds, int | float)
-        or not math.isfinite(dedupe_seconds)
-        or not 0 <= dedupe_seconds <= MAX_DEDUPE_SECONDS
-    ):
-        raise InvalidBatchSizes(
-            f"dedupe_seconds must be a number in 0..{MAX_DEDUPE_SECONDS:g}, got {dedupe_seconds!r}"
-        )
-    if name is not None and (not isinstance(name, str) or not _ACTOR_NAME.fullmatch(name)):
-        raise OperationDefinitionError(
-            f"name must be 1..255 letters, digits, '_', '.', ':' (a dramatiq actor name), "
-            f"got {name!r}"
-        )
-    actor_name = name or _UNSAFE_NAME.sub("_", f"bbo_cron:{cls.name}:{table_name}:{column_name}")
+    _check_dedupe_seconds(dedupe_seconds)
+    actor_name = _actor_name(name, cls, table_name, column_name)
     declared = CronOperation(
         operation_class=cls,
         table_name=table_name,
@@ -240,6 +238,37 @@ def schedule(
         dedupe_seconds=float(dedupe_seconds),
         _arguments_json=arguments_json,
     )
+    return _register(declared)
+
+
+def _check_dedupe_seconds(dedupe_seconds: Any) -> None:
+    if (
+        isinstance(dedupe_seconds, bool)
+        or not isinstance(dedupe_seconds, int | float)
+        or not math.isfinite(dedupe_seconds)
+        or not 0 <= dedupe_seconds <= MAX_DEDUPE_SECONDS
+    ):
+        raise InvalidBatchSizes(
+            f"dedupe_seconds must be a number in 0..{MAX_DEDUPE_SECONDS:g}, got {dedupe_seconds!r}"
+        )
+
+
+def _actor_name(
+    name: str | None, cls: type[BaseOperation], table_name: str, column_name: str
+) -> str:
+    """``name`` checked as a dramatiq actor name, or the default one of this schedule."""
+    if name is not None and (not isinstance(name, str) or not _ACTOR_NAME.fullmatch(name)):
+        raise OperationDefinitionError(
+            f"name must be 1..255 letters, digits, '_', '.', ':' (a dramatiq actor name), "
+            f"got {name!r}"
+        )
+    return name or _UNSAFE_NAME.sub("_", f"bbo_cron:{cls.name}:{table_name}:{column_name}")
+
+
+def _register(declared: CronOperation) -> CronOperation:
+    """Record a declaration (the same one again is a no-op); declare it on the broker at once
+    when ``setup()`` already ran."""
+    actor_name = declared.actor_name
     with _lock:
         existing = _schedules.get(actor_name)
         if existing is not None:
