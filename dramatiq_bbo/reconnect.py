@@ -93,14 +93,11 @@ def backoff(settings: Any) -> Iterator[float]:
         delay = min(delay * 2, cap)
 
 
-def retrying(doing: str, step: Callable[[], T], *, settings: Any = None) -> T:
+def retrying(doing: str, step: Callable[[], T], *, settings: Any) -> T:
     """``step()``, tried again after a connection error with :func:`backoff` (see the module
     docstring); any other error, or the last connection error once ``reconnect_seconds``
-    have passed, propagates. ``step`` must be safe to run again after a failed try."""
-    if settings is None:
-        from .db import REGISTRY
-
-        settings = REGISTRY.settings
+    have passed, propagates. ``step`` must be safe to run again after a failed try.
+    ``settings`` (the registry's) gives the reconnect timings."""
     delays = backoff(settings)
     tries = 0
     while True:

@@ -291,7 +291,8 @@ def _bounds(
     columns = request.cursor_columns
     if cls.scope is BaseOperation.scope:
         return cursor_bounds(conn, table, columns), ()
-    from ..walk.tables import column_field, table_model
+    from ..walk.keyset import column_field
+    from ..walk.tables import table_model
     from .scope_index import unindexed_scope
 
     model: Any = table_model(request.database, table, operation_class=cls)

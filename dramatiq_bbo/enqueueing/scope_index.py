@@ -29,7 +29,7 @@ from psycopg import sql
 from ..logs import logger
 from ..queries import query
 from ..walk.catalog import TableInfo, quote_ident
-from ..walk.tables import column_field
+from ..walk.keyset import column_field
 
 
 def unindexed_scope(

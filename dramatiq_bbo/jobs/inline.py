@@ -59,7 +59,9 @@ def run_to_completion(
     ``stop_check()`` returns a reason between sub-batches); returns its record then."""
     name = database or DEFAULT_DATABASE
     operation = retrying(
-        f"starting operation {operation_id}", lambda: _activate(name, operation_id)
+        f"starting operation {operation_id}",
+        lambda: _activate(name, operation_id),
+        settings=REGISTRY.settings,
     )
     if operation.status != OperationStatus.ACTIVE:
         return operation
@@ -90,6 +92,7 @@ def _run(name: str, operation: OperationRecord, stop_check: StopCheck | None) ->
             ended = retrying(
                 f"running operation {operation.id}",
                 lambda: _step(name, keeper.get(), operation.id, check, max_attempts),
+                settings=REGISTRY.settings,
             )
             if ended is not None:
                 return ended

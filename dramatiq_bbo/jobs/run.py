@@ -198,7 +198,9 @@ def run_job(
         with bookkeeping(name, connection) as conn:
             return claim(conn, name, operation_id, job_id, owner, stage_token)
 
-    operation, previous, job = retrying(f"claiming job {job_id!s}", claim_it)
+    operation, previous, job = retrying(
+        f"claiming job {job_id!s}", claim_it, settings=REGISTRY.settings
+    )
     lease = HEARTBEAT.hold(name, operation, job=job, owner=owner, stage_token=stage_token)
     checks = (stop_check, job_check)
     try:
@@ -333,6 +335,7 @@ def _end(
     row = retrying(  # Postgres may be restarting: the job is given back once it answers
         f"recording the end of job {job.id}",
         lambda: finish_job(name, connection, job, jobs, params, tries),
+        settings=REGISTRY.settings,
     )
     if row is None:
         raise LeaseLost(f"job {job.id} was taken over by another runner before it finished")

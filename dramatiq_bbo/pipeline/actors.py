@@ -137,14 +137,22 @@ def _tick_all() -> None:
     """periodiq's every-minute tick: one scheduler pass per configured database."""
     for name in REGISTRY.names():
         try:
-            report = retrying(f"scheduler tick on {name}", functools.partial(scheduler.tick, name))
+            report = retrying(
+                f"scheduler tick on {name}",
+                functools.partial(scheduler.tick, name),
+                settings=REGISTRY.settings,
+            )
             logger.debug("scheduler tick on %s: %s", name, report)
         except Exception:
             logger.exception("scheduler tick on database %s failed", name)
 
 
 def _scheduler(database: str) -> None:
-    retrying(f"scheduler tick on {database}", lambda: scheduler.tick(database))
+    retrying(
+        f"scheduler tick on {database}",
+        lambda: scheduler.tick(database),
+        settings=REGISTRY.settings,
+    )
 
 
 def _orchestrator(database: str, operation_id: str, token: str | None = None) -> None:
@@ -156,6 +164,7 @@ def _orchestrator(database: str, operation_id: str, token: str | None = None) ->
         retrying(
             f"orchestrating operation {operation_id}",
             lambda: orchestrator.orchestrate(database, operation_id, token),
+            settings=REGISTRY.settings,
         )
     except Exception:
         # Give the stage lease back so the scheduler re-drives the operation at its next

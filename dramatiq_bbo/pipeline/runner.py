@@ -59,7 +59,11 @@ def run(
     lease moved on from ``token`` (run_to_completion took it over), makes it a no-op (None)."""
     ref = operation_ref(database, operation_id)  # parsed once: its scope and tables
     key = ref.id
-    operation = retrying(f"reading operation {key}", lambda: get_operation(key, database=database))
+    operation = retrying(
+        f"reading operation {key}",
+        lambda: get_operation(key, database=database),
+        settings=REGISTRY.settings,
+    )
     if hold_before_run(database, operation, _job_key(job_id)):  # class unknown here: held
         return None
     started = time.monotonic()
@@ -80,7 +84,9 @@ def run(
         return None
     # at once when Postgres is back, not after the lease and the scheduler's next tick
     retrying(
-        f"chaining operation {key}", lambda: chain(database, ref, outcome, started, held=token)
+        f"chaining operation {key}",
+        lambda: chain(database, ref, outcome, started, held=token),
+        settings=REGISTRY.settings,
     )
     return outcome
 

@@ -28,10 +28,9 @@ import peewee
 import psycopg
 from psycopg import sql
 
-from ..errors import OperationDefinitionError
+from ..errors import OperationDefinitionError, TableNotFound
 from .catalog import TableInfo, json_values
 from .statements import Compiled, slots
-from .tables import column_field
 
 Cursor = list[Any]  # a stored cursor: JSON values in cursor-column order
 Range = tuple[Cursor, Cursor]  # inclusive (first, last)
@@ -332,3 +331,15 @@ def split_range(
         (json_values(first), json_values(middle[0])),
         (json_values(middle[1]), json_values(last)),
     )
+
+
+def column_field(model: type[peewee.Model], column: str) -> peewee.Field:
+    """The model field stored in ``column`` (fields may be named differently from columns)."""
+    try:
+        return model._meta.columns[column]  # type: ignore[attr-defined,no-any-return]
+    except KeyError:
+        names = ", ".join(sorted(model._meta.columns))  # type: ignore[attr-defined]
+        raise TableNotFound(
+            f"model {model.__name__} has no field for column {column!r} (columns: {names}); "
+            "a model given by the operation class must map every cursor column"
+        ) from None

@@ -172,15 +172,3 @@ def _generate(database: peewee.Database, info: TableInfo) -> dict[str, Any]:
     return introspector.generate_models(  # type: ignore[no-any-return]
         table_names=[info.name], literal_column_names=True
     )
-
-
-def column_field(model: type[peewee.Model], column: str) -> peewee.Field:
-    """The model field stored in ``column`` (fields may be named differently from columns)."""
-    try:
-        return model._meta.columns[column]  # type: ignore[attr-defined,no-any-return]
-    except KeyError:
-        names = ", ".join(sorted(model._meta.columns))  # type: ignore[attr-defined]
-        raise TableNotFound(
-            f"model {model.__name__} has no field for column {column!r} (columns: {names}); "
-            "a model given by the operation class must map every cursor column"
-        ) from None

@@ -21,7 +21,8 @@ from dramatiq_bbo.jobs.run import create_next_job, prepare_retry, run_job
 from dramatiq_bbo.state.records import JobRecord, JobStatus, OperationRecord, OperationStatus
 from dramatiq_bbo.walk.catalog import json_values
 from dramatiq_bbo.walk.checkpoint import Keyset, next_batch_bounds, split_range
-from dramatiq_bbo.walk.tables import column_field, table_info, table_model
+from dramatiq_bbo.walk.keyset import column_field
+from dramatiq_bbo.walk.tables import table_info, table_model
 
 SEEN: dict[str, Any] = {}
 
