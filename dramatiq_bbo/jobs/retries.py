@@ -48,7 +48,7 @@ def shrunk_sub_batch_size(current: int, original: int) -> int:
 def should_split(job: JobRecord, timeout: bool, max_attempts: int) -> bool:
     """A job that timed out on its last attempt is split in two rather than failed: smaller
     ranges are what a timeout asks for once shrinking sub-batches did not help. Whether the
-    range holds two rows at all is for ``batching.split_range`` to say."""
+    range holds two rows at all is for ``keyset.split_range`` to say."""
     return timeout and job.attempts >= max_attempts
 
 
