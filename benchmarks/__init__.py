@@ -1,2 +1,2 @@
-"""Benchmarks of DESIGN.md section 9 (see README.md). A package so that ``dramatiq`` worker
-processes can import :mod:`benchmarks.app`."""
+"""Benchmarks of the project's performance goals (see README.md). A package so that
+``dramatiq`` worker processes can import :mod:`benchmarks.app`."""

@@ -32,7 +32,7 @@ def postgres(dsn: str | None) -> Iterator[str]:
     if dsn:
         yield dsn
         return
-    from dramatiq_bbo.embedded import EmbeddedPostgres
+    from dramatiq_bbo.testing.embedded import EmbeddedPostgres
 
     print("starting an embedded Postgres...", file=sys.stderr)
     with EmbeddedPostgres() as server:

@@ -1,6 +1,6 @@
 """Latency: from ``enqueue()`` returning to the operation's first sub-batch committed.
 
-DESIGN.md §9: p50 ≤ 100 ms, p99 ≤ 1 s.
+The goal: p50 ≤ 100 ms, p99 ≤ 1 s.
 
 A real ``dramatiq`` worker process (``benchmarks.app``, ``--threads`` threads) runs the
 pipeline on the dramatiq-pg broker; this process plays the web application: it configured
@@ -48,7 +48,7 @@ from benchmarks.common import (  # noqa: E402
     server_version,
 )
 from benchmarks.operations import NOTIFY_CHANNEL, TouchAndNotify  # noqa: E402
-from dramatiq_bbo.records import OperationStatus  # noqa: E402
+from dramatiq_bbo.state.records import OperationStatus  # noqa: E402
 
 TABLE = "latency_rows"
 
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     ]
     print_table(["milliseconds", "p50", "p99", "min", "max", "mean"], rows)
-    print("\ngoal (DESIGN.md §9): p50 <= 100 ms, p99 <= 1,000 ms")
+    print("\ngoal: p50 <= 100 ms, p99 <= 1,000 ms")
     return 0
 
 

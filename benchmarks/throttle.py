@@ -1,6 +1,6 @@
 """Throttle: what the health checks cost, how fast a stop bites, how fast a hold lets go.
 
-DESIGN.md §5 / issue 5: the checks cost < 5% of sub-batch time; a stop takes effect within
+The goals: the checks cost < 5% of sub-batch time; a stop takes effect within
 one sub-batch (or one cache period of the indicator); a held operation resumes by itself.
 
 The pipeline's stages run in this thread (orchestrator → runner, as a worker would run
@@ -47,11 +47,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dramatiq_bbo as bbo  # noqa: E402
 from benchmarks.common import fresh_database, postgres, print_table, server_version  # noqa: E402
-from dramatiq_bbo import health, runtime  # noqa: E402
-from dramatiq_bbo.pipeline import scheduler  # noqa: E402
+from dramatiq_bbo import health
+from dramatiq_bbo.pipeline import (
+    runtime,  # noqa: E402
+    scheduler,  # noqa: E402
+)
 from dramatiq_bbo.pipeline.orchestrator import Decision, orchestrate  # noqa: E402
 from dramatiq_bbo.pipeline.runner import run  # noqa: E402
-from dramatiq_bbo.records import JobRecord, OperationStatus  # noqa: E402
+from dramatiq_bbo.state.records import JobRecord, OperationStatus  # noqa: E402
 
 TABLE = "throttle_rows"
 #: thresholds the cost runs' built-in indicators do not reach on a test server

@@ -11,42 +11,42 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from . import errors
-from .config import configure, reset, settings
+from .configure import configure, reset, settings
 
-# Imported eagerly: ``dramatiq_bbo.enqueue`` is both a module and the public function, and
-# importing the module (as the pipeline does) would otherwise shadow the lazy function.
-from .enqueue import EnqueueResult, enqueue  # noqa: E402
+# Imported eagerly, as it always was: enqueueing is what most processes that import the
+# package do.
+from .enqueueing.api import EnqueueResult, enqueue  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import health
-    from .batching import SubBatch
-    from .control import cancel, pause, resume
-    from .execution import run_to_completion
+    from .jobs.control import cancel, pause, resume
+    from .jobs.inline import run_to_completion
     from .middleware import Middleware
     from .operation import BaseOperation, register
     from .pipeline.actors import default_middleware, setup
-    from .pipeline.cron_operations import schedule
-    from .records import JobRecord, JobStatus, OperationRecord, OperationStatus
-    from .store import get_operation, list_jobs
+    from .pipeline.schedules import schedule
+    from .state.records import JobRecord, JobStatus, OperationRecord, OperationStatus
+    from .state.store import get_operation, list_jobs
+    from .walk.sub_batch import SubBatch
 
 _LAZY = {
     "BaseOperation": "operation",
     "register": "operation",
-    "OperationRecord": "records",
-    "JobRecord": "records",
-    "OperationStatus": "records",
-    "JobStatus": "records",
-    "get_operation": "store",
-    "list_jobs": "store",
-    "run_to_completion": "execution",
-    "SubBatch": "batching",
-    "pause": "control",
-    "resume": "control",
-    "cancel": "control",
+    "OperationRecord": "state.records",
+    "JobRecord": "state.records",
+    "OperationStatus": "state.records",
+    "JobStatus": "state.records",
+    "get_operation": "state.store",
+    "list_jobs": "state.store",
+    "run_to_completion": "jobs.inline",
+    "SubBatch": "walk.sub_batch",
+    "pause": "jobs.control",
+    "resume": "jobs.control",
+    "cancel": "jobs.control",
     "setup": "pipeline.actors",
     "default_middleware": "pipeline.actors",
     "Middleware": "middleware",
-    "schedule": "pipeline.cron_operations",
+    "schedule": "pipeline.schedules",
 }
 
 

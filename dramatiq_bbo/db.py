@@ -18,11 +18,14 @@ import math
 import os
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import peewee
 import psycopg
+from playhouse.postgres_ext import Psycopg3Database
 from psycopg_pool import ConnectionPool
 
 from .errors import ConfigurationError, ConnectionFailed, UnknownDatabase
@@ -255,3 +258,74 @@ def _recording_connection_class(entry: DatabaseEntry) -> type[psycopg.Connection
 
     RecordingConnection.__qualname__ = "RecordingConnection"  # as the pool's logs name it
     return RecordingConnection
+
+
+#: what the peewee models of the state tables are bound through (dramatiq_bbo.contrib.models)
+database_proxy = peewee.DatabaseProxy()
+
+_peewee_registry: Registry | None = None
+_databases: dict[str, peewee.Database] = {}  # name -> peewee database, for every registered name
+_owned: set[str] = set()  # names whose database we built (and therefore close)
+
+
+# -- binding ----------------------------------------------------------------------------------
+def _peewee_database(dsn: str, connect_timeout: int) -> Psycopg3Database:
+    """peewee hands its database argument to psycopg as a conninfo only when it starts with
+    ``postgresql://`` (anything else is taken as a bare dbname), so spell every DSN as a URI:
+    libpq takes any keyword as a URI query parameter, which keeps its defaults and env vars.
+    A connect (also the one after a lost connection) waits ``connect_timeout`` at most."""
+    if not dsn.startswith("postgresql://"):
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+        query = urllib.parse.urlencode(
+            {k: str(v) for k, v in params.items()}, quote_via=urllib.parse.quote
+        )
+        dsn = f"postgresql://?{query}"
+    return Psycopg3Database(dsn, connect_timeout=connect_timeout)
+
+
+def bind_registry(registry: Registry) -> None:
+    """Build (or take the application's) peewee database of every registered name, and point
+    ``database_proxy`` (what the state-table models use) at the default one; called by
+    ``configure()``."""
+    global _peewee_registry
+    unbind()
+    _peewee_registry = registry
+    for name in registry.names():
+        entry = registry.get(name)
+        if entry.peewee is not None:
+            _databases[name] = entry.peewee
+        else:
+            timeout = libpq_connect_timeout(float(registry.settings.connect_timeout_seconds))
+            _databases[name] = _peewee_database(entry.dsn, timeout)
+            _owned.add(name)
+    if DEFAULT_DATABASE in _databases:
+        database_proxy.initialize(_databases[DEFAULT_DATABASE])
+
+
+def unbind() -> None:
+    """Close the databases we built (never the application's) and uninitialise the proxy.
+
+    peewee keeps one connection per thread and closes only the calling thread's here; the
+    others close when garbage-collected (their thread ends, or this database is dropped).
+    """
+    global _peewee_registry
+    for name in _owned:
+        with contextlib.suppress(peewee.PeeweeException, psycopg.Error):
+            _databases[name].close()
+    _databases.clear()
+    _owned.clear()
+    _peewee_registry = None
+    database_proxy.initialize(None)
+
+
+def database_for(name: str = DEFAULT_DATABASE) -> peewee.Database:
+    """The peewee database of a registered name (the error says what is configured)."""
+    try:
+        return _databases[name]
+    except KeyError:
+        if _peewee_registry is None:
+            raise ConfigurationError(
+                "dramatiq-bbo is not configured: call dramatiq_bbo.configure(dsn=...) first"
+            ) from None
+        _peewee_registry.get(name)  # raises UnknownDatabase
+        raise

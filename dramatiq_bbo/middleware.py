@@ -26,8 +26,8 @@ from typing import Any
 
 import psycopg
 
-from .outcomes import JobOutcome
-from .records import JobRecord, OperationRecord, OperationStatus
+from .jobs.outcomes import JobOutcome
+from .state.records import JobRecord, OperationRecord, OperationStatus
 
 
 class Middleware:

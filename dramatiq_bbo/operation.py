@@ -18,15 +18,15 @@ name is refused at enqueue time rather than discovered by a worker.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import OperationDefinitionError, UnknownOperationClass
 from .operation_checks import check_class
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .records import JobRecord, OperationRecord
-    from .sub_batch import SubBatch
+    from .state.records import JobRecord, OperationRecord
+    from .walk.sub_batch import SubBatch
 
 _registry: dict[str, type[BaseOperation]] = {}
 _registry_lock = threading.Lock()
@@ -49,7 +49,7 @@ class BaseOperation:
       before every job).
     - ``tables``: the tables the class may run on, e.g. ``("todos", "archive.todos")``;
       enqueue refuses any other. Default: any table outside the refused schemas (see
-      :mod:`dramatiq_bbo.table_policy`).
+      :mod:`dramatiq_bbo.enqueueing.table_policy`).
     - ``batch_size``, ``sub_batch_size``, ``pause_ms``, ``interval_seconds``,
       ``min_batch_size``, ``max_batch_size``: per-class defaults over the settings;
       ``enqueue()`` may override them.
@@ -188,6 +188,12 @@ def resolve(class_or_name: type[BaseOperation] | str) -> type[BaseOperation]:
             f"no operation class is registered as {class_or_name!r} (registered: {known}); "
             "import the module that defines it before enqueueing or running"
         ) from None
+
+
+def own_scope(operation: BaseOperation) -> Callable[[Any], Any] | None:
+    """The instance's ``scope`` when its class overrides it, else None: the default scope
+    narrows nothing, and a walk without one needs no scope check or extra condition."""
+    return operation.scope if type(operation).scope is not BaseOperation.scope else None
 
 
 def registered() -> dict[str, type[BaseOperation]]:

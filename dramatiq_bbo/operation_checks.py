@@ -18,8 +18,8 @@ import inspect
 import re
 from typing import Any
 
+from .enqueueing.table_policy import declared_tables
 from .errors import OperationDefinitionError
-from .table_policy import declared_tables
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:]{0,254}$")

@@ -7,7 +7,7 @@ interruption, never as a failed attempt, and never keeps using a dead connection
 - :func:`is_connection_error` is the one place that decides what a lost connection looks
   like (a broken socket, the server shutting down or not accepting connections yet, the
   libpq connection-exception class ``08``). A statement or lock timeout is *not* one: the
-  connection is fine, the work was too slow (:mod:`dramatiq_bbo.timeouts`).
+  connection is fine, the work was too slow (:mod:`dramatiq_bbo.walk.timeouts`).
 - :func:`heal` discards the thread's peewee connection once it is broken, so the next use
   opens a new one (peewee would otherwise hand the dead one out forever). Pooled psycopg
   connections are checked by the pool at every checkout (:mod:`dramatiq_bbo.db`).
@@ -29,8 +29,8 @@ from typing import Any, TypeVar
 import psycopg
 
 from .errors import ConnectionFailed, error_chain
-from .observability.logs import CONNECTION_GAVE_UP, CONNECTION_RETRY, event
-from .observability.logs import CONNECTION_LOST as CONNECTION_LOST_EVENT
+from .logs import CONNECTION_GAVE_UP, CONNECTION_RETRY, event
+from .logs import CONNECTION_LOST as CONNECTION_LOST_EVENT
 
 T = TypeVar("T")
 
@@ -93,14 +93,11 @@ def backoff(settings: Any) -> Iterator[float]:
         delay = min(delay * 2, cap)
 
 
-def retrying(doing: str, step: Callable[[], T], *, settings: Any = None) -> T:
+def retrying(doing: str, step: Callable[[], T], *, settings: Any) -> T:
     """``step()``, tried again after a connection error with :func:`backoff` (see the module
     docstring); any other error, or the last connection error once ``reconnect_seconds``
-    have passed, propagates. ``step`` must be safe to run again after a failed try."""
-    if settings is None:
-        from .db import REGISTRY
-
-        settings = REGISTRY.settings
+    have passed, propagates. ``step`` must be safe to run again after a failed try.
+    ``settings`` (the registry's) gives the reconnect timings."""
     delays = backoff(settings)
     tries = 0
     while True:

@@ -37,7 +37,7 @@ def admin_dsn() -> Iterator[str]:
     if given:
         yield given
         return
-    from dramatiq_bbo.embedded import EmbeddedPostgres
+    from dramatiq_bbo.testing.embedded import EmbeddedPostgres
 
     server = EmbeddedPostgres()
     try:

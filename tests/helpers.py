@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dramatiq_bbo.runtime import Messenger, current, installed
+from dramatiq_bbo.pipeline.runtime import Messenger, current, installed
 
 
 def wait_until(

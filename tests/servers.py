@@ -3,7 +3,7 @@
 Most tests share one server (``BBO_TEST_DSN`` or an embedded one) and get a fresh database
 on it. Health indicators need whole servers in particular states — archiving failing, an
 eager autovacuum, a streaming standby — so these fixtures start their own with
-:mod:`dramatiq_bbo.server`, whatever ``BBO_TEST_DSN`` says, and stop them afterwards.
+:mod:`dramatiq_bbo.testing.servers`, whatever ``BBO_TEST_DSN`` says, and stop them afterwards.
 
 Use: ``from tests.servers import server_factory  # noqa: F401`` in a test module, then
 ``server_factory(settings={...})`` or ``server_factory.standby(primary)`` in a fixture.
@@ -19,8 +19,8 @@ import psycopg
 import pytest
 
 from dramatiq_bbo.health.base import Context
-from dramatiq_bbo.records import OperationRecord, OperationStatus
-from dramatiq_bbo.server import PostgresServer, make_standby
+from dramatiq_bbo.state.records import OperationRecord, OperationStatus
+from dramatiq_bbo.testing.servers import PostgresServer, make_standby
 
 
 class ServerFactory:

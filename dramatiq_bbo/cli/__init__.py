@@ -1,1 +1,1 @@
-"""cli."""
+"""The ``dramatiq-bbo`` command line: ``migrate`` and ``demo``."""

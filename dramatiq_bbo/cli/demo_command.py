@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dramatiq_bbo.demo import DemoOptions, run_demo
+    from dramatiq_bbo.demo.run import DemoOptions, run_demo
 
     options = DemoOptions(
         dsn=args.server_dsn,

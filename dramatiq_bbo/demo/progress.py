@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from ..records import JobRecord, JobStatus, OperationRecord
+from ..state.records import JobRecord, JobStatus, OperationRecord
 from .hold import ScriptedStop
 
 #: progress at which the demo arms its scripted health stop

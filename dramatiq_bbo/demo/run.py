@@ -24,8 +24,8 @@ import dramatiq_bbo as bbo
 
 from .. import migrations
 from ..db import connect
-from ..observability.logs import install_json_handler
-from ..optimizer import TARGET_EFFICIENCY
+from ..jobs.optimizer import TARGET_EFFICIENCY
+from ..logs import install_json_handler
 from ..queries import query
 from . import hold, runtime, table
 from .operation import DATABASE, PurgeDoneTodos

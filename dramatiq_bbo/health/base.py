@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from ..health_thresholds import DEFAULTS
-from ..records import OperationRecord
+from ..state.records import OperationRecord
 
 
 class Signal(enum.Enum):

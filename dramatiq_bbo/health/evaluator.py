@@ -36,8 +36,8 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from ..db import REGISTRY
-from ..observability.logs import HEALTH_SIGNAL, event, logger, operation_fields
-from ..records import OperationRecord
+from ..logs import HEALTH_SIGNAL, event, logger, operation_fields
+from ..state.records import OperationRecord
 from . import indicators as registry
 from . import settings as health_settings
 from .base import Context, Indicator, Result, Signal

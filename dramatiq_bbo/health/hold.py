@@ -15,11 +15,11 @@ from typing import Any
 import psycopg
 
 from ..db import REGISTRY
-from ..observability.logs import HEALTH_HOLD, event, logger, operation_fields
+from ..logs import HEALTH_HOLD, event, logger, operation_fields
 from ..queries import query
-from ..records import OperationRecord
-from ..store import hold_operation, tables_for
-from ..timeouts import set_lock_timeout
+from ..state.records import OperationRecord
+from ..state.store import hold_operation, tables_for
+from ..walk.timeouts import set_lock_timeout
 from .base import Result
 
 #: the hold_reason CHECK constraint's limit (schema/sql/0001_operations.sql)

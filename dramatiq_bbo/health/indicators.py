@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, overload
 
 from ..errors import ConfigurationError
-from ..observability.logs import logger
+from ..logs import logger
 from .base import Indicator
 from .user import UserCallable, UserIndicator, default_name
 

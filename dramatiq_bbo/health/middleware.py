@@ -19,9 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..db import REGISTRY
+from ..logs import logger
 from ..middleware import Middleware
-from ..observability.logs import logger
-from ..records import JobRecord, OperationRecord
+from ..state.records import JobRecord, OperationRecord
 from .base import Result
 from .evaluator import evaluate
 from .hold import hold, release

@@ -26,14 +26,13 @@ import dramatiq
 from dramatiq.middleware import Middleware
 from periodiq import PeriodiqMiddleware
 
-from .. import runtime
-from ..cron import cron_spec
 from ..db import REGISTRY
 from ..health.middleware import HealthMiddleware
 from ..middleware import Middleware as BBOMiddleware
 from ..reconnect import retrying
-from . import messages, orchestrator, runner, scheduler, shutdown
-from .cron_operations import declare_cron_operations
+from . import messages, orchestrator, runner, runtime, scheduler, shutdown
+from .cron import cron_spec
+from .schedules import declare_cron_operations
 from .setup_checks import check_broker, check_middleware, schema_checked
 from .watchdog import WATCHDOG
 
@@ -138,14 +137,22 @@ def _tick_all() -> None:
     """periodiq's every-minute tick: one scheduler pass per configured database."""
     for name in REGISTRY.names():
         try:
-            report = retrying(f"scheduler tick on {name}", functools.partial(scheduler.tick, name))
+            report = retrying(
+                f"scheduler tick on {name}",
+                functools.partial(scheduler.tick, name),
+                settings=REGISTRY.settings,
+            )
             logger.debug("scheduler tick on %s: %s", name, report)
         except Exception:
             logger.exception("scheduler tick on database %s failed", name)
 
 
 def _scheduler(database: str) -> None:
-    retrying(f"scheduler tick on {database}", lambda: scheduler.tick(database))
+    retrying(
+        f"scheduler tick on {database}",
+        lambda: scheduler.tick(database),
+        settings=REGISTRY.settings,
+    )
 
 
 def _orchestrator(database: str, operation_id: str, token: str | None = None) -> None:
@@ -157,6 +164,7 @@ def _orchestrator(database: str, operation_id: str, token: str | None = None) ->
         retrying(
             f"orchestrating operation {operation_id}",
             lambda: orchestrator.orchestrate(database, operation_id, token),
+            settings=REGISTRY.settings,
         )
     except Exception:
         # Give the stage lease back so the scheduler re-drives the operation at its next

@@ -16,7 +16,7 @@ import psycopg
 
 from ..db import REGISTRY
 from ..queries import query
-from ..store import tables_for
+from ..state.store import tables_for
 from .messages import ORCHESTRATOR, messenger, new_token
 
 

@@ -1,6 +1,6 @@
 """How one pipeline stage hands work to the next: messages that commit with the state change.
 
-The choice (DESIGN §4): a **transactional outbox**. dramatiq-pg keeps its messages in
+The choice: a **transactional outbox**. dramatiq-pg keeps its messages in
 Postgres, so when the operation's database is the broker's database the next stage's message
 row (and its NOTIFY) is written in the same transaction as the state change that calls for it:
 both commit or neither does, and a process killed between "state changed" and "message sent"
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 
-from ..runtime import Messenger, current
+from .runtime import Messenger, current
 
 SCHEDULER = "bbo_scheduler"
 ORCHESTRATOR = "bbo_orchestrator"

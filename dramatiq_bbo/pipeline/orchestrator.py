@@ -18,19 +18,19 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from ..completion import end_operation
 from ..db import REGISTRY
 from ..errors import TableChanged, TableNotFound
-from ..execution import create_next_job, prepare_retry
-from ..observability.logs import logger
+from ..jobs.inline import end_operation
+from ..jobs.planning import split_job, splittable_job
+from ..jobs.run import create_next_job, prepare_retry
+from ..logs import logger
 from ..queries import query
-from ..records import JobRecord, OperationRecord, OperationStatus
-from ..runtime import transitioned
-from ..splitting import split_job, splittable_job
-from ..store import operation_ref, tables_for
+from ..state.records import JobRecord, OperationRecord, OperationStatus
+from ..state.store import operation_ref, tables_for
 from .handoff import lease_and_send, take_lease
 from .messages import RUNNER, messenger
 from .middleware_hold import held_by_middleware
+from .runtime import transitioned
 from .scheduler import jobs_in_flight, scheduler_lock_key
 from .table_hold import hold_for_table
 from .unknown_class import hold_if_unknown

@@ -1,6 +1,6 @@
 """The runner stage: run one dispatched job, then chain the operation's next orchestrator.
 
-The job itself runs through :func:`dramatiq_bbo.execution.run_job` (sub-batch transactions
+The job itself runs through :func:`dramatiq_bbo.jobs.run.run_job` (sub-batch transactions
 with their checkpoints). Between sub-batches the runner stops the job cleanly at its
 checkpoint when the operation was paused or cancelled, when the job's time budget is spent,
 when a middleware asks for it (``between_sub_batches``: health), or when the worker is
@@ -22,21 +22,27 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from .. import retries
-from ..completion import end_operation, job_counts, status_stop_check
 from ..db import REGISTRY
 from ..errors import InvalidTransition, LeaseLost
-from ..execution import JobOutcome, run_job
-from ..observability.logs import event, logger
-from ..optimizer import decide_for_operation, log_decision
+from ..jobs import retries
+from ..jobs.inline import end_operation, job_counts, status_stop_check
+from ..jobs.optimizer import decide_for_operation, log_decision
+from ..jobs.run import JobOutcome, run_job
+from ..logs import event, logger
 from ..queries import query
 from ..reconnect import CONNECTION_LOST, retrying
-from ..records import JobRecord, JobStatus, OperationRecord, OperationStatus
-from ..runtime import current
-from ..store import OperationRef, fetch_operation, get_operation, operation_ref, tables_for
+from ..state.records import JobRecord, JobStatus, OperationRecord, OperationStatus
+from ..state.store import (
+    OperationRef,
+    fetch_operation,
+    get_operation,
+    operation_ref,
+    tables_for,
+)
 from . import shutdown
 from .handoff import Take, send_orchestrator, take_lease
 from .messages import ORCHESTRATOR
+from .runtime import current
 from .shutdown import shutting_down
 from .unknown_class import hold_before_run
 
@@ -53,7 +59,11 @@ def run(
     lease moved on from ``token`` (run_to_completion took it over), makes it a no-op (None)."""
     ref = operation_ref(database, operation_id)  # parsed once: its scope and tables
     key = ref.id
-    operation = retrying(f"reading operation {key}", lambda: get_operation(key, database=database))
+    operation = retrying(
+        f"reading operation {key}",
+        lambda: get_operation(key, database=database),
+        settings=REGISTRY.settings,
+    )
     if hold_before_run(database, operation, _job_key(job_id)):  # class unknown here: held
         return None
     started = time.monotonic()
@@ -74,7 +84,9 @@ def run(
         return None
     # at once when Postgres is back, not after the lease and the scheduler's next tick
     retrying(
-        f"chaining operation {key}", lambda: chain(database, ref, outcome, started, held=token)
+        f"chaining operation {key}",
+        lambda: chain(database, ref, outcome, started, held=token),
+        settings=REGISTRY.settings,
     )
     return outcome
 
@@ -86,7 +98,7 @@ def _job_key(job_id: Any) -> Any:
 
 def _stop_check(database: str, operation: OperationRecord, started: float) -> Any:
     """Worker shutdown and the job's time budget, then the operation's status (see
-    :func:`~dramatiq_bbo.completion.status_stop_check`); the middleware's
+    :func:`~dramatiq_bbo.jobs.inline.status_stop_check`); the middleware's
     ``between_sub_batches`` is asked after these (``run_job``'s ``job_check``)."""
     settings = REGISTRY.settings
     interval = float(operation.interval_seconds)

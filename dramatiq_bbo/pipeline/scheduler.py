@@ -29,11 +29,11 @@ from typing import Any, NamedTuple
 import psycopg
 
 from ..db import REGISTRY
-from ..observability.logs import JOB_TRANSITION, event, logger
+from ..logs import JOB_TRANSITION, event, logger
 from ..queries import query
-from ..records import JobStatus
-from ..store import CELL_LOCAL_TABLES, ORGANIZATION_TABLES
-from ..timeouts import set_lock_timeout
+from ..state.records import JobStatus
+from ..state.store import CELL_LOCAL_TABLES, ORGANIZATION_TABLES
+from ..walk.timeouts import set_lock_timeout
 from .handoff import lease_and_send
 
 #: scopes in the order the scheduler serves them

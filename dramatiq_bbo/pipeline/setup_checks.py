@@ -3,7 +3,7 @@ middleware list with something else in it, and operations enqueued in a process 
 pipeline was never set up.
 
 All are cheap and import nothing heavy: ``enqueue`` calls :func:`warn_without_pipeline` on
-every new operation, which only reads the runtime in force (:mod:`dramatiq_bbo.runtime`).
+every new operation, which only reads the runtime in force (:mod:`dramatiq_bbo.pipeline.runtime`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Any
 
 from ..db import DEFAULT_DATABASE, REGISTRY
 from ..errors import InvalidMiddleware, UnsupportedBroker
+from ..logs import event
 from ..middleware import Middleware
 from ..migrations import ensure_schema, schema_errors
-from ..observability.logs import event
-from ..records import OperationRecord
-from ..runtime import current
+from ..state.records import OperationRecord
+from .runtime import current
 
 #: logged once per process: an operation was enqueued, but no pipeline actor is declared here
 PIPELINE_NOT_SET_UP = "background_operation_pipeline_not_set_up"

@@ -31,10 +31,10 @@ from typing import Any
 from dramatiq.common import dq_name
 
 from ..db import REGISTRY
-from ..observability.logs import logger
-from ..outbox import DRAMATIQ_SCHEMA
+from ..logs import logger
 from ..queries import query
 from .messages import messenger
+from .outbox import DRAMATIQ_SCHEMA
 
 #: set while this worker process shuts down: running jobs stop at their next checkpoint
 shutting_down = threading.Event()

@@ -18,9 +18,9 @@ from typing import Any
 import psycopg
 
 from ..db import REGISTRY
-from ..observability.logs import event, operation_fields
-from ..records import OperationRecord
-from ..store import hold_operation
+from ..logs import event, operation_fields
+from ..state.records import OperationRecord
+from ..state.store import hold_operation
 
 #: logged once per process and operation when its table no longer matches the enqueued one
 TABLE_HOLD = "background_operation_table_hold"

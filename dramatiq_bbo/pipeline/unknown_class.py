@@ -26,11 +26,11 @@ import psycopg
 
 from ..db import REGISTRY
 from ..errors import UnknownOperationClass
-from ..observability.logs import event, operation_fields
+from ..logs import event, operation_fields
 from ..operation import resolve
 from ..queries import query
-from ..records import OperationRecord
-from ..store import fetch_operation, hold_operation, tables_for
+from ..state.records import OperationRecord
+from ..state.store import fetch_operation, hold_operation, tables_for
 from .handoff import lease_and_send
 from .messages import messenger
 

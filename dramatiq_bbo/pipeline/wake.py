@@ -16,8 +16,8 @@ from typing import Any
 import psycopg
 
 from ..db import REGISTRY
-from ..observability.logs import logger
-from ..records import OperationRecord
+from ..logs import logger
+from ..state.records import OperationRecord
 from .handoff import Take, lease_and_send
 from .messages import messenger
 

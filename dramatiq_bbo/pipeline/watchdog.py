@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 
 from ..db import REGISTRY
-from ..observability.logs import logger
+from ..logs import logger
 from . import scheduler
 
 

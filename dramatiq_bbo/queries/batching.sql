@@ -2,8 +2,8 @@
 -- runner the only writer of a job, and the checkpoint that commits with the sub-batch.
 --
 -- {operations} and {jobs} are filled by dramatiq_bbo.queries.query() with the bbo tables of
--- the operation's scope (dramatiq_bbo.store.tables_for); every value is a parameter. Queries
--- over the target table are built with peewee in dramatiq_bbo.batching.
+-- the operation's scope (dramatiq_bbo.state.store.tables_for); every value is a parameter. Queries
+-- over the target table are built with peewee in dramatiq_bbo.walk.checkpoint.
 
 -- name: batching_sub_batch_guards
 -- description: SET LOCAL statement_timeout, lock_timeout and idle_in_transaction_session_timeout for the current transaction only (a sub-batch, a job creation).
@@ -12,7 +12,7 @@ SELECT set_config('statement_timeout', %(statement_timeout)s, true),
        set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, true);
 
 -- name: batching_begin_sub_batch
--- description: Read who holds the job (its lease owner) and probe the sub-batch's first and last rows, in one statement; {first} and {last} are the keyset probes (dramatiq_bbo.keyset.Keyset.sub_batch_probes); parameters are positional, in textual order.
+-- description: Read who holds the job (its lease owner) and probe the sub-batch's first and last rows, in one statement; {first} and {last} are the keyset probes (dramatiq_bbo.walk.keyset.Keyset.sub_batch_probes); parameters are positional, in textual order.
 -- The job row is not locked: the heartbeat renews its lease while the sub-batch runs, and the
 -- checkpoint re-checks the lease before the sub-batch commits (batching_checkpoint_job).
 SELECT j.status,

@@ -1,4 +1,4 @@
--- Named queries of manual steering (dramatiq_bbo.control). The caller holds the row lock and
+-- Named queries of manual steering (dramatiq_bbo.jobs.control). The caller holds the row lock and
 -- has checked the current status.
 
 -- name: control_pause

@@ -1,4 +1,4 @@
--- Named queries of the cron operations (dramatiq_bbo.pipeline.cron_operations).
+-- Named queries of the cron operations (dramatiq_bbo.pipeline.schedules).
 --
 -- {operations} is the cell-local operations table (cron operations are cell-local).
 

@@ -1,12 +1,12 @@
--- Named queries of the job runner (dramatiq_bbo.execution): creating a job from the
+-- Named queries of the job runner (dramatiq_bbo.jobs.run): creating a job from the
 -- operation's resume cursor, claiming it under a lease, finishing it, and the operation's
 -- own transitions.
 --
 -- {operations} and {jobs} are filled by dramatiq_bbo.queries.query() with the bbo tables of
--- the operation's scope (dramatiq_bbo.store.tables_for); every value is a parameter.
+-- the operation's scope (dramatiq_bbo.state.store.tables_for); every value is a parameter.
 
 -- name: execution_insert_job
--- description: Create a pending job over an inclusive keyset range (a new batch, or half of a split one); {scope_columns}/{scope_values} add the organization_id of an organization-scoped job (dramatiq_bbo.store.insert_job).
+-- description: Create a pending job over an inclusive keyset range (a new batch, or half of a split one); {scope_columns}/{scope_values} add the organization_id of an organization-scoped job (dramatiq_bbo.state.store.insert_job).
 INSERT INTO {jobs} (
     partition, worker_id, worker_partition, status, batch_size, sub_batch_size, pause_ms,
     min_cursor, max_cursor, metrics{scope_columns}

@@ -1,4 +1,4 @@
--- Named queries of the heartbeat (dramatiq_bbo.heartbeat): renewing the leases of the jobs
+-- Named queries of the heartbeat (dramatiq_bbo.jobs.heartbeat): renewing the leases of the jobs
 -- this process runs, and of the operation stages it holds, while they run.
 --
 -- {operations} and {jobs} are filled with the bbo tables of one scope. One transaction per

@@ -2,7 +2,7 @@
 -- detection, inserting an operation, reading operations and their jobs.
 --
 -- {operations} and {jobs} are filled by dramatiq_bbo.queries.query() with the bbo table of
--- the right scope (dramatiq_bbo.store.tables_for); every value is a parameter.
+-- the right scope (dramatiq_bbo.state.store.tables_for); every value is a parameter.
 
 -- name: catalog_resolve_table
 -- description: The relation a [schema.]table name resolves to: through search_path when unqualified, else by exact schema and name (read from the catalog, so a schema the role may not use still resolves, and is then refused with the privilege it lacks).
@@ -72,7 +72,7 @@ ORDER BY created_at, id
 LIMIT 1;
 
 -- name: operation_insert
--- description: Create a queued operation; returns the whole row. {scope_columns}/{scope_values} add the organization_id and user_id of an organization-scoped one (dramatiq_bbo.store.Scope).
+-- description: Create a queued operation; returns the whole row. {scope_columns}/{scope_values} add the organization_id and user_id of an organization-scoped one (dramatiq_bbo.state.store.Scope).
 INSERT INTO {operations} (
     partition, job_class_name, table_schema, table_name, table_oid, column_name,
     cursor_columns, job_arguments, database_name, status, priority, batch_size,

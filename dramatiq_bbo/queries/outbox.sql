@@ -1,4 +1,4 @@
--- Named queries of the transactional outbox (dramatiq_bbo.outbox): dramatiq-pg's own
+-- Named queries of the transactional outbox (dramatiq_bbo.pipeline.outbox): dramatiq-pg's own
 -- enqueue statement, run on the caller's connection so it commits with the caller's work.
 --
 -- {queue} is filled by dramatiq_bbo.queries.query() with dramatiq-pg's queue table

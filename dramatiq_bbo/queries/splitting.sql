@@ -1,4 +1,4 @@
--- Named queries of job splitting (dramatiq_bbo.splitting): a job that timed out on its last
+-- Named queries of job splitting (dramatiq_bbo.jobs.planning): a job that timed out on its last
 -- attempt is replaced by two pending halves of what it left.
 --
 -- {jobs} is filled with the jobs table of the operation's scope.

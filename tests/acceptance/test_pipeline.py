@@ -29,9 +29,9 @@ from dramatiq_pg import PostgresBroker
 from psycopg.rows import dict_row
 
 import dramatiq_bbo as bbo
-from dramatiq_bbo import completion
+from dramatiq_bbo.jobs import inline as completion
 from dramatiq_bbo.pipeline import scheduler
-from dramatiq_bbo.records import JobStatus, OperationStatus
+from dramatiq_bbo.state.records import JobStatus, OperationStatus
 from tests.acceptance.pipeline_operations import (
     RUNS_TABLE_DDL,
     VISIT_STYLES,

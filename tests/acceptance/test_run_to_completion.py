@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 import dramatiq_bbo as bbo
-from dramatiq_bbo.records import JobStatus, OperationStatus
+from dramatiq_bbo.state.records import JobStatus, OperationStatus
 from tests.acceptance.killable_operation import KILL_AFTER, STYLES
 from tests.helpers import wait_until
 
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class DeleteDoneTodos(bbo.BaseOperation):
-    """The DESIGN.md example: one user's done todos older than a cutoff."""
+    """The README's example: one user's done todos older than a cutoff."""
 
     name = "acceptance.delete_done_todos"
     operation_name = "delete_all"

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 import dramatiq_bbo as bbo
-from dramatiq_bbo.records import OperationStatus
+from dramatiq_bbo.state.records import OperationStatus
 from tests.acceptance.pipeline_operations import make_counter_table
 from tests.acceptance.workers import DramatiqWorkers, dramatiq_workers
 from tests.faults.fault_operations import PACE_TABLE_DDL, PacedVisit

@@ -23,19 +23,21 @@ import psycopg
 import pytest
 
 import dramatiq_bbo as bbo
-from dramatiq_bbo import claims, db, tables
-from dramatiq_bbo.bookkeeping import finish_job
+from dramatiq_bbo import db
+from dramatiq_bbo.contrib.models import database_for
 from dramatiq_bbo.db import REGISTRY
 from dramatiq_bbo.errors import ConnectionFailed
-from dramatiq_bbo.execution import create_next_job
 from dramatiq_bbo.health.base import Signal
 from dramatiq_bbo.health.evaluator import clear_cache, evaluate
-from dramatiq_bbo.models import database_for
+from dramatiq_bbo.jobs import claims
+from dramatiq_bbo.jobs.bookkeeping import finish_job
+from dramatiq_bbo.jobs.run import create_next_job
 from dramatiq_bbo.pipeline import orchestrator, scheduler
 from dramatiq_bbo.reconnect import is_broken, is_connection_error
-from dramatiq_bbo.records import JobStatus, OperationRecord, OperationStatus
-from dramatiq_bbo.server import free_port
-from dramatiq_bbo.store import tables_for
+from dramatiq_bbo.state.records import JobStatus, OperationRecord, OperationStatus
+from dramatiq_bbo.state.store import tables_for
+from dramatiq_bbo.testing.programs import free_port
+from dramatiq_bbo.walk import tables
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 import dramatiq_bbo as bbo
-from dramatiq_bbo.records import JobStatus, OperationStatus
+from dramatiq_bbo.state.records import JobStatus, OperationStatus
 from tests.acceptance.pipeline_operations import RUNS_TABLE_DDL, RecordedVisit, make_counter_table
 from tests.acceptance.workers import DramatiqWorkers, dramatiq_workers
 from tests.faults.liveness_support import job_rows, pipeline

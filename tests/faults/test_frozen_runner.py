@@ -24,7 +24,7 @@ import pytest
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo.pipeline import scheduler
-from dramatiq_bbo.records import OperationStatus
+from dramatiq_bbo.state.records import OperationStatus
 from tests.acceptance.pipeline_operations import PipelineVisit, make_counter_table
 from tests.acceptance.workers import DramatiqWorkers, dramatiq_workers
 from tests.faults.liveness_support import (

@@ -11,7 +11,7 @@ import psycopg
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo.db import REGISTRY
-from dramatiq_bbo.execution import run_next_job
+from dramatiq_bbo.jobs.run import run_next_job
 from dramatiq_bbo.pipeline import scheduler
 from tests.acceptance.pipeline_operations import PipelineVisit, make_counter_table
 from tests.faults.liveness_support import job_rows

@@ -23,7 +23,7 @@ from psycopg import sql
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo import errors
-from dramatiq_bbo.records import OperationStatus
+from dramatiq_bbo.state.records import OperationStatus
 from tests.faults.identifier_support import (
     count,
     create_table,

@@ -21,8 +21,8 @@ import dramatiq_bbo as bbo
 from dramatiq_bbo import errors
 from dramatiq_bbo.migrations import migrate
 from dramatiq_bbo.operation import unregister
-from dramatiq_bbo.records import OperationStatus
-from dramatiq_bbo.server import PostgresServer
+from dramatiq_bbo.state.records import OperationStatus
+from dramatiq_bbo.testing.servers import PostgresServer
 from tests.faults.identifier_support import written_rows
 from tests.integration.pipeline_support import drive, no_broker
 from tests.servers import ServerFactory, server_factory  # noqa: F401 - the fixture

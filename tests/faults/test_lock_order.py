@@ -20,7 +20,7 @@ import pytest
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo.errors import InvalidTransition, LeaseLost
-from dramatiq_bbo.execution import run_job
+from dramatiq_bbo.jobs.run import run_job
 from dramatiq_bbo.pipeline import scheduler
 from dramatiq_bbo.pipeline.orchestrator import orchestrate
 from tests.acceptance.pipeline_operations import PipelineVisit, make_counter_table

@@ -23,7 +23,7 @@ import dramatiq_bbo as bbo
 from dramatiq_bbo import errors
 from dramatiq_bbo.cli.main import main as cli
 from dramatiq_bbo.operation import unregister
-from dramatiq_bbo.pipeline.cron_operations import scheduled, unschedule
+from dramatiq_bbo.pipeline.schedules import scheduled, unschedule
 from tests.faults.identifier_support import written_rows
 
 pytestmark = pytest.mark.timeout(180)

@@ -27,8 +27,8 @@ from psycopg import sql
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo.migrations import migrate
-from dramatiq_bbo.records import JobStatus, OperationStatus
-from dramatiq_bbo.server import PostgresServer
+from dramatiq_bbo.state.records import JobStatus, OperationStatus
+from dramatiq_bbo.testing.servers import PostgresServer
 from tests.acceptance.pipeline_operations import PipelineVisit, make_counter_table
 from tests.acceptance.workers import DramatiqWorkers
 from tests.helpers import wait_until

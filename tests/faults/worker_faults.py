@@ -20,7 +20,7 @@ from dramatiq_pg import PostgresBroker
 import dramatiq_bbo as bbo
 from dramatiq_bbo.pipeline import scheduler
 from dramatiq_bbo.pipeline.broker import default_middleware
-from dramatiq_bbo.records import OperationStatus
+from dramatiq_bbo.state.records import OperationStatus
 from tests.acceptance.workers import DramatiqWorkers
 
 APP = "tests.faults.fault_app"

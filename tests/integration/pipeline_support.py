@@ -18,13 +18,13 @@ import pytest
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo.db import REGISTRY
-from dramatiq_bbo.execution import JobOutcome
+from dramatiq_bbo.jobs.run import JobOutcome
 from dramatiq_bbo.pipeline import runner
 from dramatiq_bbo.pipeline.orchestrator import Decision, orchestrate
 from dramatiq_bbo.pipeline.runner import run
-from dramatiq_bbo.records import OperationRecord
-from dramatiq_bbo.runtime import Runtime, installed
-from dramatiq_bbo.store import tables_for
+from dramatiq_bbo.pipeline.runtime import Runtime, installed
+from dramatiq_bbo.state.records import OperationRecord
+from dramatiq_bbo.state.store import tables_for
 
 
 @pytest.fixture

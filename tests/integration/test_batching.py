@@ -14,14 +14,15 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 import dramatiq_bbo as bbo
-from dramatiq_bbo import models
-from dramatiq_bbo.batching import Keyset, next_batch_bounds, split_range
-from dramatiq_bbo.catalog import json_values
+from dramatiq_bbo.contrib import models
 from dramatiq_bbo.db import REGISTRY
 from dramatiq_bbo.errors import IncompleteJob, InvalidTransition, LeaseLost, SubBatchTimeout
-from dramatiq_bbo.execution import create_next_job, prepare_retry, run_job
-from dramatiq_bbo.records import JobRecord, JobStatus, OperationRecord, OperationStatus
-from dramatiq_bbo.tables import column_field, table_info, table_model
+from dramatiq_bbo.jobs.run import create_next_job, prepare_retry, run_job
+from dramatiq_bbo.state.records import JobRecord, JobStatus, OperationRecord, OperationStatus
+from dramatiq_bbo.walk.catalog import json_values
+from dramatiq_bbo.walk.checkpoint import Keyset, next_batch_bounds, split_range
+from dramatiq_bbo.walk.keyset import column_field
+from dramatiq_bbo.walk.tables import table_info, table_model
 
 SEEN: dict[str, Any] = {}
 

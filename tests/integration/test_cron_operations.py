@@ -32,10 +32,11 @@ from dramatiq_bbo.errors import (
     ValidationError,
 )
 from dramatiq_bbo.operation import unregister
-from dramatiq_bbo.pipeline import cron_operations, messages, runner
+from dramatiq_bbo.pipeline import messages, runner
+from dramatiq_bbo.pipeline import schedules as cron_operations
 from dramatiq_bbo.pipeline.broker import default_middleware
-from dramatiq_bbo.records import OperationStatus
-from dramatiq_bbo.runtime import current, install
+from dramatiq_bbo.pipeline.runtime import current, install
+from dramatiq_bbo.state.records import OperationStatus
 from tests.helpers import wait_until
 
 SATURDAY_3AM = pendulum.datetime(2024, 1, 6, 3, 0, tz="UTC")

@@ -18,15 +18,15 @@ from psycopg_pool import ConnectionPool
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo import errors
-from dramatiq_bbo.catalog import cursor_casts, resolve_table
-from dramatiq_bbo.observability.logs import DUPLICATE_ENQUEUE, WORKER_TRANSITION
-from dramatiq_bbo.runtime import Runtime, installed
+from dramatiq_bbo.logs import DUPLICATE_ENQUEUE, WORKER_TRANSITION
+from dramatiq_bbo.pipeline.runtime import Runtime, installed
+from dramatiq_bbo.walk.catalog import cursor_casts, resolve_table
 from tests.integration.enqueue_support import define_operation, make_todos, operation_rows
 
 __all__ = ["define_operation"]  # the fixture, re-exported for pytest
 
 # The module, not the function of the same name that ``dramatiq_bbo`` exports.
-enqueue_module = importlib.import_module("dramatiq_bbo.enqueue")
+enqueue_module = importlib.import_module("dramatiq_bbo.enqueueing.api")
 
 pytestmark = pytest.mark.usefixtures("configured")
 

@@ -23,7 +23,7 @@ from psycopg import sql
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo import health
-from dramatiq_bbo.observability.logs import HEALTH_SIGNAL
+from dramatiq_bbo.logs import HEALTH_SIGNAL
 from tests.helpers import wait_until
 
 Signal = health.Signal

@@ -1,6 +1,6 @@
 """Server-state health indicators, each against a real server in that state.
 
-Every state is produced for real on a private server (dramatiq_bbo.server), not mocked: an
+Every state is produced for real on a private server (dramatiq_bbo.testing.servers), not mocked: an
 autovacuum worker slowed down by its cost settings, an anti-wraparound vacuum forced by
 burning transaction ids, an archiver whose ``archive_command`` fails, a streaming standby
 whose replay is paused, a burst of writes. These tests ignore ``BBO_TEST_DSN``: they start the
@@ -20,7 +20,8 @@ from dramatiq_bbo.health.base import Indicator, Result, Signal
 from dramatiq_bbo.health.replication import ReplicationLag
 from dramatiq_bbo.health.saturation import ConnectionSaturation
 from dramatiq_bbo.health.wal_rate import WalRate
-from dramatiq_bbo.server import PostgresServer, process_exited
+from dramatiq_bbo.testing.programs import process_exited
+from dramatiq_bbo.testing.servers import PostgresServer
 from tests.helpers import wait_until
 from tests.servers import (
     ServerFactory,

@@ -25,12 +25,12 @@ import psycopg
 import pytest
 
 import dramatiq_bbo as bbo
-from dramatiq_bbo import health, runtime
-from dramatiq_bbo.observability.logs import HEALTH_HOLD, HEALTH_SIGNAL
-from dramatiq_bbo.pipeline import scheduler
+from dramatiq_bbo import health
+from dramatiq_bbo.logs import HEALTH_HOLD, HEALTH_SIGNAL
+from dramatiq_bbo.pipeline import runtime, scheduler
 from dramatiq_bbo.pipeline.orchestrator import Decision, orchestrate
 from dramatiq_bbo.pipeline.runner import run
-from dramatiq_bbo.records import JobStatus, OperationStatus
+from dramatiq_bbo.state.records import JobStatus, OperationStatus
 from tests.helpers import wait_until
 from tests.integration.pipeline_support import dispatched_job_id, drive, no_broker  # noqa: F401
 

@@ -25,8 +25,8 @@ from dramatiq_bbo.pipeline.broker import default_middleware
 from dramatiq_bbo.pipeline.middleware_hold import MIDDLEWARE_HOLD
 from dramatiq_bbo.pipeline.orchestrator import Decision, orchestrate
 from dramatiq_bbo.pipeline.runner import run
-from dramatiq_bbo.records import JobStatus, OperationStatus
-from dramatiq_bbo.runtime import Runtime, current, installed
+from dramatiq_bbo.pipeline.runtime import Runtime, current, installed
+from dramatiq_bbo.state.records import JobStatus, OperationStatus
 from tests.helpers import wait_until, without_broker
 from tests.integration.pipeline_support import dispatched_job_id, drive, no_broker  # noqa: F401
 

@@ -15,9 +15,8 @@ from playhouse.postgres_ext import ArrayField, Psycopg3Database
 from psycopg import sql
 
 import dramatiq_bbo as bbo
-from dramatiq_bbo import models
-from dramatiq_bbo.errors import UnknownDatabase
-from dramatiq_bbo.models import (
+from dramatiq_bbo.contrib import models
+from dramatiq_bbo.contrib.models import (
     ALL_MODELS,
     CellLocalJob,
     CellLocalOperation,
@@ -27,6 +26,7 @@ from dramatiq_bbo.models import (
     OrganizationJob,
     OrganizationOperation,
 )
+from dramatiq_bbo.errors import UnknownDatabase
 
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
 T0 = dt.datetime(2024, 2, 29, 23, 59, 58, 123456, tzinfo=dt.UTC)

@@ -6,7 +6,7 @@ takes about ``n × SECONDS_PER_ROW`` (plus the sub-batch transactions). The pipe
 (called in the test thread, see ``pipeline_support``) runs the batch optimizer after each job
 and writes the next batch size on the operation; the test only reads the job rows.
 
-The promise (dramatiq_bbo/optimizer.py): with the optimum ``N* = 0.95 × interval ÷ time per
+The promise (dramatiq_bbo/jobs/optimizer.py): with the optimum ``N* = 0.95 × interval ÷ time per
 row`` within ~5.7× of the start size, every job from ``jobs_needed(start, N*)`` on (the 10th
 at the latest) is sized to last within ±10% of the target ``0.95 × interval`` — its size
 times the time per row the jobs measured. Measured durations add the machine's noise on
@@ -29,8 +29,8 @@ import psycopg
 import pytest
 
 import dramatiq_bbo as bbo
-from dramatiq_bbo.optimizer import MAX_GROWTH, TARGET_EFFICIENCY, jobs_needed
-from dramatiq_bbo.records import JobStatus
+from dramatiq_bbo.jobs.optimizer import MAX_GROWTH, TARGET_EFFICIENCY, jobs_needed
+from dramatiq_bbo.state.records import JobStatus
 from tests.integration.pipeline_support import no_broker, run_one_job  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("no_broker")

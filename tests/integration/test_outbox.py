@@ -21,7 +21,11 @@ from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries
 from dramatiq_pg import PostgresBroker
 from psycopg import sql
 
-from dramatiq_bbo.outbox import build_message, enqueue_in_transaction, send_in_transaction
+from dramatiq_bbo.pipeline.outbox import (
+    build_message,
+    enqueue_in_transaction,
+    send_in_transaction,
+)
 from tests.helpers import wait_until
 
 QUEUE = "bbo_outbox_test"

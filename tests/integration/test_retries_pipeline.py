@@ -12,7 +12,7 @@ import pytest
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo.operation import unregister
-from dramatiq_bbo.records import JobRecord, JobStatus, OperationStatus
+from dramatiq_bbo.state.records import JobRecord, JobStatus, OperationStatus
 from tests.integration.pipeline_support import drive, no_broker  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("no_broker")

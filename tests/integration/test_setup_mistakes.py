@@ -20,8 +20,8 @@ from dramatiq_bbo.errors import ConfigurationError, SchemaNotInstalled, Unsuppor
 from dramatiq_bbo.migrations import migration_files
 from dramatiq_bbo.pipeline import messages
 from dramatiq_bbo.pipeline.broker import default_middleware
+from dramatiq_bbo.pipeline.runtime import clear, current
 from dramatiq_bbo.pipeline.setup_checks import PIPELINE_NOT_SET_UP, forget_warning
-from dramatiq_bbo.runtime import clear, current
 from tests.integration.enqueue_support import define_operation, make_todos
 
 __all__ = ["define_operation"]  # the fixture, re-exported for pytest

@@ -16,8 +16,8 @@ import pytest
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo import errors
+from dramatiq_bbo.logs import SCOPE_NOT_INDEXED
 from dramatiq_bbo.migrations import migrate, migration_files
-from dramatiq_bbo.observability.logs import SCOPE_NOT_INDEXED
 from dramatiq_bbo.pipeline.orchestrator import Decision, orchestrate
 from tests.integration.enqueue_support import define_operation, operation_rows
 from tests.integration.pipeline_support import no_broker

@@ -18,7 +18,7 @@ import dramatiq_bbo as bbo
 from dramatiq_bbo import health
 from dramatiq_bbo.pipeline import scheduler, shutdown
 from dramatiq_bbo.settings import Settings
-from dramatiq_bbo.store import get_operation
+from dramatiq_bbo.state.store import get_operation
 from tests.integration.enqueue_support import define_operation, make_todos  # noqa: F401
 from tests.integration.pipeline_support import no_broker  # noqa: F401
 

@@ -17,8 +17,8 @@ import pendulum
 import pytest
 from periodiq import cron
 
-from dramatiq_bbo.cron import cron_spec, normalize_cron
 from dramatiq_bbo.errors import InvalidCronExpression, ValidationError
+from dramatiq_bbo.pipeline.cron import cron_spec, normalize_cron
 
 START = pendulum.datetime(2024, 1, 6, tz="UTC")  # a Saturday
 assert START.day_of_week == pendulum.SATURDAY

@@ -21,8 +21,8 @@ from dramatiq_bbo.errors import ConfigurationError
 from dramatiq_bbo.health import evaluator
 from dramatiq_bbo.health.hold import MAX_HOLD_REASON, hold_reason
 from dramatiq_bbo.health.user import as_result
-from dramatiq_bbo.observability.logs import HEALTH_SIGNAL
-from dramatiq_bbo.records import OperationRecord, OperationStatus
+from dramatiq_bbo.logs import HEALTH_SIGNAL
+from dramatiq_bbo.state.records import OperationRecord, OperationStatus
 from tests.helpers import wait_until
 
 Signal = health.Signal

@@ -15,14 +15,14 @@ import uuid
 import pytest
 
 from dramatiq_bbo.errors import ConfigurationError
-from dramatiq_bbo.optimizer import (
+from dramatiq_bbo.jobs.optimizer import (
     JobSample,
     decide_for_operation,
     jobs_needed,
     optimize_batch_size,
     samples_from_jobs,
 )
-from dramatiq_bbo.records import JobRecord, JobStatus, OperationRecord, OperationStatus
+from dramatiq_bbo.state.records import JobRecord, JobStatus, OperationRecord, OperationStatus
 
 SEEDS = range(12)
 TARGET_EFFICIENCY = 0.95
@@ -162,7 +162,7 @@ def test_out_of_band_follows_design_formula_on_the_size_corrected_efficiency():
 
 
 def test_ema_of_efficiencies_at_mixed_sizes_overshoots_which_is_why_we_smooth_time_per_row():
-    """The DESIGN formula fed with a plain EMA of efficiencies overshoots 3,000 by > 10%."""
+    """The sizing rule fed with a plain EMA of efficiencies overshoots 3,000 by > 10%."""
     per_row, size, smoothed, sizes = 0.95 * 120 / 3_000, 1_000, None, []
     for _ in range(30):
         sizes.append(size)

@@ -1,4 +1,4 @@
-"""The retry policy (DESIGN.md §4), as pure functions: no database needed."""
+"""The retry policy, as pure functions: no database needed."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import datetime
 
 import pytest
 
-from dramatiq_bbo import retries
-from dramatiq_bbo.records import JobRecord, JobStatus
+from dramatiq_bbo.jobs import retries
+from dramatiq_bbo.state.records import JobRecord, JobStatus
 
 NOW = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
 

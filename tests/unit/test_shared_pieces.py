@@ -8,11 +8,11 @@ import uuid
 import psycopg
 
 from dramatiq_bbo.errors import ConnectionFailed, SubBatchTimeout, error_chain
-from dramatiq_bbo.observability.logs import operation_fields
+from dramatiq_bbo.logs import operation_fields
 from dramatiq_bbo.queries import query, raw
 from dramatiq_bbo.reconnect import is_connection_error
-from dramatiq_bbo.store import CELL_LOCAL, ORGANIZATION, operation_ref, tables_for
-from dramatiq_bbo.timeouts import timeout_kind
+from dramatiq_bbo.state.store import CELL_LOCAL, ORGANIZATION, operation_ref, tables_for
+from dramatiq_bbo.walk.timeouts import timeout_kind
 from tests.servers import operation_record
 
 

@@ -1,4 +1,4 @@
-"""The status enums mirror the SQL: the CHECK ranges, the header comment and DESIGN's names."""
+"""The status enums mirror the SQL: the CHECK ranges, the header comment, the documented names."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import re
 
 import pytest
 
+from dramatiq_bbo.contrib.models import JobStatus, OperationStatus
 from dramatiq_bbo.migrations import schema_directory
-from dramatiq_bbo.models import JobStatus, OperationStatus
 
 SCHEMA = schema_directory() / "0001_operations.sql"
 
-DESIGN_OPERATION = {
+DOCUMENTED_OPERATION = {
     "queued": 0,
     "active": 1,
     "paused": 2,
@@ -19,7 +19,7 @@ DESIGN_OPERATION = {
     "failed": 4,
     "cancelled": 5,
 }
-DESIGN_JOB = {"pending": 0, "running": 1, "failed": 2, "succeeded": 3}
+DOCUMENTED_JOB = {"pending": 0, "running": 1, "failed": 2, "succeeded": 3}
 
 OPERATION_TABLES = ("bowcl", "bow")
 JOB_TABLES = ("bojcl", "boj")
@@ -45,12 +45,12 @@ def _header_statuses(schema_sql: str, kind: str) -> dict[str, int]:
     return {name: int(value) for value, name in pairs}
 
 
-def test_operation_status_names_and_values_follow_design() -> None:
-    assert {s.name.lower(): s.value for s in OperationStatus} == DESIGN_OPERATION
+def test_operation_status_names_and_values_are_the_documented_ones() -> None:
+    assert {s.name.lower(): s.value for s in OperationStatus} == DOCUMENTED_OPERATION
 
 
-def test_job_status_names_and_values_follow_design() -> None:
-    assert {s.name.lower(): s.value for s in JobStatus} == DESIGN_JOB
+def test_job_status_names_and_values_are_the_documented_ones() -> None:
+    assert {s.name.lower(): s.value for s in JobStatus} == DOCUMENTED_JOB
 
 
 @pytest.mark.parametrize("prefix", OPERATION_TABLES)
@@ -66,8 +66,8 @@ def test_job_status_check_allows_exactly_the_enum_values(schema_sql: str, prefix
 
 
 def test_schema_header_documents_the_same_statuses(schema_sql: str) -> None:
-    assert _header_statuses(schema_sql, "operation") == DESIGN_OPERATION
-    assert _header_statuses(schema_sql, "job") == DESIGN_JOB
+    assert _header_statuses(schema_sql, "operation") == DOCUMENTED_OPERATION
+    assert _header_statuses(schema_sql, "job") == DOCUMENTED_JOB
 
 
 def test_unfinished_is_queued_active_paused() -> None:

@@ -1,0 +1,1 @@
+"""peewee models of the state tables, for application code and tests that read or fix state."""

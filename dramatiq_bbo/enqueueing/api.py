@@ -1,0 +1,323 @@
+"""``enqueue()``: validate an operation, detect a duplicate, and create it.
+
+Everything is checked before anything is written, each failure a typed error naming the
+offending value: the class, the arguments, the sizes, the scope, the database
+(:mod:`dramatiq_bbo.enqueueing.checks`), then, inside the transaction and before the first
+write, the table — resolved through the catalog (:mod:`dramatiq_bbo.walk.catalog`), outside the
+refused schemas and among the class's declared tables, the one the class's model is bound to,
+readable by the role (:mod:`dramatiq_bbo.enqueueing.table_policy`) — and its cursor. The operation
+stores the table as the catalog names it (schema, bare name) with its oid, never as text to
+parse again. A scope no index serves is not refused but warned about
+(:mod:`dramatiq_bbo.enqueueing.scope_index`, ``EnqueueResult.warnings``).
+
+Duplicates. An unfinished operation (queued, active or paused) with the same class, table,
+column, arguments (``jsonb`` equality, so key order does not matter), organization and
+database is returned instead of a new one, with ``duplicate=True`` and a warning event. A
+unique index on a partitioned table must include the partition key, so the partial unique
+index cannot see a duplicate in another partition: enqueue first takes a transaction-scoped
+advisory lock on a hash of the configuration, then looks in every partition, then inserts.
+Racing enqueues of one configuration therefore queue on the lock and create exactly one row.
+
+Transactions. Without ``connection=``, enqueue runs in its own READ COMMITTED transaction on a
+pooled connection, then :func:`after_commit`: the pipeline's wake, then the middleware's
+``after_enqueue``. Inside the transaction, right after the insert, the pipeline writes the
+orchestrator's first message (a transactional outbox, :func:`~dramatiq_bbo.pipeline.wake.
+wake_in_transaction`), so the operation starts on commit. Both wakes are plain code, not
+middleware: they are the pipeline itself, always there once ``setup(broker)`` ran, and do
+nothing without it. With ``connection=`` (a psycopg 3 connection, or a peewee
+``Psycopg3Database`` whose current connection is used), enqueue joins the transaction in
+progress, so the operation — and that first message — exist only if the caller commits;
+:func:`after_commit` is then *not* called. A non-autocommit psycopg connection counts as the
+caller's transaction too (the caller commits). An idle autocommit connection gets a
+transaction of ours, committed before returning, and :func:`after_commit` runs. The
+connection must point at the database the operation names (``database=``); that cannot be
+checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+from psycopg.pq import TransactionStatus
+from psycopg.rows import dict_row
+
+from ..db import REGISTRY
+from ..errors import ConcurrentEnqueue, OperationDefinitionError
+from ..logs import (
+    DUPLICATE_ENQUEUE,
+    SCOPE_NOT_INDEXED,
+    WORKER_TRANSITION,
+    event,
+    logger,
+    operation_fields,
+)
+from ..migrations import requires_schema
+from ..operation import BaseOperation, resolve
+from ..pipeline.runtime import current
+from ..pipeline.setup_checks import warn_without_pipeline
+from ..pipeline.wake import wake, wake_in_transaction
+from ..queries import query
+from ..state.records import OperationRecord
+from ..state.store import CELL_LOCAL, ORGANIZATION
+from ..walk.catalog import (
+    TableInfo,
+    cursor_bounds,
+    estimate_tuples,
+    resolve_table,
+    validate_cursor,
+)
+from .checks import EnqueueRequest, check_request, psycopg_connection
+from .table_policy import (
+    check_model_table,
+    check_privileges,
+    check_table_allowed,
+    privilege_error,
+)
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    """The operation enqueue created, or the unfinished one it duplicates."""
+
+    operation: OperationRecord
+    duplicate: bool
+    #: what enqueue noticed but did not refuse (e.g. a scope no index serves), also logged
+    warnings: tuple[str, ...] = ()
+
+
+@requires_schema
+def enqueue(
+    operation_class_or_name: type[BaseOperation] | str,
+    table_name: str,
+    column_name: str,
+    *,
+    arguments: Any = None,
+    organization_id: int | None = None,
+    user_id: int | None = None,
+    user: Any = None,
+    database: str | None = None,
+    batch_size: int | None = None,
+    sub_batch_size: int | None = None,
+    pause_ms: int | None = None,
+    interval_seconds: float | None = None,
+    min_batch_size: int | None = None,
+    max_batch_size: int | None = None,
+    priority: int = 0,
+    connection: Any = None,
+) -> EnqueueResult:
+    """Create an operation over ``table_name`` batched on ``column_name`` (or return the
+    unfinished duplicate). Sizes: this call's value, else the class attribute, else the
+    setting. Scope: ``organization_id`` + ``user_id`` (or ``user=``), or neither for a
+    cell-local operation. See the module docstring for ``connection=`` and duplicates."""
+    request = check_request(
+        resolve(operation_class_or_name),
+        table_name,
+        column_name,
+        arguments=arguments,
+        organization_id=organization_id,
+        user_id=user_id,
+        user=user,
+        database=database,
+        sizes={
+            "batch_size": batch_size,
+            "sub_batch_size": sub_batch_size,
+            "pause_ms": pause_ms,
+            "interval_seconds": interval_seconds,
+            "min_batch_size": min_batch_size,
+            "max_batch_size": max_batch_size,
+        },
+        priority=priority,
+    )
+    if connection is None:
+        with REGISTRY.connection(request.database) as conn:
+            result = _enqueue_in_own_transaction(conn, request)
+    else:
+        conn = psycopg_connection(connection)
+        if not conn.autocommit or conn.info.transaction_status != TransactionStatus.IDLE:
+            result = _enqueue(conn, request)  # the caller's transaction: the caller commits
+            _announce(result)
+            return result
+        result = _enqueue_in_own_transaction(conn, request)
+    if not result.duplicate:  # committed (and the pool connection is back)
+        after_commit(result.operation)
+    return result
+
+
+def after_commit(operation: OperationRecord) -> None:
+    """What follows a committed new operation: the pipeline wakes it (a no-op when the
+    in-transaction wake already sent its message, or without ``setup``), then the
+    middleware's ``after_enqueue`` runs. Neither raises: a failed wake only costs latency
+    (the scheduler's tick re-drives the operation) and a failing hook is logged."""
+    wake(operation)
+    current().after_enqueue(operation)
+
+
+# -- the transaction ----------------------------------------------------------------------------
+def _enqueue_in_own_transaction(
+    conn: psycopg.Connection[Any], request: EnqueueRequest
+) -> EnqueueResult:
+    with conn.transaction():
+        # Each statement sees what committed before it: after waiting on the advisory lock,
+        # the duplicate check sees the operation the lock holder just created.
+        conn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        result = _enqueue(conn, request)
+    _announce(result)
+    return result
+
+
+def _enqueue(conn: psycopg.Connection[Any], request: EnqueueRequest) -> EnqueueResult:
+    """Catalog checks, then lock → duplicate check → insert in a savepoint, twice at most:
+    a caller's older snapshot can miss a just-committed twin that the partial unique index
+    then catches; the retry (new statement snapshot under READ COMMITTED) finds it."""
+    table = resolve_table(conn, request.table_name)
+    cls = request.operation_class
+    check_table_allowed(conn, cls, table)
+    check_model_table(conn, cls, table)
+    check_privileges(conn, table)
+    validate_cursor(conn, table, request.cursor_columns)
+    failure: psycopg.Error | None = None
+    for _attempt in range(2):
+        try:
+            with conn.transaction():
+                return _lock_check_insert(conn, request, table)
+        except (pg_errors.UniqueViolation, pg_errors.SerializationFailure) as exc:
+            failure = exc
+        except pg_errors.InsufficientPrivilege as exc:
+            raise privilege_error(exc, table) from None
+    raise ConcurrentEnqueue(
+        f"an identical unfinished {request.operation_class.name} operation on "
+        f"{table.display}.{request.column_name} was committed concurrently and is not visible "
+        f"to this transaction ({type(failure).__name__}); retry the transaction"
+    ) from failure
+
+
+def _lock_check_insert(
+    conn: psycopg.Connection[Any], request: EnqueueRequest, table: TableInfo
+) -> EnqueueResult:
+    conn.execute(query("operation_lock_configuration"), {"key": lock_key(request, table)})
+    scope = ORGANIZATION if request.organization_id is not None else CELL_LOCAL
+    operations = scope.operations_table
+    values: dict[str, Any] = {
+        "job_class_name": request.operation_class.name,
+        "table_schema": table.schema,
+        "table_name": table.name,
+        "column_name": request.column_name,
+        "database_name": request.database,
+        "job_arguments": request.arguments_json,
+        "organization_id": request.organization_id,
+    }
+    find = query(
+        "operation_find_unfinished", operations=operations, scope_condition=scope.condition()
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(find, values).fetchone()
+        if row is not None:
+            return EnqueueResult(OperationRecord.from_row(row), duplicate=True)
+        bounds, warnings = _bounds(conn, request, table)
+        values.update(
+            request.sizes,
+            table_oid=table.oid,
+            partition=current_partition(conn, request.scope),
+            user_id=request.user_id,
+            cursor_columns=list(request.cursor_columns),
+            priority=request.priority,
+            min_cursor=json.dumps(bounds[0] if bounds else []),
+            max_cursor=json.dumps(bounds[1]) if bounds else None,
+            total_tuple_count=estimate_tuples(conn, table),
+        )
+        insert = query(
+            "operation_insert",
+            operations=operations,
+            scope_columns=scope.columns("user_id"),
+            scope_values=scope.values("user_id"),
+        )
+        row = cur.execute(insert, values).fetchone()
+    assert row is not None
+    operation = OperationRecord.from_row(row)
+    _wake_in_transaction(conn, operation)
+    return EnqueueResult(operation, duplicate=False, warnings=warnings)
+
+
+def _wake_in_transaction(conn: psycopg.Connection[Any], operation: OperationRecord) -> None:
+    """The orchestrator's first message, committed with the operation; a failure is logged
+    and undone (its own savepoint), never failing the enqueue: the tick covers it."""
+    if not current().messenger.ready:  # no setup here: no savepoint for nothing
+        return
+    try:
+        with conn.transaction():
+            wake_in_transaction(conn, operation)
+    except Exception:
+        logger.exception("waking operation %s in the enqueue transaction failed", operation.id)
+
+
+def lock_key(request: EnqueueRequest, table: TableInfo) -> int:
+    """A stable signed 64-bit key for ``pg_advisory_xact_lock`` naming the configuration
+    (the same in every process and Python version, unlike ``hash()``)."""
+    parts = [
+        "dramatiq_bbo.enqueue",
+        request.operation_class.name,
+        table.schema,
+        table.name,
+        request.column_name,
+        request.arguments_json,
+        request.organization_id,
+        request.database,
+    ]
+    text = json.dumps(parts, ensure_ascii=False, separators=(",", ":"))
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def current_partition(conn: psycopg.Connection[Any], scope: str) -> int:
+    """The partition new ``scope`` operations go to. Always 1 until the partition manager
+    owns this decision (it will pick the newest open partition)."""
+    return 1
+
+
+def _bounds(
+    conn: psycopg.Connection[Any], request: EnqueueRequest, table: TableInfo
+) -> tuple[tuple[list[Any], list[Any]] | None, tuple[str, ...]]:
+    """The keyset range at enqueue time, honouring the class's ``scope()`` when it has one:
+    the scoped peewee query becomes the subquery the bounds are read from. Also the
+    warnings about that scope (one no index serves: :mod:`dramatiq_bbo.enqueueing.scope_index`)."""
+    cls = request.operation_class
+    columns = request.cursor_columns
+    if cls.scope is BaseOperation.scope:
+        return cursor_bounds(conn, table, columns), ()
+    from ..walk.keyset import column_field
+    from ..walk.tables import table_model
+    from .scope_index import unindexed_scope
+
+    model: Any = table_model(request.database, table, operation_class=cls)
+    instance = cls(json.loads(request.arguments_json), table=model)
+    try:
+        scoped = instance.scope(model.select(*[column_field(model, c) for c in columns]))
+        text, params = scoped.sql()
+    except Exception as exc:
+        raise OperationDefinitionError(
+            f"{cls.__name__}.scope() failed while computing the range of {table.display}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    relation = sql.SQL("({}) AS {}").format(sql.SQL(text), sql.Identifier("bbo_scoped"))
+    bounds = cursor_bounds(conn, table, columns, params=params, relation=relation)
+    warning = unindexed_scope(conn, table, model, scoped, columns, request.sizes["batch_size"])
+    return bounds, () if warning is None else (warning,)
+
+
+def _announce(result: EnqueueResult) -> None:
+    op = result.operation
+    fields = operation_fields(op, "table_schema", "column_name", "organization_id")
+    for warning in result.warnings:
+        event(SCOPE_NOT_INDEXED, level=logging.WARNING, reason=warning, **fields)
+    if result.duplicate:
+        event(DUPLICATE_ENQUEUE, level=logging.WARNING, status=op.status.name.lower(), **fields)
+    else:
+        event(WORKER_TRANSITION, previous_state=None, new_state="queued", **fields)
+        warn_without_pipeline(op)

@@ -1,0 +1,61 @@
+"""The job runner's bookkeeping connection, and the end-of-job write that survives a lost answer.
+
+Claiming a job and recording how its run ended are short autocommit transactions of their own
+(:mod:`dramatiq_bbo.jobs.run`), on the connection of a caller running many jobs or on one from
+the pool. Either can break under them (a restart, ``pg_terminate_backend``): a broken caller's
+connection is set aside for a pooled one, and the steps are retried
+(:func:`dramatiq_bbo.reconnect.retrying`). A retried step must recognise its own earlier
+try whose ``COMMIT`` happened but whose answer was lost with the connection; for the claim
+that is the lease owner on the job row, for the end of the run :func:`finish_job` below.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from ..db import REGISTRY
+from ..queries import query
+from ..reconnect import is_broken
+from ..state.records import JobRecord
+
+
+@contextlib.contextmanager
+def bookkeeping(
+    name: str, connection: psycopg.Connection[Any] | None
+) -> Iterator[psycopg.Connection[Any]]:
+    """The caller's bookkeeping connection (unless it broke), else one from the pool."""
+    if connection is not None and not is_broken(connection):
+        yield connection
+        return
+    with REGISTRY.connection(name) as conn:
+        yield conn
+
+
+def finish_job(
+    name: str,
+    connection: psycopg.Connection[Any] | None,
+    job: JobRecord,
+    jobs: Any,
+    params: dict[str, Any],
+    tries: list[int],
+) -> dict[str, Any] | None:
+    """``execution_finish_job`` with ``params``: the job row, or None when another runner
+    holds the job. ``tries`` counts the calls for one run's end: from the second on (after a
+    lost connection), a job row already carrying this run's end — the same status and
+    metrics, no lease — is the earlier try's write, whose answer was lost."""
+    tries.append(1)
+    with bookkeeping(name, connection) as conn, conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(query("execution_finish_job", jobs=jobs), params).fetchone()
+        if row is not None or len(tries) == 1:
+            return row
+        mine = {"worker_id": job.worker_id, "id": job.id}
+        done = cur.execute(query("execution_job_by_id", jobs=jobs), mine).fetchone()
+    if done is None or done["lease_owner"] is not None or done["status"] != params["status"]:
+        return None
+    return done if done["metrics"] == json.loads(params["metrics"]) else None

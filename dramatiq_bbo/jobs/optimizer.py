@@ -1,0 +1,284 @@
+"""The batch size optimizer: size each job so it fills its interval without overrunning it.
+
+The rules: efficiency = job duration ÷ interval; target band
+0.90–0.95; new size = old × min(0.95 ÷ efficiency, 1.2), clamped to
+[min_batch_size, max_batch_size]; efficiency smoothed by an exponential moving average
+(α 0.4) of recent successful jobs; no change while the smoothed efficiency is in the band.
+All of them hold here. What we smooth is the point of this module.
+
+**Why we smooth time per row, not efficiency.** An EMA of efficiencies measured at
+*different* batch sizes mixes incomparable numbers: while the size grows, the old small jobs
+drag the average down, the formula keeps asking for more, and the size overshoots the target
+and oscillates back (tests/unit/test_optimizer.py shows it). A job's *time per row*
+(duration ÷ rows it actually processed) does not depend on its size, so its EMA is an
+unbiased estimate from the very first job. The smoothed efficiency we compare with the band
+is that estimate at the current size — ``ema(time per row) × old ÷ interval`` — and with it
+the rule's ``old × 0.95 ÷ smoothed`` is exactly ``target duration ÷ ema(time per row)``:
+the size that would have taken the target duration. Rows actually processed (not the batch
+size asked for) also keep a short last batch, or a job cut by its time budget, from looking
+"efficient". A fixed per-job overhead ``c`` does not bias the result either: the fixed point
+of ``n → T·n ÷ (c + r·n)`` is the ``n`` with ``c + r·n = T``.
+
+**Growth is capped, shrinking is not.** Growth per decision is capped at ×1.2, so
+a wrong estimate costs at most 20% more load per job. Shrinking goes straight to the
+estimate (down to ``min_batch_size``): for a database, a job that is too big holds locks and
+bloats longer, so the safe error is the small one. A job at least ``slowdown_reset`` (1.5)
+times slower per row than the average restarts the average from that job: a slowdown that
+large is a change of regime (contention, a cold cache, wider rows), not noise, and waiting
+for the EMA to catch up would run several oversized jobs. A one-off slow job therefore costs
+a few smaller jobs while the average recovers — the cheap direction.
+
+**The guarantee.** Say the start size is ``S``, the optimum is ``N* = target ÷ time per
+row`` (stationary), and the measured time per row varies by at most ±5%. Then every size the
+formula sets is within ``N*·[0.952, 1.053]``, and a size held inside the band is within
+``N*·[0.902, 1.053]`` (band 0.90–0.95 around a 0.95 target, times the noise): both inside
+±10%. So the expected duration of a job (its size × the true time per row) is within ±10% of
+the target duration from the first job whose size the growth cap lets reach ``0.9·N*``,
+i.e. from job ``k = 1 + ceil(log(0.9·N*/S) ÷ log 1.2)`` (job 1 being the one at ``S``) and
+for every job after it. **Within 10 jobs therefore holds when N* ≤ 1.2⁹ ÷ 0.9 ≈ 5.7 × S**
+(1,000 → 3,000 takes 7 jobs; 1,000 → 5,000 takes 10); 1,000 → 10,000 takes 14 jobs and no
+estimator can do it in 10 without raising the ×1.2 cap. Any optimum below the start is
+reached by the second job. Measured durations add their own noise on top of that. Clamps win
+over the target: an optimum outside [min, max] converges to the bound.
+
+**The target.** With an interval, the target duration is ``target_efficiency × interval``
+(0.95 × interval, as in the rule above). With ``interval == 0`` there is no efficiency; the
+caller passes ``target_duration_seconds`` and the efficiencies reported are relative to
+``target_duration_seconds ÷ target_efficiency``, so the same band applies. Note that the
+default job budget (0.9 × interval) is below a 0.95 target: such jobs end by budget
+at a checkpoint. The estimate stays right (it uses rows processed), but a runner that wants
+jobs to finish on their own should pass a ``target_efficiency`` at or under its budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .. import logs
+from ..errors import ConfigurationError
+from ..state.records import JobRecord, JobStatus, OperationRecord
+
+__all__ = [
+    "JobSample",
+    "OptimizerDecision",
+    "decide_for_operation",
+    "jobs_needed",
+    "log_decision",
+    "optimize_batch_size",
+    "samples_from_jobs",
+]
+
+BAND_LOW = 0.90
+BAND_HIGH = 0.95
+TARGET_EFFICIENCY = 0.95
+MAX_GROWTH = 1.2
+ALPHA = 0.4
+SLOWDOWN_RESET = 1.5
+
+
+@dataclass(frozen=True)
+class JobSample:
+    """One successful job as the optimizer sees it: how long it took, how many rows it did."""
+
+    duration_seconds: float
+    rows: int
+
+
+@dataclass(frozen=True)
+class OptimizerDecision:
+    """What the optimizer decided, with the numbers that justify it (logged and exported).
+
+    ``efficiency`` is the newest job's own duration ÷ interval; ``smoothed`` is the smoothed
+    efficiency at the ``old`` size (None when there was no usable job). ``reason`` is one of
+    ``no_data``, ``in_band``, ``grow``, ``grow_capped``, ``shrink``, ``slowdown``,
+    ``at_min``, ``at_max``.
+    """
+
+    old: int
+    new: int
+    efficiency: float | None
+    smoothed: float | None
+    reason: str
+
+    @property
+    def changed(self) -> bool:
+        return self.new != self.old
+
+
+def optimize_batch_size(
+    old: int,
+    jobs: Sequence[JobSample],
+    *,
+    interval_seconds: float,
+    min_batch_size: int,
+    max_batch_size: int,
+    target_duration_seconds: float | None = None,
+    target_efficiency: float = TARGET_EFFICIENCY,
+    band: tuple[float, float] = (BAND_LOW, BAND_HIGH),
+    max_growth: float = MAX_GROWTH,
+    alpha: float = ALPHA,
+    slowdown_reset: float = SLOWDOWN_RESET,
+) -> OptimizerDecision:
+    """The next batch size after ``jobs`` (recent successful jobs, newest last).
+
+    Pure: no I/O, same inputs give the same decision, so the runner can recompute it from the
+    job rows and tests can replay any history.
+    """
+    if min_batch_size < 1 or max_batch_size < min_batch_size:
+        raise ConfigurationError(
+            "batch size bounds must satisfy 1 <= min <= max, "
+            f"got min={min_batch_size}, max={max_batch_size}"
+        )
+    period = _period(interval_seconds, target_duration_seconds, target_efficiency)
+    usable = [j for j in jobs if j.rows > 0 and j.duration_seconds > 0]
+    if not usable:
+        return _clamped(old, old, None, None, "no_data", min_batch_size, max_batch_size)
+
+    rate, reset = _smoothed_seconds_per_row(usable, alpha, slowdown_reset)
+    efficiency = usable[-1].duration_seconds / period
+    smoothed = rate * old / period
+    if band[0] <= smoothed <= band[1]:
+        return _clamped(old, old, efficiency, smoothed, "in_band", min_batch_size, max_batch_size)
+
+    ratio = target_efficiency / smoothed
+    if ratio > max_growth:
+        ratio, reason = max_growth, "grow_capped"
+    elif ratio > 1:
+        reason = "grow"
+    else:
+        reason = "slowdown" if reset else "shrink"
+    candidate = max(1, round(old * ratio))
+    return _clamped(old, candidate, efficiency, smoothed, reason, min_batch_size, max_batch_size)
+
+
+def jobs_needed(start: int, optimum: int, *, max_growth: float = MAX_GROWTH) -> int:
+    """The job (1-based) from which the expected duration is within ±10% of the target.
+
+    The growth cap alone decides it; see the module docstring. ``jobs_needed(1000, 3000)``
+    is 7, ``jobs_needed(1000, 10_000)`` is 14; anything at or below ``start`` is 1 or 2.
+    """
+    if optimum * 0.9 <= start:
+        return 1 if optimum * 1.1 >= start else 2
+    return 1 + math.ceil(math.log(0.9 * optimum / start) / math.log(max_growth) - 1e-9)
+
+
+# -- operation rows ---------------------------------------------------------------------------
+
+
+def samples_from_jobs(jobs: Sequence[JobRecord]) -> list[JobSample]:
+    """Successful, finished jobs as samples, oldest first.
+
+    The duration is ``metrics["duration_seconds"]`` when the runner recorded it (the time of
+    the successful attempt alone), else ``finished_at - started_at``. The rows are those of
+    that same run (``metrics["processed_tuples"]``): a job resumed after a hold or a
+    shutdown walked only the rest of its range in its last run, and pairing that run's time
+    with the whole job's rows would make it look faster than it was.
+    """
+    done = sorted(
+        (job.finished_at, index, job)
+        for index, job in enumerate(jobs)
+        if job.status == JobStatus.SUCCEEDED
+        and job.finished_at is not None
+        and job.processed_tuple_count
+    )
+    samples = []
+    for finished_at, _, job in done:
+        metrics = job.metrics or {}
+        duration = metrics.get("duration_seconds")
+        if duration is None and job.started_at is not None:
+            duration = (finished_at - job.started_at).total_seconds()
+        rows = metrics.get("processed_tuples")
+        if not isinstance(rows, int) or rows <= 0 or duration is None:
+            rows = int(job.processed_tuple_count)
+        if duration is not None and duration > 0 and rows > 0:
+            samples.append(JobSample(float(duration), rows))
+    return samples
+
+
+def decide_for_operation(
+    operation: OperationRecord,
+    jobs: Sequence[JobRecord],
+    *,
+    target_duration_seconds: float | None = None,
+    **tuning: Any,
+) -> OptimizerDecision:
+    """The optimizer applied to an operation row and its recent jobs (any order).
+
+    The caller writes ``decision.new`` to the operation's ``batch_size`` in the same
+    transaction that records the job, and passes ``target_duration_seconds`` (needed when the
+    operation's interval is 0). ``tuning`` forwards ``target_efficiency``, ``band``... .
+    """
+    return optimize_batch_size(
+        operation.batch_size,
+        samples_from_jobs(jobs),
+        interval_seconds=operation.interval_seconds,
+        min_batch_size=operation.min_batch_size,
+        max_batch_size=operation.max_batch_size,
+        target_duration_seconds=target_duration_seconds,
+        **tuning,
+    )
+
+
+def log_decision(operation: OperationRecord, decision: OptimizerDecision) -> None:
+    """Log one decision as the ``..._optimization_event``: changes at INFO, holds at DEBUG."""
+    logs.event(
+        logs.OPTIMIZATION,
+        level=logging.INFO if decision.changed else logging.DEBUG,
+        **logs.operation_fields(operation, "identifier"),
+        old_batch_size=decision.old,
+        new_batch_size=decision.new,
+        efficiency=_rounded(decision.efficiency),
+        smoothed_efficiency=_rounded(decision.smoothed),
+        reason=decision.reason,
+    )
+
+
+# -- internals ----------------------------------------------------------------------------------
+
+
+def _period(interval: float, target_duration: float | None, target_efficiency: float) -> float:
+    """The duration efficiencies are measured against: the interval, or its stand-in."""
+    if interval > 0:
+        return interval
+    if target_duration is None or target_duration <= 0:
+        raise ConfigurationError(
+            f"interval is {interval!r}: the optimizer needs a positive target_duration_seconds "
+            f"to size jobs that run back to back, got {target_duration!r}"
+        )
+    return target_duration / target_efficiency
+
+
+def _smoothed_seconds_per_row(
+    jobs: Sequence[JobSample], alpha: float, slowdown_reset: float
+) -> tuple[float, bool]:
+    """EMA of seconds per row, oldest first; True when the newest job reset it."""
+    average = jobs[0].duration_seconds / jobs[0].rows
+    reset = False
+    for job in jobs[1:]:
+        rate = job.duration_seconds / job.rows
+        reset = rate >= average * slowdown_reset
+        average = rate if reset else alpha * rate + (1 - alpha) * average
+    return average, reset
+
+
+def _clamped(
+    old: int,
+    candidate: int,
+    efficiency: float | None,
+    smoothed: float | None,
+    reason: str,
+    low: int,
+    high: int,
+) -> OptimizerDecision:
+    new = min(max(candidate, low), high)
+    if new != candidate:
+        reason = "at_min" if new == low else "at_max"
+    return OptimizerDecision(old, new, efficiency, smoothed, reason)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)

@@ -1,0 +1,174 @@
+"""peewee models of the tables operations walk, so an author writes ``self.table.done == True``.
+
+The model of a target table is reflected from the catalog (``playhouse.reflection``) the first
+time an operation needs it, limited to that one table: foreign keys are read as plain columns,
+so reflecting ``todos`` never drags in ``users`` and ``row.user_id`` is a value, not a lazy
+query. Fields are named exactly like their columns (``literal_column_names``), which is what
+an author reading the table's DDL expects, mixed case included. An operation class may bring
+its own model (``model = Todo``) instead; it must be bound to the same database as the state
+tables, since the sub-batch transaction and its checkpoint share one connection.
+
+Models are cached per peewee database object (a new ``configure()`` builds new databases, so a
+stale model never outlives its configuration) and per ``(schema, table, oid)``; so is what
+the catalog says about a stored table (:func:`table_info`), which every job needs and which
+does not change while operations run. After a migration that changes a target table's columns,
+call :func:`forget` (or ``configure()`` again). Enqueue validation never uses these caches: it
+always reads the catalog.
+
+The stored table is the operation row's ``(table_schema, table_name, table_oid)``
+(:class:`~dramatiq_bbo.walk.catalog.TableRef`), looked up by exact schema and name — never a text
+parsed again. Each :func:`table_info` call checks, with one indexed catalog lookup, that the
+pair still names the table of that oid (:class:`~dramatiq_bbo.errors.TableChanged` if not), so
+a table dropped and re-created, or renamed away with another renamed into its place, is never
+walked by an operation validated on the old one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from typing import Any
+
+import peewee
+import psycopg
+from playhouse.reflection import Introspector, PostgresqlMetadata
+
+from ..db import REGISTRY, database_for
+from ..errors import OperationDefinitionError, TableNotFound
+from ..queries import query
+from ..reconnect import heal, is_connection_error
+from .catalog import TableInfo, TableRef, display_name, resolve_stored, resolve_table
+
+_cache: weakref.WeakKeyDictionary[Any, dict[tuple[str, str, int], type[peewee.Model]]] = (
+    weakref.WeakKeyDictionary()
+)
+_infos: weakref.WeakKeyDictionary[Any, dict[TableRef, TableInfo]] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+class _OneTableMetadata(PostgresqlMetadata):  # type: ignore[misc]
+    """Reflection metadata that reports no foreign keys (see the module docstring)."""
+
+    def get_foreign_keys(self, table: str, schema: str | None = None) -> list[Any]:
+        return []
+
+
+class _AnyNameIntrospector(Introspector):  # type: ignore[misc]
+    """peewee names the model class after the table, and fails on a table name with no
+    letter or digit in it (``"✓"``, ``" "``): any table name must reflect."""
+
+    def make_model_name(self, table: str, snake_case: bool = True) -> str:
+        try:
+            return str(super().make_model_name(table, snake_case))
+        except IndexError:
+            return "Table"
+
+
+def peewee_database(database_name: str) -> peewee.Database:
+    """The peewee database registered for ``database_name`` (from ``configure()``)."""
+    return database_for(database_name)
+
+
+def table_info(
+    database_name: str,
+    table: TableInfo | TableRef | str,
+    conn: psycopg.Connection[Any] | None = None,
+) -> TableInfo:
+    """The stored table (schema, name, validated oid) as the catalog describes it; its
+    columns read once per process and configuration, its identity checked on every call
+    (see the module docstring), on ``conn`` when the caller holds one (so a caller holding a
+    pooled connection never waits for a second one). A ``str`` is a name as a caller would
+    give it to enqueue (``"todos"``, ``'"Sales"."Orders"'``): resolved, never cached."""
+    if isinstance(table, TableInfo):
+        return table
+    with contextlib.ExitStack() as stack:
+        if conn is None:
+            conn = stack.enter_context(REGISTRY.connection(database_name))
+        if isinstance(table, str):
+            return resolve_table(conn, table)
+        return _checked_info(database_name, table, conn)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _checked_info(database_name: str, table: TableRef, conn: psycopg.Connection[Any]) -> TableInfo:
+    database = peewee_database(database_name)
+    with _lock:
+        cached = _infos.get(database, {}).get(table)
+    if cached is not None:
+        row = conn.execute(
+            query("catalog_table_oid"), {"schema": table.schema, "name": table.name}
+        ).fetchone()
+        if row is not None and row[0] == cached.oid:
+            return cached
+    info = resolve_stored(conn, table)
+    with _lock:
+        _infos.setdefault(database, {})[table] = info
+    return info
+
+
+def table_model(
+    database_name: str, table: TableInfo | TableRef | str, *, operation_class: Any = None
+) -> type[peewee.Model]:
+    """The peewee model of ``table`` in ``database_name``: the class's own ``model`` if it
+    names one (it must be bound to that table), else a reflected one, cached."""
+    own = getattr(operation_class, "model", None)
+    info = table_info(database_name, table)
+    if own is not None:
+        meta = own._meta
+        if meta.table_name != info.name or meta.schema not in (None, info.schema):
+            raise OperationDefinitionError(
+                f"{operation_class.__name__}.model ({own.__name__}) is bound to table "
+                f"{display_name(meta.schema, meta.table_name)}, not to {info.display} the "
+                "operation runs on"
+            )
+        return own  # type: ignore[no-any-return]
+    database = peewee_database(database_name)
+    key = (info.schema, info.name, info.oid)
+    with _lock:
+        cached = _cache.get(database, {}).get(key)
+    if cached is not None:
+        return cached
+    model = _reflect(database, info)
+    with _lock:
+        return _cache.setdefault(database, {}).setdefault(key, model)
+
+
+def forget(database_name: str | None = None) -> None:
+    """Drop cached models and catalog answers (after a migration changed a target table)."""
+    with _lock:
+        if database_name is None:
+            _cache.clear()
+            _infos.clear()
+        else:
+            database = peewee_database(database_name)
+            _cache.pop(database, None)
+            _infos.pop(database, None)
+
+
+def _reflect(database: peewee.Database, info: TableInfo) -> type[peewee.Model]:
+    """Reflect one table on this thread's peewee connection; a connection found dead (a
+    restart or ``pg_terminate_backend`` since its last use) is replaced and the reflection,
+    which only reads the catalog, tried once more on a new one."""
+    heal(database)
+    try:
+        models = _generate(database, info)
+    except Exception as exc:
+        if not is_connection_error(exc) or not heal(database):
+            raise
+        models = _generate(database, info)
+    model = models.get(info.name)
+    if model is None:
+        raise TableNotFound(
+            f"table {info.display} could not be reflected (it disappeared, or the role may "
+            "not read its catalog entries)"
+        )
+    return model  # type: ignore[no-any-return]
+
+
+def _generate(database: peewee.Database, info: TableInfo) -> dict[str, Any]:
+    # the metadata object reads pg_type as it is built: on the connection too
+    introspector = _AnyNameIntrospector(_OneTableMetadata(database), schema=info.schema)
+    return introspector.generate_models(  # type: ignore[no-any-return]
+        table_names=[info.name], literal_column_names=True
+    )
