@@ -22,12 +22,14 @@ does the work they surround. Two kinds:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from .jobs.outcomes import JobOutcome
 from .state.records import JobRecord, OperationRecord, OperationStatus
+
+if TYPE_CHECKING:  # a type only: middleware sits below the job runner that calls it
+    from .jobs.outcomes import JobOutcome
 
 
 class Middleware:

@@ -40,15 +40,13 @@ from ..pipeline.runtime import transitioned
 from ..queries import query
 from ..reconnect import CONNECTION_LOST, is_broken, retrying
 from ..state.records import JobRecord, OperationRecord, OperationStatus
-from ..state.store import fetch_operation, get_operation, tables_for
+from ..state.store import fetch_operation, tables_for
 from ..walk.statements import pipelined
 from . import retries
+from .ending import end_operation, job_counts, status_stop_check
 from .heartbeat import HEARTBEAT, release_stage, take_stage
 from .planning import split_next
 from .run import StopCheck, prepare_retry, run_job, run_next_job
-
-#: how often, at most, a running operation's status is re-read between sub-batches (seconds)
-STATUS_CHECK_SECONDS = 0.1
 
 
 @requires_schema
@@ -215,61 +213,3 @@ def _activate(name: str, operation_id: Any) -> OperationRecord:
     active = OperationRecord.from_row(row)
     transitioned(active, OperationStatus.QUEUED)
     return active
-
-
-def job_counts(name: str, operation: OperationRecord, max_attempts: int) -> tuple[int, int]:
-    _, jobs = tables_for(operation)
-    with REGISTRY.connection(name) as conn:
-        row = conn.execute(
-            query("execution_job_counts", jobs=jobs),
-            {"worker_id": operation.id, "max_attempts": max_attempts},
-        ).fetchone()
-    return (int(row[0]), int(row[1])) if row else (0, 0)
-
-
-def end_operation(
-    name: str, operation: OperationRecord, max_attempts: int, *, failed: bool = False
-) -> OperationRecord:
-    """active → finished, or failed when jobs failed for good; a concurrent pause or cancel
-    wins (the update only moves an active operation)."""
-    if not failed:
-        failed = job_counts(name, operation, max_attempts)[1] > 0
-    status = OperationStatus.FAILED if failed else OperationStatus.FINISHED
-    operations, _ = tables_for(operation)
-    with REGISTRY.connection(name) as conn:
-        with conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(
-                query("execution_end_operation", operations=operations),
-                {"status": int(status), "id": operation.id},
-            ).fetchone()
-        if row is None:
-            return fetch_operation(conn, operation.id) or operation
-    ended = OperationRecord.from_row(row)
-    transitioned(ended, OperationStatus.ACTIVE)
-    return ended
-
-
-def status_stop_check(
-    name: str, operation: OperationRecord, stop_check: StopCheck | None
-) -> StopCheck:
-    """The caller's stop check, plus: stop when the operation is no longer active (paused or
-    cancelled meanwhile). The status is read at the first boundary — the operation may have
-    been paused while a runner message waited in the queue — then at most every
-    STATUS_CHECK_SECONDS: an unpaced job (sub-batches of a few ms) reads it ten times a
-    second, a negligible cost, and stops within 0.1 s of a pause."""
-    last_read = float("-inf")
-
-    def check() -> str | None:
-        nonlocal last_read
-        if stop_check is not None:
-            reason = stop_check()
-            if reason:
-                return reason
-        now = time.monotonic()
-        if now - last_read < STATUS_CHECK_SECONDS:
-            return None
-        last_read = now
-        status = get_operation(operation.id, database=name).status
-        return None if status == OperationStatus.ACTIVE else status.name.lower()
-
-    return check

@@ -31,7 +31,6 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -59,6 +58,7 @@ from ..walk.tables import table_info, table_model
 from . import retries
 from .bookkeeping import bookkeeping, finish_job
 from .claims import claim, claim_new, new_owner, other_job_running
+from .ending import StopCheck
 from .heartbeat import HEARTBEAT, lease_lost_check
 from .outcomes import JobOutcome, as_timeout, class_name, exception_message, job_event
 
@@ -72,7 +72,6 @@ __all__ = [
     "run_next_job",
 ]
 
-StopCheck = Callable[[], str | None]
 
 #: the interrupted_reason of a job stopped by its worker's shutdown (set by the pipeline)
 WORKER_SHUTDOWN = "worker_shutdown"

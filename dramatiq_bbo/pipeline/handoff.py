@@ -17,7 +17,8 @@ import psycopg
 from ..db import REGISTRY
 from ..queries import query
 from ..state.store import tables_for
-from .messages import ORCHESTRATOR, messenger, new_token
+from .messages import ORCHESTRATOR, new_token
+from .runtime import messenger
 
 
 class Take(enum.Enum):

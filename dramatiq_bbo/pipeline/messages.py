@@ -14,17 +14,10 @@ from __future__ import annotations
 
 import uuid
 
-from .runtime import Messenger, current
-
 SCHEDULER = "bbo_scheduler"
 ORCHESTRATOR = "bbo_orchestrator"
 RUNNER = "bbo_runner"
 TICK = "bbo_scheduler_tick"
-
-
-def messenger() -> Messenger:
-    """The messenger of the runtime in force (``setup(broker, ...)`` configures it)."""
-    return current().messenger
 
 
 def new_token() -> str:

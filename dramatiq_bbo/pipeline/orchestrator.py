@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 
 from ..db import REGISTRY
 from ..errors import TableChanged, TableNotFound
-from ..jobs.inline import end_operation
+from ..jobs.ending import end_operation
 from ..jobs.planning import split_job, splittable_job
 from ..jobs.run import create_next_job, prepare_retry
 from ..logs import logger
@@ -28,9 +28,9 @@ from ..queries import query
 from ..state.records import JobRecord, OperationRecord, OperationStatus
 from ..state.store import operation_ref, tables_for
 from .handoff import lease_and_send, take_lease
-from .messages import RUNNER, messenger
+from .messages import RUNNER
 from .middleware_hold import held_by_middleware
-from .runtime import transitioned
+from .runtime import messenger, transitioned
 from .scheduler import jobs_in_flight, scheduler_lock_key
 from .table_hold import hold_for_table
 from .unknown_class import hold_if_unknown

@@ -25,7 +25,7 @@ from psycopg.rows import dict_row
 from ..db import REGISTRY
 from ..errors import InvalidTransition, LeaseLost
 from ..jobs import retries
-from ..jobs.inline import end_operation, job_counts, status_stop_check
+from ..jobs.ending import end_operation, job_counts, status_stop_check
 from ..jobs.optimizer import decide_for_operation, log_decision
 from ..jobs.run import JobOutcome, run_job
 from ..logs import event, logger
@@ -98,7 +98,7 @@ def _job_key(job_id: Any) -> Any:
 
 def _stop_check(database: str, operation: OperationRecord, started: float) -> Any:
     """Worker shutdown and the job's time budget, then the operation's status (see
-    :func:`~dramatiq_bbo.jobs.inline.status_stop_check`); the middleware's
+    :func:`~dramatiq_bbo.jobs.ending.status_stop_check`); the middleware's
     ``between_sub_batches`` is asked after these (``run_job``'s ``job_check``)."""
     settings = REGISTRY.settings
     interval = float(operation.interval_seconds)

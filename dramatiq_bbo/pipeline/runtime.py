@@ -148,3 +148,8 @@ def transitioned(operation: OperationRecord, previous: OperationStatus) -> None:
     """An operation's committed status change: logged, then told to the middleware."""
     worker_event(operation, previous)
     current().after_transition(operation, previous, operation.status)
+
+
+def messenger() -> Messenger:
+    """The messenger of the runtime in force (``setup(broker, ...)`` configures it)."""
+    return current().messenger

@@ -33,8 +33,8 @@ from dramatiq.common import dq_name
 from ..db import REGISTRY
 from ..logs import logger
 from ..queries import query
-from .messages import messenger
 from .outbox import DRAMATIQ_SCHEMA
+from .runtime import messenger
 
 #: set while this worker process shuts down: running jobs stop at their next checkpoint
 shutting_down = threading.Event()

@@ -32,7 +32,7 @@ from ..queries import query
 from ..state.records import OperationRecord
 from ..state.store import fetch_operation, hold_operation, tables_for
 from .handoff import lease_and_send
-from .messages import messenger
+from .runtime import messenger
 
 #: logged once per process and class when an operation is held because of its class
 UNKNOWN_CLASS_HOLD = "background_operation_unknown_class_hold"

@@ -19,7 +19,7 @@ from ..db import REGISTRY
 from ..logs import logger
 from ..state.records import OperationRecord
 from .handoff import Take, lease_and_send
-from .messages import messenger
+from .runtime import messenger
 
 
 def wake_in_transaction(conn: psycopg.Connection[Any], operation: OperationRecord) -> None:

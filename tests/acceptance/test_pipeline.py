@@ -1,4 +1,4 @@
-"""Issue 4 acceptance: operations run by themselves on real ``dramatiq`` worker processes.
+"""Operations run by themselves on real ``dramatiq`` worker processes.
 
 Every test starts ``python -m dramatiq tests.acceptance.pipeline_app`` (see
 :mod:`tests.acceptance.workers`) on its own database, which also holds the broker's queue, so

@@ -1,4 +1,4 @@
-"""Issue 4: cron operations — ``bbo.schedule(...)`` declares a periodiq actor per schedule on
+"""Cron operations — ``bbo.schedule(...)`` declares a periodiq actor per schedule on
 the application's broker; firing it enqueues a cell-local operation, once per cron slot even
 when two periodiq processes fire it; mistakes fail at declaration; Sundays fire.
 

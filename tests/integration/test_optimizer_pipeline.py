@@ -1,5 +1,5 @@
-"""Issue 4 acceptance: "a job whose work takes time proportional to its batch size: the
-optimizer converges as specified (asserted from the job rows)".
+"""The optimizer through the pipeline: a job whose work takes time proportional to its batch
+size makes the optimizer converge as specified (asserted from the job rows).
 
 The operation sleeps ``SECONDS_PER_ROW`` per row of each sub-batch, so a job of ``n`` rows
 takes about ``n × SECONDS_PER_ROW`` (plus the sub-batch transactions). The pipeline's runner

@@ -1,4 +1,4 @@
-"""Issue 4: retries, timeouts, splitting and the failure threshold, through the pipeline's own
+"""Retries, timeouts, splitting and the failure threshold, through the pipeline's own
 stages (orchestrator → runner, called in the test thread; see ``pipeline_support``) on a real
 Postgres. Timeouts are real ``statement_timeout`` cancellations of a ``pg_sleep``."""
 

@@ -7,8 +7,10 @@ Edges are counted module → module as Python resolves them, which is where cycl
 - ``import a.b.c`` and ``from a.b import c`` (``c`` a submodule) count as importing ``a.b.c``;
 - ``from a.b import name`` (``name`` not a submodule) counts as importing ``a.b`` — its own
   module, or ``a/b/__init__.py`` when ``a.b`` is a package;
-- imports inside functions and methods and under ``if TYPE_CHECKING:`` count too: a lazy
-  import still couples the two modules, and a type-only one still makes them move together;
+- imports inside functions and methods and under ``if TYPE_CHECKING:`` count too for cycles: a
+  lazy import still couples the two modules, and a type-only one still makes them move
+  together; layers are measured on what runs (type-only imports left out) among the library's
+  own modules (the CLI, the demo and the test servers stand on its public API, above it);
 - relative imports are resolved against the importing module's package (a package's
   ``__init__`` is its own package).
 
@@ -98,15 +100,27 @@ def _imported(module: str, path: Path, node: ast.AST, known: set[str]) -> Iterat
                 yield source
 
 
-def import_graph(modules: dict[str, Path]) -> Graph:
-    """Every module → the package modules it imports, anywhere in its body."""
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    """The nodes under ``if TYPE_CHECKING:`` blocks: never executed, only read by checkers."""
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped.update(id(inner) for statement in node.body for inner in ast.walk(statement))
+    return skipped
+
+
+def import_graph(modules: dict[str, Path], *, runtime_only: bool = False) -> Graph:
+    """Every module → the package modules it imports, anywhere in its body (with
+    ``runtime_only``, leaving out the imports under ``if TYPE_CHECKING:``)."""
     known = set(modules)
     graph: Graph = {}
     for module, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        skipped = _type_checking_nodes(tree) if runtime_only else set()
         graph[module] = {
             target
             for node in ast.walk(tree)
+            if id(node) not in skipped
             for target in _imported(module, path, node, known)
             if target != module
         }
@@ -269,9 +283,26 @@ def test_no_package_module_imports_itself_through_a_cycle() -> None:
     )
 
 
-def test_the_import_graph_is_at_most_eleven_layers_deep() -> None:
-    _, graph = _package()
-    chain = longest_chain(graph)
+#: programs and tools built on the library's public API, not layers of it: the CLI, the demo
+#: (written as a user would, against ``import dramatiq_bbo``) and the test servers
+APPLICATIONS = ("cli", "demo", "testing")
+
+
+def library_layers(modules: dict[str, Path]) -> Graph:
+    """The import graph the layer rule measures: what runs (a type-only import moves no code
+    above another), among the library's own modules."""
+    outside = tuple(f"{PACKAGE}.{name}" for name in APPLICATIONS)
+    graph = import_graph(modules, runtime_only=True)
+    return {
+        module: {target for target in targets if not target.startswith(outside)}
+        for module, targets in graph.items()
+        if not module.startswith(outside)
+    }
+
+
+def test_the_library_import_graph_is_at_most_eleven_layers_deep() -> None:
+    modules, _ = _package()
+    chain = longest_chain(library_layers(modules))
     assert len(chain) <= MAX_LAYERS, (
         f"{len(chain)} layers (at most {MAX_LAYERS}); the longest chain, importer first:\n"
         + "\n → ".join(chain)
@@ -347,6 +378,11 @@ def test_walker_resolves_relative_lazy_and_type_checking_imports_module_to_modul
         "pkg.sub": set(),
         "pkg.sub.deep": {"pkg"},
         "pkg.unrelated": set(),
+    }
+    runtime = import_graph(modules, runtime_only=True)
+    assert runtime["pkg.b"] == {"pkg.c"}  # the type-only import runs nothing
+    assert {m: t for m, t in runtime.items() if m != "pkg.b"} == {
+        m: t for m, t in graph.items() if m != "pkg.b"
     }
 
 
