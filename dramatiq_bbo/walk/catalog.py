@@ -120,7 +120,8 @@ def display_name(schema: str | None, name: str) -> str:
 def check_identifier(value: Any, what: str) -> str:
     """``value`` if Postgres can hold it as an identifier exactly, else InvalidIdentifier:
     a string of 1..63 bytes in UTF-8 (a longer one would be truncated to another name),
-    without NUL (text cannot hold it) or lone surrogates (not encodable)."""
+    without NUL (text cannot hold it), lone surrogates (not encodable) or '%' (a placeholder
+    to the driver)."""
     if not isinstance(value, str) or not value:
         raise InvalidIdentifier(f"{what} must be a non-empty string, got {value!r}")
     if "\x00" in value:
@@ -129,6 +130,11 @@ def check_identifier(value: Any, what: str) -> str:
         size = len(value.encode("utf-8"))
     except UnicodeEncodeError:
         raise InvalidIdentifier(f"{what} {value!r} holds a lone surrogate") from None
+    if "%" in value:
+        raise InvalidIdentifier(
+            f"{what} {value!r} holds a '%': the driver reads '%' in a statement as a parameter "
+            "placeholder, so such a name could reach Postgres as another name; rename it"
+        )
     if size > 63:
         raise InvalidIdentifier(
             f"{what} {value!r} is {size} bytes long; Postgres identifiers are at most 63 "

@@ -29,7 +29,7 @@ from dramatiq_pg import PostgresBroker
 from psycopg.rows import dict_row
 
 import dramatiq_bbo as bbo
-from dramatiq_bbo.jobs import inline as completion
+from dramatiq_bbo.jobs import ending
 from dramatiq_bbo.pipeline import scheduler
 from dramatiq_bbo.state.records import JobStatus, OperationStatus
 from tests.acceptance.pipeline_operations import (
@@ -348,9 +348,9 @@ def test_pause_resume_and_cancel_take_effect_at_the_next_sub_batch_on_workers(
 ) -> None:
     rows, sub_batch, sleep_ms = 10_000, 100, 25
     # The runner re-reads the status at a sub-batch boundary at most every
-    # completion.STATUS_CHECK_SECONDS: after pause() returns, the sub-batch in progress commits,
+    # ending.STATUS_CHECK_SECONDS: after pause() returns, the sub-batch in progress commits,
     # plus at most those that fit in that time (each takes >= sleep_ms), plus one of slack.
-    status_every_ms = completion.STATUS_CHECK_SECONDS * 1000
+    status_every_ms = ending.STATUS_CHECK_SECONDS * 1000
     after_stop_bound = sub_batch * (2 + math.ceil(status_every_ms / sleep_ms))
     make_counter_table(conn, "paused", rows)
     make_counter_table(conn, "cancelled", rows)

@@ -46,7 +46,10 @@ def create_table(conn: psycopg.Connection[Any], schema: str, name: str, rows: in
     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
     table = sql.Identifier(schema, name)
     conn.execute(sql.SQL("CREATE TABLE {} (id bigint PRIMARY KEY)").format(table))
-    conn.execute(sql.SQL("INSERT INTO {} SELECT generate_series(1, %s)").format(table), [rows])
+    # no parameters: a '%' in the name would read as a placeholder
+    conn.execute(
+        sql.SQL("INSERT INTO {} SELECT generate_series(1, {})").format(table, sql.Literal(rows))
+    )
 
 
 def count(conn: psycopg.Connection[Any], schema: str, name: str) -> int:

@@ -140,6 +140,22 @@ def test_a_table_replaced_under_the_same_name_after_enqueue_is_not_walked(
     assert bbo.list_jobs(operation.id) == []
 
 
+@pytest.mark.parametrize("name", ["pct%", "a%b", "a%%s", "%s"])
+def test_a_name_holding_a_percent_sign_is_refused_before_anything_is_written(
+    conn, schemas, define_deleter, name
+):
+    """The driver reads '%' in a statement as a placeholder: ``"a%%s"`` would reach Postgres
+    as ``"a%s"``, another table. Such names are refused, typed, before any write."""
+    schemas.append("app")
+    create_table(conn, "app", name)
+    if "%%" in name:  # the table the driver would have turned it into
+        create_table(conn, "app", name.replace("%%", "%"))
+    before = written_rows(conn)
+    with pytest.raises(errors.InvalidIdentifier, match="'%'"):
+        bbo.enqueue(define_deleter(), quoted("app", name), "id")
+    assert written_rows(conn) == before and count(conn, "app", name) == 5
+
+
 # -- properties --------------------------------------------------------------------------------
 _RESERVED = ["select", "table", "user", "order", "from", "null", "Select", "END", "public"]
 _TRICKY = st.sampled_from(['"', ".", " ", "'", ";", "\\", "-", "$", "é", "東", "✓", "ß"])
