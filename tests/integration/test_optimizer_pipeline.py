@@ -105,9 +105,19 @@ def test_job_durations_converge_to_095_of_the_interval_within_10_jobs(
     first = jobs_needed(start, round(optimum))
     assert first <= JOBS
     converged = range(first - 1, JOBS)
+    # A job the machine slowed (its time per row 25% off the run's median) rightly moves the
+    # smoothed estimate, and with it the sizes of the two jobs after it: the optimizer cannot
+    # tell a hiccup from a change. Those sizes are excused, at most two of them, and never the
+    # last job's, which must be back on target.
+    per_row_of = [d / n for d, n in zip(durations, rows, strict=True)]
+    hiccups = {i for i, value in enumerate(per_row_of) if abs(value / per_row - 1) > 0.25}
+    excused = {i for i in converged if hiccups & {i - 1, i - 2}} - {JOBS - 1}
+    assert len(excused) <= 2, f"too many jobs disturbed by the machine to judge:\n{table}"
     # The promise: from job `first` on, every job is sized to last within ±10% of the target
     # (its size × the true time per row)...
     for index in converged:
+        if index in excused:
+            continue
         expected = sizes[index] * per_row
         assert abs(expected - target) <= 0.10 * target, (
             f"job {index + 1} is sized for {expected:.3f}s, outside ±10% of {target:.3f}s "
