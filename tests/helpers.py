@@ -1,4 +1,5 @@
-"""Small helpers shared by tests: polling with a deadline instead of fixed sleeps."""
+"""Small helpers shared by tests: polling with a deadline instead of fixed sleeps, a runtime
+without a broker, and reading the cell-local state rows."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
 
 from dramatiq_bbo.pipeline.runtime import Messenger, current, installed
 
@@ -29,3 +33,26 @@ def without_broker() -> contextlib.AbstractContextManager[Any]:
     """The runtime in force minus its broker, for the block: the stages write no message (the
     test plays them, or only a scheduler pass may start the work), the middleware stays."""
     return installed(dataclasses.replace(current(), messenger=Messenger()))
+
+
+#: the cell-local state tables, which the acceptance and fault tests' operations use
+CELL_LOCAL_OPERATIONS = "bbo.background_operation_workers_cell_local"
+CELL_LOCAL_JOBS = "bbo.background_operation_jobs_cell_local"
+
+
+def operation_row(conn: psycopg.Connection[Any], operation_id: Any) -> dict[str, Any]:
+    """A cell-local operation's row as a dict, read on ``conn``."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            f"SELECT * FROM {CELL_LOCAL_OPERATIONS} WHERE id = %s", [operation_id]
+        ).fetchone()
+    assert row is not None
+    return row
+
+
+def job_rows(conn: psycopg.Connection[Any], operation_id: Any) -> list[dict[str, Any]]:
+    """A cell-local operation's job rows as dicts, oldest first."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            f"SELECT * FROM {CELL_LOCAL_JOBS} WHERE worker_id = %s ORDER BY id", [operation_id]
+        ).fetchall()

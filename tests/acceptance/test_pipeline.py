@@ -26,7 +26,6 @@ from typing import Any
 import psycopg
 import pytest
 from dramatiq_pg import PostgresBroker
-from psycopg.rows import dict_row
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo.jobs import ending
@@ -41,10 +40,9 @@ from tests.acceptance.pipeline_operations import (
     make_counter_table,
 )
 from tests.acceptance.workers import DramatiqWorkers
-from tests.helpers import wait_until
-
-OPERATIONS = "bbo.background_operation_workers_cell_local"
-JOBS = "bbo.background_operation_jobs_cell_local"
+from tests.helpers import CELL_LOCAL_OPERATIONS, wait_until
+from tests.helpers import job_rows as jobs
+from tests.helpers import operation_row as operation
 
 
 # -- the test process as an application ---------------------------------------------------
@@ -106,18 +104,6 @@ class Ticker:
 
 
 # -- reading state -------------------------------------------------------------------------
-def operation(conn: psycopg.Connection[Any], operation_id: Any) -> dict[str, Any]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(f"SELECT * FROM {OPERATIONS} WHERE id = %s", [operation_id]).fetchone()
-    assert row is not None
-    return row
-
-
-def jobs(conn: psycopg.Connection[Any], operation_id: Any) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            f"SELECT * FROM {JOBS} WHERE worker_id = %s ORDER BY id", [operation_id]
-        ).fetchall()
 
 
 def running_jobs(conn: psycopg.Connection[Any], operation_id: Any) -> list[dict[str, Any]]:
@@ -126,7 +112,7 @@ def running_jobs(conn: psycopg.Connection[Any], operation_id: Any) -> list[dict[
 
 def processed(conn: psycopg.Connection[Any], operation_id: Any) -> int:
     row = conn.execute(
-        f"SELECT processed_tuple_count FROM {OPERATIONS} WHERE id = %s", [operation_id]
+        f"SELECT processed_tuple_count FROM {CELL_LOCAL_OPERATIONS} WHERE id = %s", [operation_id]
     ).fetchone()
     assert row is not None
     return int(row[0])

@@ -17,9 +17,7 @@ from psycopg.rows import dict_row
 
 import dramatiq_bbo as bbo
 from tests.acceptance.workers import DramatiqWorkers
-
-OPERATIONS = "bbo.background_operation_workers_cell_local"
-JOBS = "bbo.background_operation_jobs_cell_local"
+from tests.helpers import CELL_LOCAL_JOBS, job_rows
 
 
 @pytest.fixture
@@ -38,23 +36,9 @@ def pipeline(dsn: str) -> Iterator[Callable[..., None]]:
     bbo.reset()
 
 
-def operation_row(conn: psycopg.Connection[Any], operation_id: Any) -> dict[str, Any]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(f"SELECT * FROM {OPERATIONS} WHERE id = %s", [operation_id]).fetchone()
-    assert row is not None
-    return row
-
-
-def job_rows(conn: psycopg.Connection[Any], operation_id: Any) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            f"SELECT * FROM {JOBS} WHERE worker_id = %s ORDER BY id", [operation_id]
-        ).fetchall()
-
-
 def job_row(conn: psycopg.Connection[Any], job_id: Any) -> dict[str, Any]:
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(f"SELECT * FROM {JOBS} WHERE id = %s", [job_id]).fetchone()
+        row = cur.execute(f"SELECT * FROM {CELL_LOCAL_JOBS} WHERE id = %s", [job_id]).fetchone()
     assert row is not None
     return row
 

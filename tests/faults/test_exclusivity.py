@@ -22,8 +22,8 @@ import dramatiq_bbo as bbo
 from dramatiq_bbo.state.records import JobStatus, OperationStatus
 from tests.acceptance.pipeline_operations import RUNS_TABLE_DDL, RecordedVisit, make_counter_table
 from tests.acceptance.workers import DramatiqWorkers, dramatiq_workers
-from tests.faults.liveness_support import job_rows, pipeline
-from tests.helpers import wait_until
+from tests.faults.liveness_support import pipeline
+from tests.helpers import job_rows, wait_until
 
 __all__ = ["dramatiq_workers", "pipeline"]
 

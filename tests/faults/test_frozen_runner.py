@@ -30,11 +30,10 @@ from tests.acceptance.workers import DramatiqWorkers, dramatiq_workers
 from tests.faults.liveness_support import (
     group_of,
     job_row,
-    operation_row,
     pipeline,
     running_in,
 )
-from tests.helpers import wait_until, without_broker
+from tests.helpers import operation_row, wait_until, without_broker
 
 __all__ = ["dramatiq_workers", "pipeline"]
 

@@ -14,8 +14,7 @@ from dramatiq_bbo.db import REGISTRY
 from dramatiq_bbo.jobs.run import run_next_job
 from dramatiq_bbo.pipeline import scheduler
 from tests.acceptance.pipeline_operations import PipelineVisit, make_counter_table
-from tests.faults.liveness_support import job_rows
-from tests.helpers import wait_until, without_broker
+from tests.helpers import job_rows, wait_until, without_broker
 
 
 def test_a_sub_batch_longer_than_the_lease_keeps_its_lease_by_heartbeat(

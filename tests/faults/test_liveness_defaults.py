@@ -22,13 +22,12 @@ from tests.acceptance.workers import DramatiqWorkers, dramatiq_workers
 from tests.faults.liveness_support import (
     group_of,
     job_row,
-    operation_row,
     owner_pid,
     pipeline,
     running_in,
     unfinished_messages,
 )
-from tests.helpers import wait_until
+from tests.helpers import operation_row, wait_until
 
 __all__ = ["dramatiq_workers", "pipeline"]
 

@@ -24,8 +24,8 @@ from dramatiq_bbo.jobs.run import run_job
 from dramatiq_bbo.pipeline import scheduler
 from dramatiq_bbo.pipeline.orchestrator import orchestrate
 from tests.acceptance.pipeline_operations import PipelineVisit, make_counter_table
-from tests.faults.liveness_support import JOBS, job_rows, operation_row
-from tests.helpers import without_broker
+from tests.helpers import CELL_LOCAL_JOBS as JOBS
+from tests.helpers import job_rows, operation_row, without_broker
 
 OPERATIONS, TABLE_ROWS, SECONDS = 6, 3_000, 6.0
 

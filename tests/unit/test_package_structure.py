@@ -40,10 +40,11 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 
 #: what a reader could not follow: references to documents that are not in the repository
 OUTSIDE_REFERENCES = [
-    re.compile(r"\bDESIGN\b"),  # DESIGN.md, DESIGN §4, DESIGN's formula, (DESIGN)
-    re.compile(r"design document", re.IGNORECASE),
-    re.compile(r"\.\./shared"),
-    re.compile(r"\bseeds\b", re.IGNORECASE),
+    # each spelled with a one-letter class so that this file does not cite them itself
+    re.compile(r"\bDESIG[N]\b"),  # the design file by name, its sections, its formulas
+    re.compile(r"design documen[t]", re.IGNORECASE),
+    re.compile(r"\.\./share[d]"),  # the folder beside the repository
+    re.compile(r"\bseed[s]\b", re.IGNORECASE),
 ]
 
 Graph = dict[str, set[str]]
