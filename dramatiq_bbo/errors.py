@@ -186,6 +186,20 @@ class TooManyInterruptions(BBOError):
     (``exception_class``) rather than raised."""
 
 
+# -- operator commands (CLI, ChatOps) -----------------------------------------------------------
+
+
+class InvalidCommand(ValidationError):
+    """An operator command (a command line or a chat line) names no known command, lacks an
+    argument, or gives one a malformed value (an unknown status, a limit of 0, a duration
+    that is not ``30m``/``1h``/``2d``...): nothing was read or changed."""
+
+
+class NotAuthorized(BBOError):
+    """A mutating ChatOps command was refused: no ``chatops_authorize`` is configured, or it
+    said no for this user, command and operation."""
+
+
 # -- setup mistakes --------------------------------------------------------------------------
 
 

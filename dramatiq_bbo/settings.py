@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -209,6 +210,14 @@ class Settings:
     #: ...up to this many seconds
     reconnect_backoff_max_seconds: float = setting(5.0, low=0, low_open=True, high=3_600.0)
 
+    # -- operator surfaces ------------------------------------------------------------------
+    #: who may run a mutating ChatOps command (pause, resume, cancel, retry, set, disable,
+    #: enable): ``fn(user, command, operation_id) -> bool`` (``operation_id`` is the class name
+    #: for disable/enable). None, the default, refuses every mutating chat command.
+    chatops_authorize: Callable[[str, str, str | None], bool] | None = field(
+        default=None, metadata={"callable": True}
+    )
+
     # -- health thresholds (see dramatiq_bbo.health) ---------------------------------------------
     #: typed and frozen; ``configure(health={...})`` replaces thresholds by name
     health: HealthSettings = field(default_factory=HealthSettings)
@@ -232,6 +241,13 @@ class Settings:
 def _checked(name: str, value: Any, default: Any) -> Any:
     if bounds_of(name) is not None:
         return check_value(name, value, origin="configure()")
+    if _takes_callable(name):
+        if value is not None and not callable(value):
+            raise ConfigurationError(
+                f"setting {name!r} must be a callable or None, got {type(value).__name__} "
+                f"{value!r}"
+            )
+        return value
     # A field declared without bounds (declare them with setting()): at least the kind of
     # its default, and a finite number.
     if isinstance(default, bool):
@@ -248,6 +264,11 @@ def _checked(name: str, value: Any, default: Any) -> Any:
                 f"setting {name!r} must be a string without NUL, got {value!r}"
             )
     return value
+
+
+def _takes_callable(name: str) -> bool:
+    """Whether setting ``name`` holds a function (a hook) rather than a value."""
+    return any(f.name == name and f.metadata.get("callable") for f in dataclasses.fields(Settings))
 
 
 def check_database(name: Any, dsn: Any = None) -> None:

@@ -7,11 +7,12 @@ demo should not write to the database your environment points at unless you name
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 
-from dramatiq_bbo.cli.main import EXIT_ERROR, EXIT_OK
+import click
+
+from dramatiq_bbo.cli.main import EXIT_ERROR, EXIT_OK, target
 
 _DESCRIPTION = """\
 Start an embedded Postgres (or use --dsn), create a table of todos, enqueue an operation that
@@ -22,57 +23,91 @@ deleted) at the end, on an error, or on Ctrl-C.
 """
 
 _DSN_HELP = """\
-run on this server instead (libpq string or URI): the demo table goes into a schema of its
-own, bbo_demo, dropped at the end; the bbo schema is migrated if needed. BBO_DSN is not read.
+run on this server instead (libpq string or URI). The demo removes what it created there:
+its schema bbo_demo, its operation and job rows and its queue messages; the bbo and dramatiq
+schemas too when the demo installed them. BBO_DSN is not read.
 """
 
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "demo",
-        help="run a live demo on an embedded Postgres (no setup)",
-        description=_DESCRIPTION,
-    )
-    # Not ``add_dsn_option``: its ``dsn`` attribute makes ``main`` insist on a database.
-    parser.add_argument("--dsn", dest="server_dsn", metavar="DSN", default=None, help=_DSN_HELP)
-    parser.add_argument(
-        "--rows",
-        type=_positive_int,
-        default=1_000_000,
-        metavar="N",
-        help="rows in the demo table (default: 1,000,000)",
-    )
-    parser.add_argument(
-        "--json", action="store_true", help="print the summary as JSON (progress goes to stderr)"
-    )
-    parser.add_argument(
-        "--timeout",
-        type=_positive_seconds,
-        default=300.0,
-        metavar="SECONDS",
-        help="give up when the operation has not finished after this long (default: 300)",
-    )
-    parser.add_argument(
-        "--verbose", action="store_true", help="also log dramatiq-bbo's JSON events to stderr"
-    )
-    parser.set_defaults(handler=run)
+#: most rows the demo table may hold (a sanity bound, not a limit of the library)
+MAX_DEMO_ROWS = 100_000_000
 
 
-def run(args: argparse.Namespace) -> int:
+class _Rows(click.ParamType):
+    name = "N"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value)
+        try:
+            rows = int(text.replace("_", "").replace(",", ""))
+        except ValueError:
+            self.fail(f"must be a whole number 1..{MAX_DEMO_ROWS:,}, got {text}", param, ctx)
+        if not 1 <= rows <= MAX_DEMO_ROWS:
+            self.fail(f"must be 1..{MAX_DEMO_ROWS:,}, got {text}", param, ctx)
+        return rows
+
+
+class _Seconds(click.ParamType):
+    name = "SECONDS"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            seconds = float(str(value))
+        except ValueError:
+            seconds = math.nan
+        if not math.isfinite(seconds) or not 0 < seconds <= 86_400:
+            self.fail(f"must be a number of seconds in (0, 86400], got {value}", param, ctx)
+        return seconds
+
+
+def register(group: click.Group) -> None:
+    group.add_command(demo)
+
+
+@click.command(help=_DESCRIPTION, short_help="run a live demo on an embedded Postgres (no setup)")
+# Not ``dsn_option``: that one falls back to BBO_DSN.
+@click.option("--dsn", "server_dsn", metavar="DSN", default=None, help=_DSN_HELP)
+@click.option(
+    "--rows",
+    type=_Rows(),
+    default=1_000_000,
+    metavar="N",
+    help="rows in the demo table (default: 1,000,000)",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON (progress to stderr)")
+@click.option(
+    "--timeout",
+    type=_Seconds(),
+    default=300.0,
+    metavar="SECONDS",
+    help="give up when the operation has not finished after this long (default: 300)",
+)
+@click.option("--verbose", is_flag=True, help="also log dramatiq-bbo's JSON events to stderr")
+@click.pass_context
+def demo(
+    ctx: click.Context,
+    server_dsn: str | None,
+    rows: int,
+    as_json: bool,
+    timeout: float,
+    verbose: bool,
+) -> int:
     from dramatiq_bbo.demo.run import DemoOptions, run_demo
 
     options = DemoOptions(
-        dsn=args.server_dsn,
-        rows=args.rows,
-        json=args.json,
-        timeout=args.timeout,
-        verbose=args.verbose,
+        dsn=server_dsn or target(ctx).dsn,
+        rows=rows,
+        json=as_json,
+        timeout=timeout,
+        verbose=verbose,
     )
     summary = run_demo(options)
-    if args.json:
-        print(summary.as_json())
-    else:
-        print(summary.as_table())
+    print(summary.as_json() if as_json else summary.as_table())
     if not summary.ok:
         print(
             f"dramatiq-bbo: error: the demo did not end as expected (status {summary.status}, "
@@ -81,21 +116,3 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_ERROR
     return EXIT_OK
-
-
-#: most rows the demo table may hold (a sanity bound, not a limit of the library)
-MAX_DEMO_ROWS = 100_000_000
-
-
-def _positive_int(text: str) -> int:
-    value = int(text.replace("_", "").replace(",", ""))
-    if not 1 <= value <= MAX_DEMO_ROWS:
-        raise argparse.ArgumentTypeError(f"must be 1..{MAX_DEMO_ROWS:,}, got {text}")
-    return value
-
-
-def _positive_seconds(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or not 0 < value <= 86_400:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds in (0, 86400], got {text}")
-    return value

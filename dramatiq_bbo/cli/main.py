@@ -1,34 +1,42 @@
-"""The ``dramatiq-bbo`` command: argument parsing, exit codes, and error reporting.
+"""The ``dramatiq-bbo`` command: the click group, the shared options, exit codes and errors.
 
-Each subcommand lives in its own module listed in :data:`COMMAND_MODULES`; the module exposes
-``register(subparsers)``, which adds its parser and sets ``handler`` (``Namespace -> int``)
-as a default. This module owns what every subcommand shares: the ``--dsn`` option and its
-``BBO_DSN`` fallback, and turning the library's typed errors into one line on stderr and an
-exit code, never a traceback.
+Each subcommand lives in a module of its own (:data:`COMMAND_MODULES`) exposing
+``register(group)``. This module owns what every subcommand shares: ``--dsn`` (or
+``BBO_DSN``) and ``--database``, accepted before or after the subcommand's name; who is
+running the command (the ``by`` of each change it makes); and turning the library's typed
+errors into one line on stderr and an exit code, never a traceback.
 """
 
 from __future__ import annotations
 
-import argparse
+import getpass
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
+import click
 import psycopg
 
-from dramatiq_bbo.errors import BBOError, SchemaTooNew
+from dramatiq_bbo.errors import BBOError, InvalidCommand, SchemaTooNew
 
 PROG = "dramatiq-bbo"
 
-#: modules holding one subcommand each; add a module here to add a subcommand
+#: modules holding subcommands; each exposes ``register(group)``
 COMMAND_MODULES: tuple[str, ...] = (
+    "dramatiq_bbo.cli.operate_commands",
+    "dramatiq_bbo.cli.finalize_command",
+    "dramatiq_bbo.cli.watch_command",
     "dramatiq_bbo.cli.migrate_command",
     "dramatiq_bbo.cli.demo_command",
 )
 
 #: environment variable read when a subcommand that needs a database gets no ``--dsn``
 DSN_ENV = "BBO_DSN"
+#: the name the database is registered under without ``--database``
+DEFAULT_DATABASE = "main"
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -37,66 +45,141 @@ EXIT_SCHEMA_TOO_NEW = 3
 EXIT_INTERRUPTED = 130
 
 #: errors with an exit code of their own; any other BBOError exits with EXIT_ERROR
-_EXIT_CODES: dict[type[BaseException], int] = {SchemaTooNew: EXIT_SCHEMA_TOO_NEW}
+_EXIT_CODES: dict[type[BaseException], int] = {
+    SchemaTooNew: EXIT_SCHEMA_TOO_NEW,
+    InvalidCommand: EXIT_USAGE,
+}
 
-_EPILOG = f"""\
+# "\b" keeps click from re-flowing the paragraph that follows it.
+_EPILOG = f"""\b
 exit codes:
   {EXIT_OK}    success
-  {EXIT_ERROR}    error (bad DSN, database unreachable, a migration failed...)
-  {EXIT_USAGE}    usage error (unknown option, no database given)
+  {EXIT_ERROR}    error or refused (unknown operation, wrong state, database unreachable...)
+  {EXIT_USAGE}    usage error (unknown option, malformed value, no database given)
   {EXIT_SCHEMA_TOO_NEW}    the database schema is newer than this dramatiq-bbo: upgrade it
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
 
-The database is taken from --dsn, else from the {DSN_ENV} environment variable.
+The database is taken from --dsn, else from the {DSN_ENV} environment variable; both --dsn
+and --database may come before or after the command's name.
 """
 
 
-def add_dsn_option(parser: argparse.ArgumentParser) -> None:
-    """Give a subcommand the shared ``--dsn`` option; ``main`` fills it from ``BBO_DSN``."""
-    parser.add_argument(
+@dataclass
+class Target:
+    """The database the command line was given (``ctx.obj``, shared by group and command)."""
+
+    dsn: str | None = None
+    database: str | None = None
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _remember(attribute: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is not None:
+            setattr(ctx.ensure_object(Target), attribute, value)
+
+    return callback
+
+
+def dsn_option(function: F) -> F:
+    """``--dsn``, stored on the shared :class:`Target` (so it may come before the command)."""
+    return click.option(
         "--dsn",
         metavar="DSN",
-        default=None,
+        expose_value=False,
+        callback=_remember("dsn"),
         help=f"libpq connection string or URI (default: ${DSN_ENV})",
-    )
+    )(function)
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Batched background operations on PostgreSQL.",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+def database_option(function: F) -> F:
+    """``--database NAME``: the name the DSN is registered under (default ``main``)."""
+    return click.option(
+        "--database",
+        metavar="NAME",
+        expose_value=False,
+        callback=_remember("database"),
+        help=f"the database's name in configure(databases=...) (default: {DEFAULT_DATABASE})",
+    )(function)
+
+
+def target(ctx: click.Context) -> Target:
+    return ctx.ensure_object(Target)
+
+
+def require_dsn(ctx: click.Context) -> str:
+    """The DSN given by ``--dsn`` or ``BBO_DSN``; a usage error without one."""
+    dsn = target(ctx).dsn or os.environ.get(DSN_ENV) or None
+    if dsn is None:
+        raise click.UsageError(f"no database given: pass --dsn or set {DSN_ENV}", ctx)
+    return dsn
+
+
+def configure_library(ctx: click.Context) -> str:
+    """Configure dramatiq-bbo on the given database; returns the name it is registered as."""
+    import dramatiq_bbo as bbo
+
+    dsn = require_dsn(ctx)
+    name = target(ctx).database or DEFAULT_DATABASE
+    bbo.configure(databases={name: dsn})
+    ctx.call_on_close(bbo.reset)
+    return name
+
+
+def operator() -> str:
+    """Who runs this command, for the log event of each change: ``cli:<login>``."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):
+        return "cli:unknown"
+
+
+@click.group(
+    name=PROG,
+    epilog=_EPILOG,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@dsn_option
+@database_option
+def cli() -> None:
+    """Batched background operations on PostgreSQL: see and steer them."""
+
+
+def build() -> click.Group:
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
-    return parser, subparsers
+        importlib.import_module(name).register(cli)
+    return cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (see the ``--help`` epilog)."""
-    parser, subparsers = build_parser()
+    group = build()
     try:
-        args = parser.parse_args(argv)
-        if hasattr(args, "dsn") and not args.dsn:
-            args.dsn = os.environ.get(DSN_ENV) or None
-            if args.dsn is None:
-                subparsers.choices[args.command].error(
-                    f"no database given: pass --dsn or set {DSN_ENV}"
-                )
-        return int(args.handler(args))
-    except SystemExit as exc:  # argparse after --help (0) or a usage error (2)
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    except KeyboardInterrupt:
+        code = group.main(
+            args=list(sys.argv[1:] if argv is None else argv),
+            prog_name=PROG,
+            standalone_mode=False,
+            obj=Target(),
+        )
+        return int(code or EXIT_OK)
+    except (click.exceptions.Abort, KeyboardInterrupt):
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        print(f"{PROG}: error: {exc.format_message()}{hint}", file=sys.stderr)
+        return EXIT_USAGE
+    except click.ClickException as exc:
+        print(f"{PROG}: error: {exc.format_message()}", file=sys.stderr)
+        return exc.exit_code
     except BBOError as exc:
-        print(f"{PROG}: error: {str(exc).strip()}", file=sys.stderr)
+        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return _exit_code(exc)
     except psycopg.Error as exc:
         # A database error the library did not wrap (connection lost mid-command...).
-        print(f"{PROG}: error: database error: {str(exc).strip()}", file=sys.stderr)
+        print(f"{PROG}: error: database error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_ERROR
 
 

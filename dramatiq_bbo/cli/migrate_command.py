@@ -6,10 +6,10 @@ database that is ahead of this code live there, so the Python API and the comman
 
 from __future__ import annotations
 
-import argparse
+import click
 
 from dramatiq_bbo import migrations
-from dramatiq_bbo.cli.main import EXIT_OK, add_dsn_option
+from dramatiq_bbo.cli.main import EXIT_OK, dsn_option, require_dsn
 
 _DESCRIPTION = """\
 Apply the pending files of the dramatiq-bbo schema (schema "bbo" and dramatiq-pg's
@@ -18,25 +18,24 @@ Safe to run repeatedly and concurrently: a second run finds nothing to do.
 """
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "migrate",
-        help="apply the pending schema migrations",
-        description=_DESCRIPTION,
-    )
-    add_dsn_option(parser)
-    parser.add_argument(
-        "--status",
-        action="store_true",
-        help="list applied, pending and unknown versions; change nothing",
-    )
-    parser.set_defaults(handler=run)
+def register(group: click.Group) -> None:
+    group.add_command(migrate)
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.status:
-        return show_status(args.dsn)
-    return apply(args.dsn)
+@click.command(help=_DESCRIPTION, short_help="apply the pending schema migrations")
+@dsn_option
+@click.option(
+    "--status",
+    "show",
+    is_flag=True,
+    help="list applied, pending and unknown versions; change nothing",
+)
+@click.pass_context
+def migrate(ctx: click.Context, show: bool) -> int:
+    dsn = require_dsn(ctx)
+    if show:
+        return show_status(dsn)
+    return apply(dsn)
 
 
 def apply(dsn: str) -> int:

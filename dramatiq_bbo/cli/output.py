@@ -1,0 +1,78 @@
+"""Drawing a command's result on the terminal: rich tables, or JSON, or markdown as text.
+
+The columns and the formatting of every cell come from :mod:`dramatiq_bbo.operate.render`
+(ChatOps shows the same); this module only lays them out. Output that is not a terminal (a
+pipe, a file) gets the full width of the table rather than a terminal's 80 columns, so a
+table read by a script is never wrapped.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from dramatiq_bbo.operate import render
+from dramatiq_bbo.operate.commands import Detail, Done, Listing, Result
+
+#: the width given to rich when stdout is not a terminal
+PIPE_WIDTH = 1_000
+
+
+def console(*, stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else PIPE_WIDTH
+    return Console(file=stream, width=width, highlight=False, soft_wrap=False, emoji=False)
+
+
+def grid(headers: list[str], rows: list[list[str]]) -> Table:
+    """An aligned table without borders, headers in bold, numbers right-aligned."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    for index, header in enumerate(headers):
+        numeric = bool(rows) and all(_numeric(row[index]) for row in rows)
+        table.add_column(header, justify="right" if numeric else "left", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _numeric(cell: str) -> bool:
+    stripped = cell.replace(",", "").replace(".", "").replace("%", "").replace("/", "")
+    return stripped.isdigit() or cell == "-"
+
+
+def emit(result: Result, form: str) -> None:
+    """Print ``result`` as ``form``: ``table``, ``json`` or ``markdown``."""
+    if form == "json":
+        click.echo(render.as_json(result))
+    elif form == "markdown":
+        click.echo(render.as_markdown(result))
+    elif isinstance(result, Listing):
+        _print_listing(result.kind, list(result.items))
+    elif isinstance(result, Detail):
+        _print_detail(result)
+    else:
+        assert isinstance(result, Done)
+        click.echo(result.message)
+
+
+def _print_listing(kind: str, items: list[render.Item]) -> None:
+    if not items:
+        click.echo(render.EMPTY[kind])
+        return
+    headers, rows = render.table(kind, items)
+    console().print(grid(headers, rows))
+
+
+def _print_detail(detail: Detail) -> None:
+    out = console()
+    fields = render.fields(detail.operation)
+    width = max(len(name) for name, _ in fields)
+    for name, value in fields:
+        out.print(f"{name:<{width}}  {value}", markup=False)
+    out.print()
+    out.print("last jobs", style="bold")
+    _print_listing("jobs", list(detail.jobs))
