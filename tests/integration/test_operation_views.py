@@ -1,0 +1,204 @@
+"""The operator's views (bbo.operations, bbo.jobs, bbo.failed_jobs) and the reading API over
+them: status, paused_by, progress and ETA for operations in every status, in both scopes,
+each case built with real jobs run by ``run_to_completion``."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+import psycopg
+import pytest
+
+import dramatiq_bbo as bbo
+from dramatiq_bbo.errors import InvalidArgument, InvalidOperationId, OperationNotFound
+from dramatiq_bbo.operate.summaries import (
+    FailedJob,
+    JobSummary,
+    OperationSummary,
+    failed_jobs,
+    get_summary,
+    recent_jobs,
+)
+
+ROWS = 1_000
+BATCH = 100
+
+
+class TouchItems(bbo.BaseOperation):
+    """Sets ``touched`` on every row of its range."""
+
+    name = "views.touch_items"
+    pause_ms = 0
+    interval_seconds = 0
+
+    def process(self, sub_batch: Any) -> None:
+        sub_batch.update(touched=True)
+
+
+class TouchOneOwner(TouchItems):
+    """The same, over one owner's rows only: a scoped walk."""
+
+    name = "views.touch_one_owner"
+
+    def scope(self, query: Any) -> Any:
+        return query.where(self.table.owner == self.arguments["owner"])
+
+
+class AlwaysFails(TouchItems):
+    """Fails every job, so its operation ends failed."""
+
+    name = "views.always_fails"
+
+    def process(self, sub_batch: Any) -> None:
+        raise RuntimeError("the disk is full")
+
+
+@pytest.fixture
+def items(conn: psycopg.Connection[Any]) -> str:
+    conn.execute(
+        "CREATE TABLE items (id bigint PRIMARY KEY, owner int NOT NULL,"
+        " touched boolean NOT NULL DEFAULT false)"
+    )
+    conn.execute("CREATE INDEX items_owner ON items (owner, id)")
+    conn.execute(
+        "INSERT INTO items (id, owner) SELECT i, i %% 10 FROM generate_series(1, %s) AS i", [ROWS]
+    )
+    conn.execute("ANALYZE items")
+    return "items"
+
+
+SCOPES = {
+    "cell_local": {},
+    "organization": {"organization_id": 7, "user_id": 70},
+}
+
+
+def enqueue(cls: type[bbo.BaseOperation], scope: str, **kwargs: Any) -> Any:
+    result = bbo.enqueue(
+        cls, "items", "id", batch_size=BATCH, sub_batch_size=50, **SCOPES[scope], **kwargs
+    )
+    return result.operation.id
+
+
+def stop_after(jobs_done: int, operation_id: Any) -> Any:
+    """A stop check that stops once ``jobs_done`` jobs of the operation succeeded."""
+
+    def check() -> str | None:
+        done = [j for j in bbo.list_jobs(operation_id) if j.status == bbo.JobStatus.SUCCEEDED]
+        return "test stop" if len(done) >= jobs_done else None
+
+    return check
+
+
+def view_row(conn: psycopg.Connection[Any], operation_id: Any) -> dict[str, Any]:
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        row = cur.execute("SELECT * FROM bbo.operations WHERE id = %s", [str(operation_id)])
+        found = row.fetchone()
+    assert found is not None
+    return found
+
+
+@pytest.mark.parametrize("scope", sorted(SCOPES))
+def test_a_queued_operation_shows_no_progress_and_no_eta(
+    configured: str, items: str, conn: psycopg.Connection[Any], scope: str
+) -> None:
+    operation_id = enqueue(TouchItems, scope)
+    row = view_row(conn, operation_id)
+    assert row["status"] == "queued"
+    assert row["scope"] == scope
+    assert row["total_tuple_count"] == ROWS
+    assert row["progress_percent"] == 0
+    assert row["eta"] is None and row["paused_by"] is None
+    assert (row["jobs_succeeded"], row["jobs_failed"], row["jobs_running"]) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("scope", sorted(SCOPES))
+def test_an_active_operation_shows_its_progress_rate_and_eta(
+    configured: str, items: str, conn: psycopg.Connection[Any], scope: str
+) -> None:
+    operation_id = enqueue(TouchItems, scope)
+    stopped = bbo.run_to_completion(operation_id, stop_check=stop_after(3, operation_id))
+    assert stopped.status == bbo.OperationStatus.ACTIVE
+    row = view_row(conn, operation_id)
+    assert row["status"] == "active"
+    processed = row["processed_tuple_count"]
+    assert 3 * BATCH <= processed < 4 * BATCH  # the fourth job stops at a checkpoint
+    assert row["progress_percent"] == round(100 * processed / ROWS, 1)
+    assert row["jobs_succeeded"] == 3
+    assert row["rows_per_second"] > 0
+    left = (ROWS - processed) / row["rows_per_second"]
+    assert abs(row["eta"].total_seconds() - left) <= 1
+    summary = get_summary(operation_id)
+    assert summary.status == "active" and summary.eta == row["eta"]
+
+
+@pytest.mark.parametrize("scope", sorted(SCOPES))
+def test_a_finished_operation_is_complete_with_a_zero_eta(
+    configured: str, items: str, conn: psycopg.Connection[Any], scope: str
+) -> None:
+    operation_id = enqueue(TouchItems, scope)
+    bbo.run_to_completion(operation_id)
+    row = view_row(conn, operation_id)
+    assert row["status"] == "finished"
+    assert row["progress_percent"] == 100
+    assert row["total_tuple_count"] == row["processed_tuple_count"] == ROWS
+    assert row["eta"] == datetime.timedelta(0)
+    assert row["jobs_succeeded"] == ROWS // BATCH
+    assert row["finished_at"] is not None
+
+
+def test_list_operations_filters_and_orders_newest_first(
+    configured: str, items: str, conn: psycopg.Connection[Any]
+) -> None:
+    local = enqueue(TouchItems, "cell_local")
+    scoped = enqueue(TouchItems, "organization")
+    bbo.run_to_completion(local)
+    listed = bbo.list_operations()
+    assert [s.id for s in listed] == [str(scoped), str(local)]
+    assert [s.id for s in bbo.list_operations(status="finished")] == [str(local)]
+    assert [s.id for s in bbo.list_operations(organization_id=7)] == [str(scoped)]
+    assert [s.id for s in bbo.list_operations(scope="cell_local")] == [str(local)]
+    assert bbo.list_operations(class_name="views.nothing") == []
+    assert len(bbo.list_operations(limit=1)) == 1
+    as_json = json.loads(json.dumps([s.as_dict() for s in listed]))
+    assert as_json[0]["id"] == str(scoped) and as_json[0]["status"] == "queued"
+    assert set(as_json[0]) == {f for f in OperationSummary.__dataclass_fields__}
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"status": "running"},
+        {"scope": "global"},
+        {"limit": 0},
+        {"limit": "10"},
+        {"organization_id": "seven"},
+        {"class_name": ""},
+    ],
+)
+def test_list_operations_refuses_a_bad_filter(configured: str, filters: dict[str, Any]) -> None:
+    with pytest.raises(InvalidArgument):
+        bbo.list_operations(**filters)
+
+
+def test_the_reading_functions_refuse_unknown_or_malformed_ids(configured: str) -> None:
+    with pytest.raises(OperationNotFound):
+        get_summary(424242)
+    with pytest.raises(OperationNotFound):
+        recent_jobs("00000000-0000-0000-0000-000000000001")
+    with pytest.raises(InvalidOperationId):
+        get_summary("not-an-id")
+    with pytest.raises(InvalidArgument):
+        failed_jobs(since=datetime.timedelta(hours=-1))
+
+
+def test_view_columns_match_the_snapshots(conn: psycopg.Connection[Any]) -> None:
+    for view, cls in (
+        ("operations", OperationSummary),
+        ("jobs", JobSummary),
+        ("failed_jobs", FailedJob),
+    ):
+        cur = conn.execute(f"SELECT * FROM bbo.{view} LIMIT 0")
+        assert [d.name for d in cur.description or []] == list(cls.__dataclass_fields__), view
