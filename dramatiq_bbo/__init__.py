@@ -22,6 +22,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from .jobs.control import cancel, pause, resume
     from .jobs.inline import run_to_completion
     from .middleware import Middleware
+    from .operate.steering import (
+        DisabledClass,
+        disable,
+        disabled_classes,
+        enable,
+        finalize,
+        retry,
+        update,
+    )
     from .operation import BaseOperation, register
     from .pipeline.actors import default_middleware, setup
     from .pipeline.schedules import schedule
@@ -43,6 +52,13 @@ _LAZY = {
     "pause": "jobs.control",
     "resume": "jobs.control",
     "cancel": "jobs.control",
+    "disable": "operate.steering",
+    "enable": "operate.steering",
+    "disabled_classes": "operate.steering",
+    "DisabledClass": "operate.steering",
+    "retry": "operate.steering",
+    "update": "operate.steering",
+    "finalize": "operate.steering",
     "setup": "pipeline.actors",
     "default_middleware": "pipeline.actors",
     "Middleware": "middleware",
@@ -69,7 +85,14 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BaseOperation",
+    "DisabledClass",
     "cancel",
+    "disable",
+    "disabled_classes",
+    "enable",
+    "finalize",
+    "retry",
+    "update",
     "pause",
     "resume",
     "setup",

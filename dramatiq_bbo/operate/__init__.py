@@ -1,0 +1,1 @@
+"""Operating operations: what the command line, ChatOps and the psql views share."""
