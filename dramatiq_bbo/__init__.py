@@ -18,11 +18,20 @@ from .configure import configure, reset, settings
 from .enqueueing.api import EnqueueResult, enqueue  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import health
+    from . import chatops, health
     from .jobs.control import cancel, pause, resume
     from .jobs.inline import run_to_completion
     from .middleware import Middleware
     from .operate.summaries import list_operations
+    from .operate.steering import (
+        DisabledClass,
+        disable,
+        disabled_classes,
+        enable,
+        finalize,
+        retry,
+        update,
+    )
     from .operation import BaseOperation, register
     from .pipeline.actors import default_middleware, setup
     from .pipeline.schedules import schedule
@@ -44,6 +53,13 @@ _LAZY = {
     "pause": "jobs.control",
     "resume": "jobs.control",
     "cancel": "jobs.control",
+    "disable": "operate.steering",
+    "enable": "operate.steering",
+    "disabled_classes": "operate.steering",
+    "DisabledClass": "operate.steering",
+    "retry": "operate.steering",
+    "update": "operate.steering",
+    "finalize": "operate.steering",
     "setup": "pipeline.actors",
     "default_middleware": "pipeline.actors",
     "Middleware": "middleware",
@@ -52,8 +68,8 @@ _LAZY = {
 }
 
 
-#: public subpackages, imported on first use: ``bbo.health`` or ``from dramatiq_bbo import health``
-_SUBPACKAGES = {"health"}
+#: public submodules, imported on first use: ``bbo.health`` or ``from dramatiq_bbo import chatops``
+_SUBPACKAGES = {"chatops", "health"}
 
 
 def __getattr__(name: str) -> Any:
@@ -71,7 +87,15 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BaseOperation",
+    "DisabledClass",
     "cancel",
+    "chatops",
+    "disable",
+    "disabled_classes",
+    "enable",
+    "finalize",
+    "retry",
+    "update",
     "pause",
     "resume",
     "setup",

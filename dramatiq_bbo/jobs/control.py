@@ -1,8 +1,11 @@
-"""Steering operations by hand: pause, resume, cancel.
+"""Steering operations by hand: pause, resume, cancel — and who asked.
 
 A pause or cancel takes effect at the running job's next sub-batch checkpoint (the runner
 re-reads the status between sub-batches); nothing is rolled back that was committed. A resume
 makes the operation schedulable again and, when the pipeline is set up, wakes it at once.
+
+Every change logs one event naming the operator (``by``: whatever the caller calls its user —
+a login, a chat handle, ``"cli:alice"``), so the log answers "who paused this?".
 """
 
 from __future__ import annotations
@@ -12,9 +15,17 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from ..db import DEFAULT_DATABASE, REGISTRY
-from ..errors import InvalidTransition, OperationNotFound
+from ..errors import InvalidSteering, InvalidTransition, OperationNotFound
+from ..logs import (
+    OPERATION_CANCELLED,
+    OPERATION_PAUSED,
+    OPERATION_RESUMED,
+    event,
+    operation_fields,
+)
 from ..pipeline.runtime import transitioned
 from ..queries import query
+from ..settings import clean_text
 from ..state.records import OperationRecord, OperationStatus
 from ..state.store import fetch_operation, parse_operation_id, tables_for
 
@@ -23,28 +34,57 @@ _ALLOWED = {
     "resume": (OperationStatus.PAUSED,),
     "cancel": (OperationStatus.QUEUED, OperationStatus.ACTIVE, OperationStatus.PAUSED),
 }
+_EVENTS = {"pause": OPERATION_PAUSED, "resume": OPERATION_RESUMED, "cancel": OPERATION_CANCELLED}
+
+#: the longest operator name ``by`` may hold (the column ``disabled_by`` holds as much)
+MAX_OPERATOR_LENGTH = 255
 
 
-def pause(operation_id: Any, *, database: str | None = None) -> OperationRecord:
+def pause(
+    operation_id: Any, *, by: str | None = None, database: str | None = None
+) -> OperationRecord:
     """Stop the operation at its next checkpoint until :func:`resume`."""
-    return _transition("pause", operation_id, database)
+    return transition("pause", operation_id, database=database, by=by)
 
 
-def resume(operation_id: Any, *, database: str | None = None) -> OperationRecord:
+def resume(
+    operation_id: Any, *, by: str | None = None, database: str | None = None
+) -> OperationRecord:
     """Make a paused operation run again, from its cursor."""
-    record = _transition("resume", operation_id, database)
+    record = transition("resume", operation_id, database=database, by=by)
     from ..pipeline.wake import wake
 
     wake(record)
     return record
 
 
-def cancel(operation_id: Any, *, database: str | None = None) -> OperationRecord:
+def cancel(
+    operation_id: Any, *, by: str | None = None, database: str | None = None
+) -> OperationRecord:
     """End the operation for good; what was committed stays committed."""
-    return _transition("cancel", operation_id, database)
+    return transition("cancel", operation_id, database=database, by=by)
 
 
-def _transition(action: str, operation_id: Any, database: str | None) -> OperationRecord:
+def operator(by: Any) -> str | None:
+    """``by`` as it is logged and stored: None, or text of 1 to 255 characters without NUL
+    (InvalidSteering otherwise, before anything is written)."""
+    if by is None:
+        return None
+    if not isinstance(by, str) or not by.strip() or not clean_text(by):
+        raise InvalidSteering(f"by must be a non-empty operator name (text), got {by!r}")
+    if len(by) > MAX_OPERATOR_LENGTH:
+        raise InvalidSteering(
+            f"by must be at most {MAX_OPERATOR_LENGTH} characters, got {len(by)}: {by[:40]!r}..."
+        )
+    return by
+
+
+def transition(
+    action: str, operation_id: Any, *, database: str | None, by: str | None
+) -> OperationRecord:
+    """``action`` (pause, resume, cancel) under the operation's row lock, logged with ``by``;
+    no wake (the caller decides: :func:`resume` wakes, a finalize runs it itself)."""
+    who = operator(by)
     key = parse_operation_id(operation_id)
     name = database or DEFAULT_DATABASE
     operations, _ = tables_for(key)
@@ -63,5 +103,12 @@ def _transition(action: str, operation_id: Any, database: str | None) -> Operati
             ).fetchone()
     assert row is not None
     after = OperationRecord.from_row(row)
+    event(
+        _EVENTS[action],
+        **operation_fields(after),
+        by=who,
+        previous_state=before.status.name.lower(),
+        new_state=after.status.name.lower(),
+    )
     transitioned(after, before.status)
     return after

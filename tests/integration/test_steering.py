@@ -1,0 +1,349 @@
+"""Steering by hand, in-process on a real Postgres: retry, update, finalize, and ``by=`` on
+pause/resume/cancel. Every refusal is shown to write nothing. (The kill switch is in
+test_kill_switch.py.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+import dramatiq_bbo as bbo
+from dramatiq_bbo import logs
+from dramatiq_bbo.errors import (
+    InvalidBatchSizes,
+    InvalidOperationId,
+    InvalidSteering,
+    InvalidTransition,
+    OperationNotFound,
+)
+from dramatiq_bbo.state.records import JobStatus, OperationStatus
+from tests.integration.steering_support import (
+    FailWhileBroken,
+    Visit,
+    events,
+    make_counters,
+    named,
+    operation_row,
+    state,
+    visits,
+)
+
+__all__ = ["events"]  # the fixture, re-exported for pytest
+
+
+@pytest.fixture
+def steered(dsn: str) -> Any:
+    """Configured on this test's database, one attempt per job (failures are final at once)."""
+    bbo.configure(dsn=dsn, max_attempts=1)
+    try:
+        yield dsn
+    finally:
+        bbo.reset()
+
+
+def enqueue(cls: type[bbo.BaseOperation] = Visit, **sizes: Any) -> Any:
+    sizes = {"batch_size": 100, "sub_batch_size": 20, **sizes}
+    return bbo.enqueue(cls, "counters", "id", **sizes).operation.id
+
+
+def failed_operation(conn: psycopg.Connection[Any], broken: list[int]) -> Any:
+    """A failed operation over 300 counters: the jobs holding ``broken`` rows failed."""
+    make_counters(conn, 300)
+    conn.execute("CREATE TABLE broken (id bigint PRIMARY KEY)")
+    conn.execute("INSERT INTO broken SELECT unnest(%s::bigint[])", [broken])
+    operation_id = enqueue(FailWhileBroken)
+    assert bbo.run_to_completion(operation_id).status == OperationStatus.FAILED
+    return operation_id
+
+
+# -- pause / resume / cancel name who did it -------------------------------------------------
+
+
+def test_pause_resume_and_cancel_log_who_did_it(
+    steered: str, conn: psycopg.Connection[Any], events: list[dict[str, Any]]
+) -> None:
+    make_counters(conn, 10)
+    operation_id = enqueue()
+
+    bbo.pause(operation_id, by="alice")
+    bbo.resume(operation_id, by="bob")
+    cancelled = bbo.cancel(operation_id)
+
+    assert cancelled.status == OperationStatus.CANCELLED
+    (paused,) = named(events, logs.OPERATION_PAUSED)
+    assert paused["by"] == "alice" and paused["operation_id"] == str(operation_id)
+    assert (paused["previous_state"], paused["new_state"]) == ("queued", "paused")
+    (resumed,) = named(events, logs.OPERATION_RESUMED)
+    assert resumed["by"] == "bob" and resumed["new_state"] == "queued"
+    (cancel_event,) = named(events, logs.OPERATION_CANCELLED)
+    assert cancel_event["by"] is None and cancel_event["new_state"] == "cancelled"
+
+
+@pytest.mark.parametrize("by", ["", "   ", "a" * 256, "nul\x00", 42, b"alice"])
+def test_pause_refuses_a_bad_operator_name_and_changes_nothing(
+    steered: str, conn: psycopg.Connection[Any], by: Any
+) -> None:
+    make_counters(conn, 10)
+    operation_id = enqueue()
+    before = state(conn)
+
+    with pytest.raises(InvalidSteering, match="by must be"):
+        bbo.pause(operation_id, by=by)
+
+    assert state(conn) == before
+
+
+# -- retry -------------------------------------------------------------------------------------
+
+
+def test_retry_requeues_the_failed_jobs_and_the_operation_finishes_from_its_cursor(
+    steered: str, conn: psycopg.Connection[Any], events: list[dict[str, Any]]
+) -> None:
+    operation_id = failed_operation(conn, broken=[150])
+    failed = [j for j in bbo.list_jobs(operation_id) if j.status == JobStatus.FAILED]
+    assert len(failed) == 1 and failed[0].checkpoint_cursor == [140]
+    conn.execute("DELETE FROM broken")  # the bug is fixed
+
+    retried = bbo.retry(operation_id, by="carol")
+
+    assert retried.status == OperationStatus.ACTIVE
+    assert retried.finished_at is None
+    job = next(j for j in bbo.list_jobs(operation_id) if j.id == failed[0].id)
+    assert (job.status, job.attempts, job.metrics["retries"]) == (JobStatus.PENDING, 0, 1)
+    (event,) = named(events, logs.OPERATION_RETRIED)
+    assert event["by"] == "carol" and event["requeued_jobs"] == 1
+    assert (event["previous_state"], event["new_state"]) == ("failed", "active")
+
+    finished = bbo.run_to_completion(operation_id)
+    assert finished.status == OperationStatus.FINISHED
+    assert visits(conn) == {1: 300}  # the failed sub-batch rolled back, then ran once
+    assert finished.processed_tuple_count == 300
+
+
+def test_retry_of_an_active_operation_requeues_without_a_transition(
+    steered: str, conn: psycopg.Connection[Any]
+) -> None:
+    operation_id = failed_operation(conn, broken=[5])
+    conn.execute(  # as if it had failed while other jobs still ran
+        "UPDATE bbo.background_operation_workers_cell_local SET status = 1, finished_at = NULL"
+        " WHERE id = %s",
+        [operation_id],
+    )
+    conn.execute("DELETE FROM broken")
+
+    assert bbo.retry(operation_id).status == OperationStatus.ACTIVE
+    assert {j.status for j in bbo.list_jobs(operation_id)} == {
+        JobStatus.PENDING,
+        JobStatus.SUCCEEDED,
+    }
+
+
+def test_retry_refuses_an_operation_without_failed_jobs_and_changes_nothing(
+    steered: str, conn: psycopg.Connection[Any]
+) -> None:
+    make_counters(conn, 100)
+    active = enqueue()
+    conn.execute(
+        "UPDATE bbo.background_operation_workers_cell_local SET status = 1 WHERE id = %s", [active]
+    )
+    before = state(conn)
+
+    with pytest.raises(InvalidTransition, match="no failed job"):
+        bbo.retry(active)
+
+    assert state(conn) == before
+
+
+@pytest.mark.parametrize("status", [OperationStatus.CANCELLED, OperationStatus.QUEUED])
+def test_retry_refuses_a_cancelled_or_queued_operation_even_with_failed_jobs(
+    steered: str, conn: psycopg.Connection[Any], status: OperationStatus
+) -> None:
+    operation_id = failed_operation(conn, broken=[5])
+    conn.execute(
+        "UPDATE bbo.background_operation_workers_cell_local SET status = %s WHERE id = %s",
+        [int(status), operation_id],
+    )
+    before = state(conn)
+
+    with pytest.raises(InvalidTransition, match=f"it is {status.name.lower()}"):
+        bbo.retry(operation_id)
+
+    assert state(conn) == before
+
+
+def test_retry_of_a_finished_operation_is_refused(
+    steered: str, conn: psycopg.Connection[Any]
+) -> None:
+    make_counters(conn, 50)
+    operation_id = enqueue()
+    bbo.run_to_completion(operation_id)
+    before = state(conn)
+
+    with pytest.raises(InvalidTransition, match="it is finished"):
+        bbo.retry(operation_id, by="dave")
+
+    assert state(conn) == before
+
+
+@pytest.mark.parametrize(
+    ("operation_id", "error"),
+    [(987654, OperationNotFound), ("not-an-id", InvalidOperationId), (None, InvalidOperationId)],
+)
+def test_steering_an_unknown_or_malformed_id_is_refused(
+    steered: str, conn: psycopg.Connection[Any], operation_id: Any, error: type[Exception]
+) -> None:
+    make_counters(conn, 10)
+    enqueue()
+    before = state(conn)
+
+    for call in (
+        lambda: bbo.retry(operation_id),
+        lambda: bbo.update(operation_id, batch_size=10),
+        lambda: bbo.finalize(operation_id),
+        lambda: bbo.pause(operation_id),
+    ):
+        with pytest.raises(error):
+            call()
+
+    assert state(conn) == before
+
+
+# -- update --------------------------------------------------------------------------------
+
+
+def test_update_changes_the_sizes_of_the_next_job(
+    steered: str, conn: psycopg.Connection[Any], events: list[dict[str, Any]]
+) -> None:
+    make_counters(conn, 300)
+    operation_id = enqueue(batch_size=100, sub_batch_size=20, pause_ms=0, interval_seconds=0)
+    bbo.pause(operation_id)
+
+    updated = bbo.update(
+        operation_id, batch_size=50, sub_batch_size=5, pause_ms=1, interval_seconds=0.5, by="eve"
+    )
+
+    assert (updated.batch_size, updated.sub_batch_size) == (50, 5)
+    assert (updated.pause_ms, updated.interval_seconds) == (1, 0.5)
+    assert updated.min_batch_size == 50  # the optimizer's range holds the operator's choice
+    assert updated.status == OperationStatus.PAUSED  # sizes only
+    (event,) = named(events, logs.OPERATION_UPDATED)
+    assert event["by"] == "eve"
+    assert (event["batch_size"], event["previous_batch_size"]) == (50, 100)
+    bbo.resume(operation_id)
+    bbo.run_to_completion(operation_id)
+    first = bbo.list_jobs(operation_id)[0]
+    assert (first.batch_size, first.sub_batch_size, first.pause_ms) == (50, 5, 1)
+
+
+def test_update_of_one_size_keeps_the_others(steered: str, conn: psycopg.Connection[Any]) -> None:
+    make_counters(conn, 10)
+    operation_id = enqueue(batch_size=100, sub_batch_size=20)
+
+    updated = bbo.update(operation_id, sub_batch_size=100)
+
+    assert (updated.batch_size, updated.sub_batch_size) == (100, 100)
+    assert bbo.update(operation_id, batch_size=2_000).max_batch_size >= 2_000
+
+
+@pytest.mark.parametrize(
+    ("sizes", "message"),
+    [
+        ({}, "nothing to update"),
+        ({"batch_size": 0}, "batch_size must be an int > 0"),
+        ({"batch_size": -5}, "batch_size must be"),
+        ({"sub_batch_size": 0}, "sub_batch_size must be"),
+        ({"batch_size": 2**31}, "batch_size must be"),
+        ({"batch_size": 10.5}, "batch_size must be"),
+        ({"batch_size": True}, "batch_size must be"),
+        ({"batch_size": "100"}, "batch_size must be"),
+        ({"pause_ms": -1}, "pause_ms must be"),
+        ({"interval_seconds": -0.5}, "interval_seconds must be"),
+        ({"interval_seconds": float("nan")}, "interval_seconds must be"),
+        ({"interval_seconds": float("inf")}, "interval_seconds must be"),
+        ({"sub_batch_size": 101}, "sub_batch_size 101 would be larger than batch_size 100"),
+        ({"batch_size": 10}, "sub_batch_size 20 would be larger than batch_size 10"),
+        ({"batch_size": 10, "sub_batch_size": 11}, "would be larger"),
+    ],
+)
+def test_update_refuses_bad_or_inverted_sizes_and_changes_nothing(
+    steered: str, conn: psycopg.Connection[Any], sizes: dict[str, Any], message: str
+) -> None:
+    make_counters(conn, 10)
+    operation_id = enqueue(batch_size=100, sub_batch_size=20)
+    before = state(conn)
+
+    with pytest.raises(InvalidBatchSizes, match=message):
+        bbo.update(operation_id, **sizes)
+
+    assert state(conn) == before
+
+
+def test_update_of_an_ended_operation_is_refused(
+    steered: str, conn: psycopg.Connection[Any]
+) -> None:
+    make_counters(conn, 10)
+    operation_id = enqueue()
+    bbo.cancel(operation_id)
+    before = state(conn)
+
+    with pytest.raises(InvalidTransition, match="it is cancelled"):
+        bbo.update(operation_id, batch_size=500)
+
+    assert state(conn) == before
+
+
+# -- finalize ------------------------------------------------------------------------------
+
+
+def test_finalize_runs_the_rest_now_and_reports_progress(
+    steered: str, conn: psycopg.Connection[Any], events: list[dict[str, Any]]
+) -> None:
+    make_counters(conn, 500)
+    operation_id = enqueue(batch_size=100, sub_batch_size=50)
+    bbo.pause(operation_id)  # a paused operation is resumed by finalize
+    seen: list[Any] = []
+
+    finished = bbo.finalize(operation_id, on_progress=seen.append, by="frank")
+
+    assert finished.status == OperationStatus.FINISHED
+    assert visits(conn) == {1: 500}
+    assert seen[0].status == OperationStatus.QUEUED and seen[0].processed_tuple_count == 0
+    assert seen[-1].status == OperationStatus.FINISHED and seen[-1].progress == 1.0
+    (event,) = named(events, logs.OPERATION_FINALIZED)
+    assert event["by"] == "frank" and event["completed"] is True
+    assert named(events, logs.OPERATION_RESUMED)[0]["by"] == "frank"
+
+
+def test_finalize_survives_a_broken_progress_callback(
+    steered: str, conn: psycopg.Connection[Any]
+) -> None:
+    make_counters(conn, 100)
+    operation_id = enqueue()
+
+    def broken(record: Any) -> None:
+        raise ValueError("the terminal went away")
+
+    assert bbo.finalize(operation_id, on_progress=broken).status == OperationStatus.FINISHED
+    assert visits(conn) == {1: 100}
+
+
+def test_finalize_refuses_an_ended_operation_and_a_bad_callback(
+    steered: str, conn: psycopg.Connection[Any]
+) -> None:
+    make_counters(conn, 10)
+    operation_id = enqueue()
+    bbo.run_to_completion(operation_id)
+    live = enqueue(batch_size=5, sub_batch_size=5)
+    before = state(conn)
+
+    with pytest.raises(InvalidTransition, match="it is finished"):
+        bbo.finalize(operation_id)
+    with pytest.raises(InvalidSteering, match="on_progress must be callable"):
+        bbo.finalize(live, on_progress="bar")  # type: ignore[arg-type]
+    with pytest.raises(InvalidSteering, match="by must be"):
+        bbo.finalize(live, by="")
+
+    assert state(conn) == before
+    assert operation_row(conn, live)["status"] == OperationStatus.QUEUED
