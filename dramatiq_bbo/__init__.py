@@ -22,7 +22,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .jobs.control import cancel, pause, resume
     from .jobs.inline import run_to_completion
     from .middleware import Middleware
-    from .operate.summaries import list_operations
     from .operate.steering import (
         DisabledClass,
         disable,
@@ -32,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
         retry,
         update,
     )
+    from .operate.summaries import list_operations
     from .operation import BaseOperation, register
     from .pipeline.actors import default_middleware, setup
     from .pipeline.schedules import schedule

@@ -244,8 +244,7 @@ def _checked(name: str, value: Any, default: Any) -> Any:
     if _takes_callable(name):
         if value is not None and not callable(value):
             raise ConfigurationError(
-                f"setting {name!r} must be a callable or None, got {type(value).__name__} "
-                f"{value!r}"
+                f"setting {name!r} must be a callable or None, got {type(value).__name__} {value!r}"
             )
         return value
     # A field declared without bounds (declare them with setting()): at least the kind of

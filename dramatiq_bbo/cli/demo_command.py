@@ -35,7 +35,9 @@ MAX_DEMO_ROWS = 100_000_000
 class _Rows(click.ParamType):
     name = "N"
 
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int:
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
         if isinstance(value, int):
             return value
         text = str(value)
@@ -79,7 +81,9 @@ def register(group: click.Group) -> None:
     metavar="N",
     help="rows in the demo table (default: 1,000,000)",
 )
-@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON (progress to stderr)")
+@click.option(
+    "--json", "as_json", is_flag=True, help="print the summary as JSON (progress to stderr)"
+)
 @click.option(
     "--timeout",
     type=_Seconds(),

@@ -32,7 +32,7 @@ from dramatiq_bbo.cli.main import (
 )
 from dramatiq_bbo.cli.operate_commands import ParsedValue
 from dramatiq_bbo.cli.output import console, emit
-from dramatiq_bbo.operate.commands import COMMANDS, Context
+from dramatiq_bbo.operate.commands import COMMANDS, Context, Done
 
 _COMMAND = COMMANDS["finalize"]
 
@@ -79,10 +79,9 @@ def finalize(ctx: click.Context, operation_id: Any, as_json: bool) -> int:
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console(stderr=True), transient=False) as progress:
-        context = Context(
-            by=operator(), database=database, on_progress=Bar(progress, operation_id)
-        )
+        context = Context(by=operator(), database=database, on_progress=Bar(progress, operation_id))
         result = _COMMAND.run(context, operation_id=operation_id)
     emit(result, "json" if as_json else "table")
+    assert isinstance(result, Done)
     finished = result.operation is not None and result.operation.get("status") == "finished"
     return EXIT_OK if finished else EXIT_ERROR

@@ -108,4 +108,3 @@ def register(group: click.Group) -> None:
     for name, command in COMMANDS.items():
         if name not in OWN_MODULES:
             group.add_command(build_command(command))
-

@@ -18,7 +18,6 @@ import click
 from rich.console import Group
 from rich.live import Live
 from rich.progress_bar import ProgressBar
-from rich.table import Table
 from rich.text import Text
 
 from dramatiq_bbo.cli.main import EXIT_OK, configure_library, database_option, dsn_option, operator

@@ -212,7 +212,6 @@ def enable(context: Context, class_name: str) -> Done:
     return Done(f"class {class_name} enabled: its operations run again", None, "class")
 
 
-
 # -- the table of commands -----------------------------------------------------------------------
 
 _ID = Parameter("operation_id", None, read.operation_id, "the operation's id", "ID")
@@ -242,7 +241,9 @@ _FAILURES = (
     _option("limit", "--limit", read.limit, "at most this many (default 100)", "N"),
 )
 _SIZES = (
-    Parameter("batch_size", "--batch-size", _size("batch_size", "--batch-size"), "rows per job", "N"),
+    Parameter(
+        "batch_size", "--batch-size", _size("batch_size", "--batch-size"), "rows per job", "N"
+    ),
     Parameter(
         "sub_batch_size",
         "--sub-batch-size",
