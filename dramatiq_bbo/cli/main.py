@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import getpass
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -143,8 +144,21 @@ def operator() -> str:
 )
 @dsn_option
 @database_option
-def cli() -> None:
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="log dramatiq-bbo's events (who changed what) to stderr as JSON lines",
+)
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
     """Batched background operations on PostgreSQL: see and steer them."""
+    from dramatiq_bbo.logs import install_json_handler, logger
+
+    # Errors only by default: the command prints what it did, and without a handler Python
+    # would print every warning as a bare event name.
+    handler = install_json_handler(logging.INFO if verbose else logging.ERROR)
+    ctx.call_on_close(lambda: logger.removeHandler(handler))
 
 
 def build() -> click.Group:

@@ -8,11 +8,12 @@ table read by a script is never wrapped.
 
 from __future__ import annotations
 
+import io
 import sys
 
 import click
 from rich import box
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Table
 
 from dramatiq_bbo.operate import render
@@ -20,12 +21,28 @@ from dramatiq_bbo.operate.commands import Detail, Done, Listing, Result
 
 #: the width given to rich when stdout is not a terminal
 PIPE_WIDTH = 1_000
+#: rich's SIMPLE_HEAD drawn in ASCII: what a pipe gets (a script, a log, a plain terminal)
+ASCII_HEAD = box.Box("    \n    \n -- \n    \n    \n    \n    \n    \n", ascii=True)
 
 
 def console(*, stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else PIPE_WIDTH
     return Console(file=stream, width=width, highlight=False, soft_wrap=False, emoji=False)
+
+
+def show(renderable: RenderableType) -> None:
+    """Print ``renderable`` on stdout; off a terminal, at its natural width, with no trailing
+    spaces (what a script reading the table expects)."""
+    out = console()
+    if out.is_terminal:
+        out.print(renderable)
+        return
+    if isinstance(renderable, Table) and renderable.box is box.SIMPLE_HEAD:
+        renderable.box = ASCII_HEAD
+    buffer = io.StringIO()
+    Console(file=buffer, width=PIPE_WIDTH, highlight=False, emoji=False).print(renderable)
+    click.echo("\n".join(line.rstrip() for line in buffer.getvalue().splitlines()))
 
 
 def grid(headers: list[str], rows: list[list[str]]) -> Table:
@@ -64,15 +81,14 @@ def _print_listing(kind: str, items: list[render.Item]) -> None:
         click.echo(render.EMPTY[kind])
         return
     headers, rows = render.table(kind, items)
-    console().print(grid(headers, rows))
+    show(grid(headers, rows))
 
 
 def _print_detail(detail: Detail) -> None:
-    out = console()
     fields = render.fields(detail.operation)
     width = max(len(name) for name, _ in fields)
     for name, value in fields:
-        out.print(f"{name:<{width}}  {value}", markup=False)
-    out.print()
-    out.print("last jobs", style="bold")
+        click.echo(f"{name:<{width}}  {value}")
+    click.echo()
+    click.echo(click.style("last jobs", bold=True))
     _print_listing("jobs", list(detail.jobs))
