@@ -18,6 +18,7 @@ against the very same bounds (:func:`check_value`).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import re
 from collections.abc import Callable
@@ -242,11 +243,7 @@ def _checked(name: str, value: Any, default: Any) -> Any:
     if bounds_of(name) is not None:
         return check_value(name, value, origin="configure()")
     if _takes_callable(name):
-        if value is not None and not callable(value):
-            raise ConfigurationError(
-                f"setting {name!r} must be a callable or None, got {type(value).__name__} {value!r}"
-            )
-        return value
+        return _checked_hook(name, value)
     # A field declared without bounds (declare them with setting()): at least the kind of
     # its default, and a finite number.
     if isinstance(default, bool):
@@ -262,6 +259,26 @@ def _checked(name: str, value: Any, default: Any) -> Any:
             raise ConfigurationError(
                 f"setting {name!r} must be a string without NUL, got {value!r}"
             )
+    return value
+
+
+def _checked_hook(name: str, value: Any) -> Any:
+    """A hook setting: None, or a callable taking three positional arguments."""
+    if value is None:
+        return None
+    if not callable(value):
+        raise ConfigurationError(
+            f"setting {name!r} must be a callable or None, got {type(value).__name__} {value!r}"
+        )
+    try:
+        inspect.signature(value).bind("user", "command", "target")
+    except TypeError:
+        raise ConfigurationError(
+            f"setting {name!r} must take three arguments (user, command, operation_id), "
+            f"got {value!r}"
+        ) from None
+    except ValueError:  # a builtin without a readable signature: trust it
+        pass
     return value
 
 

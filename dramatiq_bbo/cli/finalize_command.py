@@ -16,6 +16,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -42,13 +43,18 @@ def register(group: click.Group) -> None:
 
 
 class Bar:
-    """The progress bar ``on_progress`` feeds: rows walked of the estimated total."""
+    """The progress bar ``on_progress`` feeds: rows walked of the estimated total. Drawn from
+    the first report on, so a refused finalize prints its error alone."""
 
     def __init__(self, progress: Progress, operation_id: Any) -> None:
         self.progress = progress
-        self.task = progress.add_task(f"operation {operation_id}", total=None)
+        self.operation_id = operation_id
+        self.task: TaskID | None = None
 
     def __call__(self, record: Any) -> None:
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task(f"operation {self.operation_id}", total=None)
         done = int(record.processed_tuple_count or 0)
         total = record.total_tuple_count
         # the estimate may lag the walk: never draw more than 100%

@@ -153,12 +153,28 @@ def operator() -> str:
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool) -> None:
     """Batched background operations on PostgreSQL: see and steer them."""
-    from dramatiq_bbo.logs import install_json_handler, logger
+    ctx.call_on_close(_log_events(verbose))
 
-    # Errors only by default: the command prints what it did, and without a handler Python
-    # would print every warning as a bare event name.
-    handler = install_json_handler(logging.INFO if verbose else logging.ERROR)
-    ctx.call_on_close(lambda: logger.removeHandler(handler))
+
+def _log_events(verbose: bool) -> Callable[[], None]:
+    """dramatiq-bbo's events on stderr as JSON lines: errors only unless ``verbose`` (the
+    command prints what it did; and with no handler at all Python would print every warning
+    as a bare event name). Returns what undoes it."""
+    from dramatiq_bbo.logs import JsonFormatter, logger
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    handler.setLevel(logging.INFO if verbose else logging.ERROR)
+    level = logger.level
+    if verbose and not logger.isEnabledFor(logging.INFO):
+        logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+
+    def undo() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+    return undo
 
 
 def build() -> click.Group:
