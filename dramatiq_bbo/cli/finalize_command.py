@@ -84,9 +84,15 @@ def finalize(ctx: click.Context, operation_id: Any, as_json: bool) -> int:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console(stderr=True), transient=False) as progress:
-        context = Context(by=operator(), database=database, on_progress=Bar(progress, operation_id))
-        result = _COMMAND.run(context, operation_id=operation_id)
+    progress = Progress(*columns, console=console(stderr=True), transient=False)
+    bar = Bar(progress, operation_id)
+    try:
+        result = _COMMAND.run(
+            Context(by=operator(), database=database, on_progress=bar), operation_id=operation_id
+        )
+    finally:
+        if bar.task is not None:
+            progress.stop()
     emit(result, "json" if as_json else "table")
     assert isinstance(result, Done)
     finished = result.operation is not None and result.operation.get("status") == "finished"
