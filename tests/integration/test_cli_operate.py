@@ -296,7 +296,7 @@ def test_no_database_is_a_usage_error(capsys: pytest.CaptureFixture[str], monkey
     assert code == 2 and "--dsn" in err and "BBO_DSN" in err
 
 
-# -- the installed command, as a shell runs it -------------------------------------------------------
+# -- the installed command, as a shell runs it ----------------------------------------------
 
 
 def test_the_command_takes_the_dsn_after_the_command_and_prints_json(

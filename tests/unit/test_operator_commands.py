@@ -16,7 +16,7 @@ from dramatiq_bbo.operate.commands import COMMANDS, parse
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("90s", 90), ("30m", 1_800), ("1h", 3_600), ("2d", 172_800), ("1h30m", 5_400), ("1w", 604_800)],
+    [("90s", 90), ("30m", 1800), ("1h", 3600), ("2d", 172800), ("1h30m", 5400), ("1w", 604800)],
 )
 def test_durations_read_as_an_operator_writes_them(text: str, seconds: int) -> None:
     assert arguments.duration(text) == datetime.timedelta(seconds=seconds)
