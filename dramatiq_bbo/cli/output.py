@@ -38,16 +38,16 @@ def show(renderable: RenderableType) -> None:
     if out.is_terminal:
         out.print(renderable)
         return
-    if isinstance(renderable, Table) and renderable.box is box.SIMPLE_HEAD:
-        renderable.box = ASCII_HEAD
     buffer = io.StringIO()
     Console(file=buffer, width=PIPE_WIDTH, highlight=False, emoji=False).print(renderable)
     click.echo("\n".join(line.rstrip() for line in buffer.getvalue().splitlines()))
 
 
-def grid(headers: list[str], rows: list[list[str]]) -> Table:
-    """An aligned table without borders, headers in bold, numbers right-aligned."""
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+def grid(headers: list[str], rows: list[list[str]], *, terminal: bool = True) -> Table:
+    """An aligned table without borders, headers in bold, numbers right-aligned; its rule in
+    ASCII off a terminal."""
+    rule = box.SIMPLE_HEAD if terminal else ASCII_HEAD
+    table = Table(box=rule, show_edge=False, pad_edge=False, header_style="bold")
     for index, header in enumerate(headers):
         numeric = bool(rows) and all(_numeric(row[index]) for row in rows)
         table.add_column(header, justify="right" if numeric else "left", no_wrap=True)
@@ -81,7 +81,7 @@ def _print_listing(kind: str, items: list[render.Item]) -> None:
         click.echo(render.EMPTY[kind])
         return
     headers, rows = render.table(kind, items)
-    show(grid(headers, rows))
+    show(grid(headers, rows, terminal=console().is_terminal))
 
 
 def _print_detail(detail: Detail) -> None:

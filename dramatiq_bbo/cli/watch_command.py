@@ -22,7 +22,7 @@ from rich.text import Text
 
 from dramatiq_bbo.cli.main import EXIT_OK, configure_library, database_option, dsn_option, operator
 from dramatiq_bbo.cli.operate_commands import ParsedValue
-from dramatiq_bbo.cli.output import console, grid
+from dramatiq_bbo.cli.output import console, grid, show
 from dramatiq_bbo.operate import render
 from dramatiq_bbo.operate.commands import COMMANDS, Context
 
@@ -63,7 +63,7 @@ def operations(context: Context, class_name: str | None) -> list[dict[str, Any]]
     return found
 
 
-def frame(items: list[dict[str, Any]], every: float) -> Group:
+def frame(items: list[dict[str, Any]], every: float, *, terminal: bool = True) -> Group:
     """One picture: a title line, then one row per operation with its bar."""
     now = datetime.datetime.now().strftime("%H:%M:%S")
     title = Text(
@@ -73,7 +73,8 @@ def frame(items: list[dict[str, Any]], every: float) -> Group:
     )
     if not items:
         return Group(title, Text("no active, queued or paused operations"))
-    table = grid(["ID", "CLASS", "TABLE", "PROGRESS", "", "ROWS/S", "ETA", "STATUS"], [])
+    headers = ["ID", "CLASS", "TABLE", "PROGRESS", "", "ROWS/S", "ETA", "STATUS"]
+    table = grid(headers, [], terminal=terminal)
     for item in items:
         percent = item.get("progress_percent")
         bar = ProgressBar(total=100.0 if percent is not None else None, width=30)
@@ -120,7 +121,7 @@ def watch(ctx: click.Context, every: float, class_name: str | None) -> int:
     try:
         if not out.is_terminal:
             for _ in _ticks(every):
-                out.print(frame(operations(context, class_name), every))
+                show(frame(operations(context, class_name), every, terminal=False))
         with Live(console=out, auto_refresh=False, transient=False) as live:
             for _ in _ticks(every):
                 live.update(frame(operations(context, class_name), every), refresh=True)
