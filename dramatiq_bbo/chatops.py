@@ -15,11 +15,13 @@ the usage, a refusal one line, an unexpected failure a short apology (logged wit
 
 from __future__ import annotations
 
+import logging
 import shlex
+import traceback
 
 from .configure import settings
 from .errors import BBOError, InvalidCommand, NotAuthorized
-from .logs import logger
+from .logs import CHATOPS_COMMAND_FAILED, event
 from .operate import render
 from .operate.commands import COMMANDS, Context, Invocation, parse
 
@@ -58,7 +60,15 @@ def handle(text: str, user: str) -> str:
     except BBOError as exc:
         return f"**error:** {_one_line(exc)}"
     except Exception as exc:  # a reply, never a traceback in the chat; the trace in the log
-        logger.exception("chatops command %r by %r failed", text, user)
+        event(
+            CHATOPS_COMMAND_FAILED,
+            level=logging.ERROR,
+            user=str(user)[:MAX_USER],
+            command=str(text)[:MAX_LINE],
+            error_class=type(exc).__name__,
+            error=_one_line(exc),
+            traceback=traceback.format_exc(),
+        )
         return f"**error:** the command failed unexpectedly ({type(exc).__name__}); see the logs"
 
 
@@ -97,8 +107,17 @@ def authorize(user: str, invocation: Invocation) -> None:
         )
     try:
         allowed = check(user, name, invocation.target)
-    except Exception:
-        logger.exception("chatops_authorize(%r, %r, %r) failed", user, name, invocation.target)
+    except Exception as exc:  # refused; the operator finds why in the log
+        event(
+            CHATOPS_COMMAND_FAILED,
+            level=logging.ERROR,
+            user=user,
+            command=name,
+            target=invocation.target,
+            error_class=type(exc).__name__,
+            error=f"chatops_authorize failed: {_one_line(exc)}",
+            traceback=traceback.format_exc(),
+        )
         allowed = False
     if allowed is not True:
         target = f" {invocation.target}" if invocation.target else ""

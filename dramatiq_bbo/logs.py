@@ -85,3 +85,6 @@ OPERATION_UPDATED = "background_operation_updated"
 OPERATION_FINALIZED = "background_operation_finalized"
 CLASS_DISABLED = "background_operation_class_disabled"
 CLASS_ENABLED = "background_operation_class_enabled"
+#: a ChatOps command failed in an unexpected way (the user got a short apology; the error
+#: and its traceback are in this event)
+CHATOPS_COMMAND_FAILED = "background_operation_chatops_command_failed"
