@@ -28,6 +28,7 @@ from ..jobs.optimizer import TARGET_EFFICIENCY
 from ..logs import install_json_handler
 from ..queries import query
 from . import hold, runtime, table
+from .leftovers import Leftovers
 from .operation import DATABASE, PurgeDoneTodos
 from .progress import Display, Watch
 from .summary import Summary
@@ -73,13 +74,14 @@ def run_demo(options: DemoOptions, stdout: TextIO | None = None) -> Summary:
     display = Display(stream, live=stream.isatty())
     started = time.monotonic()
     cleanup: list[str] = []
+    left: list[str] = []
     with (
         runtime.signal_handling() as shield,
         _logs(options.verbose),
         contextlib.ExitStack() as stack,
     ):
         try:
-            summary = _run(options, display, stack, cleanup)
+            summary = _run(options, display, stack, cleanup, left)
         except BaseException as exc:
             shield()
             display.close()
@@ -89,19 +91,27 @@ def run_demo(options: DemoOptions, stdout: TextIO | None = None) -> Summary:
         shield()
         display.message("stopping: workers, broker, pools" + _server_words(options) + "...")
     summary.cleanup = cleanup
+    summary.left = left
     summary.elapsed_seconds = time.monotonic() - started
     return summary
 
 
 def _server_words(options: DemoOptions) -> str:
-    return ", embedded server" if options.dsn is None else ", demo schema"
+    return ", embedded server" if options.dsn is None else ", demo schema and rows"
 
 
 def _run(
-    options: DemoOptions, display: Display, stack: contextlib.ExitStack, cleanup: list[str]
+    options: DemoOptions,
+    display: Display,
+    stack: contextlib.ExitStack,
+    cleanup: list[str],
+    left: list[str],
 ) -> Summary:
     started = time.monotonic()
     server = _start_server(options, display, stack, cleanup)
+    if options.dsn is not None:
+        # registered first, so it runs last: after the workers, the pools and the table
+        stack.callback(_remove_leftovers, Leftovers.before(server.dsn, QUEUE), cleanup, left)
     migrations.migrate(server.dsn)
     now = datetime.datetime.now(datetime.UTC)
     cutoff = now - table.CUTOFF_AGE
@@ -242,6 +252,19 @@ def _follow(operation: bbo.OperationRecord, watch: Watch, deadline: float) -> bb
         if not record.unfinished or time.monotonic() > deadline:
             return record
         time.sleep(POLL_EVERY)
+
+
+def _remove_leftovers(leftovers: Leftovers, cleanup: list[str], left: list[str]) -> None:
+    """The demo's rows and messages deleted, the schemas it installed dropped; what stays is
+    said in ``left`` (and on the way out of an error, the rest of the cleanup goes on)."""
+    try:
+        leftovers.remove()
+    except Exception as exc:
+        logging.getLogger("dramatiq_bbo.demo").exception("removing the demo's rows failed")
+        left.append(f"the demo's operation rows and queue messages (removing them failed: {exc})")
+        return
+    cleanup.append("demo operation rows and queue messages deleted")
+    left.extend(leftovers.left)
 
 
 def _cancel_leftovers(dsn: str) -> None:

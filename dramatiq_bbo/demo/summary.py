@@ -31,6 +31,8 @@ class Summary:
     elapsed_seconds: float  # the whole demo, cleanup included
     data_directory: str | None = None  # the embedded server's (gone after the demo)
     cleanup: list[str] = field(default_factory=list)  # what was stopped, in order
+    #: what the demo leaves on a server given by --dsn (empty: nothing), one line each
+    left: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -71,6 +73,8 @@ class Summary:
         ]
         if self.hold_note:
             rows.insert(9, ("", f"(hold skipped: {self.hold_note})"))
+        if self.server == "dsn":
+            rows += [("left on the server", line) for line in self.left or ["nothing"]]
         width = max(len(name) for name, _ in rows)
         lines = [f"  {name:<{width}}  {value}" for name, value in rows]
         return "\n".join(["summary", *lines])

@@ -61,3 +61,41 @@ SELECT id
 FROM bbo.background_operation_workers_cell_local
 WHERE database_name = %(database_name)s AND job_class_name = %(class_name)s
   AND status IN (0, 1, 2);
+
+-- name: demo_schemas_present
+-- description: Whether schemas bbo and dramatiq exist (before the demo migrates: it drops at the end only what it installed).
+SELECT to_regnamespace('bbo') IS NOT NULL AS bbo,
+       to_regnamespace('dramatiq') IS NOT NULL AS dramatiq;
+
+-- name: demo_foreign_rows
+-- description: Operations that are not the demo's (either scope) and queue messages of other queues: anything the demo must not drop.
+SELECT (SELECT count(*) FROM bbo.background_operation_workers_cell_local
+         WHERE NOT (database_name = %(database_name)s AND job_class_name = %(class_name)s))
+     + (SELECT count(*) FROM bbo.background_operation_workers) AS operations,
+       (SELECT count(*) FROM dramatiq.queue
+         WHERE NOT (queue_name = ANY(%(queues)s::text[]))) AS messages;
+
+-- name: demo_delete_jobs
+-- description: The jobs of the demo's operations (class and database of the demo).
+DELETE FROM bbo.background_operation_jobs_cell_local
+WHERE worker_id IN (
+    SELECT id FROM bbo.background_operation_workers_cell_local
+    WHERE database_name = %(database_name)s AND job_class_name = %(class_name)s
+);
+
+-- name: demo_delete_operations
+-- description: The demo's operations (class and database of the demo), after their jobs.
+DELETE FROM bbo.background_operation_workers_cell_local
+WHERE database_name = %(database_name)s AND job_class_name = %(class_name)s;
+
+-- name: demo_delete_messages
+-- description: The dramatiq messages of the demo's queues (its queue, the delay and dead-letter queues).
+DELETE FROM dramatiq.queue WHERE queue_name = ANY(%(queues)s::text[]);
+
+-- name: demo_drop_bbo_schema
+-- description: Drop schema bbo, when the demo installed it and nothing but the demo's rows is in it.
+DROP SCHEMA IF EXISTS bbo CASCADE;
+
+-- name: demo_drop_dramatiq_schema
+-- description: Drop schema dramatiq, when the demo installed it and only the demo's messages are in it.
+DROP SCHEMA IF EXISTS dramatiq CASCADE;

@@ -3,7 +3,8 @@
 On the embedded Postgres by default; with ``BBO_TEST_DSN`` set, on a fresh database of the
 test server through ``--dsn``. The summary JSON says what happened; the test then checks that
 nothing the demo started outlived it: no Postgres process on its data directory, the
-directory itself gone, and (``--dsn``) its schema dropped.
+directory itself gone, and (``--dsn``) its schema dropped, with the bbo and dramatiq schemas
+it installed on the empty database.
 """
 
 from __future__ import annotations
@@ -63,9 +64,12 @@ def assert_nothing_left(dsn: str | None, data_directory: str | None) -> None:
         assert not Path(data_directory).exists(), f"{data_directory} was not deleted"
         assert processes_on(data_directory) == [], "the embedded Postgres outlived the demo"
     else:
+        # the database was empty: the demo installed bbo and dramatiq, so it drops them too
         with psycopg.connect(dsn, autocommit=True) as conn:
-            schema = conn.execute("SELECT to_regnamespace('bbo_demo')").fetchone()
-        assert schema == (None,), "schema bbo_demo was not dropped"
+            left = conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname IN ('bbo_demo', 'bbo', 'dramatiq')"
+            ).fetchall()
+        assert left == [], f"the demo left schemas {left}"
 
 
 def test_demo_deletes_the_matching_rows_adapts_batches_holds_once_and_cleans_up(
@@ -91,6 +95,7 @@ def test_demo_deletes_the_matching_rows_adapts_batches_holds_once_and_cleans_up(
     assert summary["matching_left"] == 0
     assert summary["processed"] == ROWS
     assert summary["ok"] is True
+    assert summary["left"] == []
 
     assert summary["batch_size_changes"], "the optimizer never changed the batch size"
     assert summary["jobs"] >= 2
