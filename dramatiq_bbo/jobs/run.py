@@ -58,7 +58,7 @@ from ..walk.tables import table_info, table_model
 from . import retries
 from .bookkeeping import bookkeeping, finish_job
 from .claims import claim, claim_new, new_owner, other_job_running
-from .ending import StopCheck
+from .ending import StopCheck, after_run
 from .heartbeat import HEARTBEAT, lease_lost_check
 from .outcomes import JobOutcome, as_timeout, class_name, exception_message, job_event
 
@@ -339,6 +339,7 @@ def _end(
     if row is None:
         raise LeaseLost(f"job {job.id} was taken over by another runner before it finished")
     final = JobRecord.from_row(row)
+    after_run(name, operation, final)
     job_event(operation, final, JobStatus.RUNNING, interrupted_reason=interrupted)
     outcome = JobOutcome(
         status=status,
