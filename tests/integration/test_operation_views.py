@@ -355,3 +355,21 @@ def test_recent_jobs_are_newest_first_with_duration_and_rate(
     assert all(j.duration is not None and (j.rows_per_second or 0) > 0 for j in jobs)
     as_json = json.loads(json.dumps(jobs[0].as_dict()))
     assert as_json["operation_id"] == str(operation_id) and as_json["duration"] > 0
+
+
+def test_every_query_of_the_monitoring_doc_runs_and_sees_the_operations(
+    configured: str, items: str, conn: psycopg.Connection[Any]
+) -> None:
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "monitoring.md").read_text()
+    queries = re.findall(r"```sql\n(.*?)```", doc, flags=re.DOTALL)
+    assert len(queries) >= 10
+    bbo.run_to_completion(enqueue(AlwaysFails, "organization"))
+    running = enqueue(TouchItems, "cell_local")
+    bbo.run_to_completion(running, stop_check=stop_after(2, running))
+    answered = [conn.execute(text).fetchall() for text in queries]
+    assert answered[0][0][0] == str(running)  # what is running now
+    assert answered[2] and answered[3]  # what failed today; operations that ended failed
+    assert answered[9][0][:2] == (AlwaysFails.name, "RuntimeError")
