@@ -144,7 +144,12 @@ def create_next_job(
         )
         conn.execute(
             query("execution_advance_operation", operations=operations),
-            {"next_cursor": json.dumps(bounds[1]), "partition": locked.partition, "id": locked.id},
+            {
+                "next_cursor": json.dumps(bounds[1]),
+                "batch_size": locked.batch_size,
+                "partition": locked.partition,
+                "id": locked.id,
+            },
         )
         if claim_for is not None:
             inserted = claim_new(conn, locked, inserted.fetchone(), claim_for)

@@ -17,9 +17,17 @@ INSERT INTO {jobs} (
 RETURNING *;
 
 -- name: execution_advance_operation
--- description: Move the operation's resume cursor past the range just handed to a job.
+-- description: Move the operation's resume cursor past the range just handed to a job, and refine the size estimate with what that range says: rows remain after a full batch, none after one that ends at max_cursor (one job at a time, so processed_tuple_count counts every earlier job).
 UPDATE {operations}
-SET next_cursor = %(next_cursor)s::jsonb, updated_at = now()
+SET next_cursor = %(next_cursor)s::jsonb,
+    total_tuple_count = CASE
+        WHEN total_tuple_count IS NULL THEN NULL
+        WHEN %(next_cursor)s::jsonb = max_cursor
+        THEN least(greatest(total_tuple_count, processed_tuple_count + 1),
+                   processed_tuple_count + %(batch_size)s)
+        ELSE greatest(total_tuple_count, processed_tuple_count + %(batch_size)s + 1)
+    END,
+    updated_at = now()
 WHERE partition = %(partition)s AND id = %(id)s;
 
 -- name: execution_claim_job

@@ -373,3 +373,36 @@ def test_every_query_of_the_monitoring_doc_runs_and_sees_the_operations(
     assert answered[0][0][0] == str(running)  # what is running now
     assert answered[2] and answered[3]  # what failed today; operations that ended failed
     assert answered[9][0][:2] == (AlwaysFails.name, "RuntimeError")
+
+
+def _set_estimate(conn: psycopg.Connection[Any], operation_id: Any, total: int) -> None:
+    conn.execute(
+        "UPDATE bbo.background_operation_workers_cell_local SET total_tuple_count = %s"
+        " WHERE id = %s",
+        [total, operation_id],
+    )
+
+
+def test_an_estimate_too_low_is_raised_as_jobs_show_rows_remain(
+    configured: str, items: str, conn: psycopg.Connection[Any]
+) -> None:
+    operation_id = enqueue(TouchItems, "cell_local")
+    _set_estimate(conn, operation_id, 150)  # statistics that lag far behind the table
+    bbo.run_to_completion(operation_id, stop_check=stop_after(3, operation_id))
+    row = view_row(conn, operation_id)
+    assert row["status"] == "active"
+    # the fourth job was a full batch before the range's end: more rows than that remain
+    assert row["total_tuple_count"] >= 4 * BATCH + 1
+    assert row["progress_percent"] < 100
+
+
+def test_an_estimate_too_high_is_cut_when_the_last_batch_is_handed_out(
+    configured: str, items: str, conn: psycopg.Connection[Any]
+) -> None:
+    operation_id = enqueue(TouchItems, "cell_local")
+    _set_estimate(conn, operation_id, 50 * ROWS)
+    _run_all_but_the_end(operation_id)
+    row = view_row(conn, operation_id)
+    assert row["status"] == "active"
+    assert row["total_tuple_count"] == ROWS  # every batch but the last was full
+    assert row["progress_percent"] >= 90
