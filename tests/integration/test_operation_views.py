@@ -406,3 +406,35 @@ def test_an_estimate_too_high_is_cut_when_the_last_batch_is_handed_out(
     assert row["status"] == "active"
     assert row["total_tuple_count"] == ROWS  # every batch but the last was full
     assert row["progress_percent"] >= 90
+
+
+def test_a_running_job_is_counted_and_shown_running_with_its_duration_so_far(
+    configured: str, items: str, conn: psycopg.Connection[Any]
+) -> None:
+    operation_id = enqueue(TouchItems, "organization", sub_batch_size=25)
+    seen: list[tuple[Any, ...]] = []
+
+    def look() -> str | None:
+        row = view_row(conn, operation_id)
+        job = recent_jobs(operation_id, limit=1)[0]
+        seen.append((row["jobs_running"], job.status, job.duration, row["last_job_at"]))
+        return "seen" if len(seen) >= 2 else None
+
+    bbo.run_to_completion(operation_id, stop_check=look)
+    running, status, duration, last_job_at = seen[-1]
+    assert (running, status) == (1, "running")
+    assert duration is not None and duration >= datetime.timedelta(0)
+    assert last_job_at is not None
+    assert view_row(conn, operation_id)["jobs_running"] == 0  # handed back at its checkpoint
+
+
+def test_list_operations_takes_a_status_enum_and_an_organization_id_as_text(
+    configured: str, items: str
+) -> None:
+    operation_id = enqueue(TouchItems, "organization")
+    assert [s.id for s in bbo.list_operations(status=bbo.OperationStatus.QUEUED)] == [
+        str(operation_id)
+    ]
+    summary = bbo.list_operations(organization_id="7", status=" Queued ")[0]
+    assert summary.operation_id == operation_id
+    assert summary.as_dict()["organization_id"] == 7
