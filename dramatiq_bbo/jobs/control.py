@@ -87,7 +87,7 @@ def transition(
     who = operator(by)
     key = parse_operation_id(operation_id)
     name = database or DEFAULT_DATABASE
-    operations, _ = tables_for(key)
+    operations, jobs = tables_for(key)
     with REGISTRY.connection(name) as conn, conn.transaction():
         before = fetch_operation(conn, key, for_update=True)
         if before is None:
@@ -99,7 +99,7 @@ def transition(
             )
         with conn.cursor(row_factory=dict_row) as cur:
             row = cur.execute(
-                query(f"control_{action}", operations=operations), {"id": key}
+                query(f"control_{action}", operations=operations, jobs=jobs), {"id": key}
             ).fetchone()
     assert row is not None
     after = OperationRecord.from_row(row)

@@ -5,10 +5,10 @@
 -- view adds its columns at the end (Postgres refuses to drop or reorder a view's columns in
 -- place) or drops and re-creates it.
 --
---   bbo.operation_rows  both scopes' operation rows in one shape (id as text), each with its
---                       jobs' counts and recent rate; the raw material of bbo.operations.
+--   bbo.operation_rows  both scopes' operation rows in one shape (id as text): the raw
+--                       material of bbo.operations, not meant for reading directly.
 --   bbo.operations      one row per operation of both scopes: status as text, who or what
---                       stops it (paused_by), progress, rate and ETA.
+--                       stops it (paused_by), progress, its jobs' counts, rate and ETA.
 --   bbo.jobs            one row per job of both scopes, with its duration and rows/s.
 --   bbo.failed_jobs     the jobs whose last attempt failed (a job replaced by the two halves of
 --                       a split is not listed: its halves carry on).
@@ -26,6 +26,9 @@
 -- wall-clock time from the first one's start to the last one's end, pauses between jobs
 -- included, so that eta (what is left at that rate) is a time an operator can plan with.
 
+-- The id in its own type, once per scope (local_id for cell-local rows, org_id for
+-- organization-scoped ones, NULL in the other), so that the jobs of an operation are found
+-- through the jobs tables' (worker_id, status) indexes.
 CREATE OR REPLACE VIEW bbo.operation_rows AS
 SELECT 'cell_local'::text AS scope,
        w.id::text AS id,
@@ -55,35 +58,9 @@ SELECT 'cell_local'::text AS scope,
        w.started_at,
        w.finished_at,
        w.updated_at,
-       js.jobs_succeeded,
-       js.jobs_failed,
-       js.jobs_running,
-       js.last_job_at,
-       rate.rows_per_second
+       w.id AS local_id,
+       NULL::uuid AS org_id
 FROM bbo.background_operation_workers_cell_local AS w
-CROSS JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE j.status = 3) AS jobs_succeeded,
-           count(*) FILTER (
-               WHERE j.status = 2
-                 AND coalesce(j.metrics -> 'split_into', '[]'::jsonb) = '[]'::jsonb
-           ) AS jobs_failed,
-           count(*) FILTER (WHERE j.status = 1) AS jobs_running,
-           max(greatest(j.started_at, j.finished_at, j.heartbeat_at)) AS last_job_at
-    FROM bbo.background_operation_jobs_cell_local AS j
-    WHERE j.worker_id = w.id
-) AS js
-CROSS JOIN LATERAL (
-    SELECT (sum(r.processed_tuple_count)::float8
-            / nullif(extract(epoch FROM max(r.finished_at) - min(r.started_at)), 0)::float8
-           ) AS rows_per_second
-    FROM (
-        SELECT j.processed_tuple_count, j.started_at, j.finished_at
-        FROM bbo.background_operation_jobs_cell_local AS j
-        WHERE j.worker_id = w.id AND j.finished_at IS NOT NULL AND j.started_at IS NOT NULL
-        ORDER BY j.finished_at DESC
-        LIMIT 10
-    ) AS r
-) AS rate
 UNION ALL
 SELECT 'organization'::text,
        w.id::text,
@@ -113,38 +90,13 @@ SELECT 'organization'::text,
        w.started_at,
        w.finished_at,
        w.updated_at,
-       js.jobs_succeeded,
-       js.jobs_failed,
-       js.jobs_running,
-       js.last_job_at,
-       rate.rows_per_second
-FROM bbo.background_operation_workers AS w
-CROSS JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE j.status = 3) AS jobs_succeeded,
-           count(*) FILTER (
-               WHERE j.status = 2
-                 AND coalesce(j.metrics -> 'split_into', '[]'::jsonb) = '[]'::jsonb
-           ) AS jobs_failed,
-           count(*) FILTER (WHERE j.status = 1) AS jobs_running,
-           max(greatest(j.started_at, j.finished_at, j.heartbeat_at)) AS last_job_at
-    FROM bbo.background_operation_jobs AS j
-    WHERE j.worker_id = w.id
-) AS js
-CROSS JOIN LATERAL (
-    SELECT (sum(r.processed_tuple_count)::float8
-            / nullif(extract(epoch FROM max(r.finished_at) - min(r.started_at)), 0)::float8
-           ) AS rows_per_second
-    FROM (
-        SELECT j.processed_tuple_count, j.started_at, j.finished_at
-        FROM bbo.background_operation_jobs AS j
-        WHERE j.worker_id = w.id AND j.finished_at IS NOT NULL AND j.started_at IS NOT NULL
-        ORDER BY j.finished_at DESC
-        LIMIT 10
-    ) AS r
-) AS rate;
+       NULL::bigint,
+       w.id
+FROM bbo.background_operation_workers AS w;
 
 -- total_tuple_count: the estimate made at enqueue (the planner's for a scoped walk), never
--- below what was already processed; once finished, exactly what was processed.
+-- below what was already processed; once finished, exactly what was processed. The jobs'
+-- counts and rate are computed per row returned, after the caller's filters and LIMIT.
 CREATE OR REPLACE VIEW bbo.operations AS
 SELECT o.id,
        o.scope,
@@ -172,21 +124,21 @@ SELECT o.id,
            WHEN coalesce(t.total_tuple_count, 0) = 0 THEN NULL
            ELSE least(100.0, round(100.0 * o.processed_tuple_count / t.total_tuple_count, 1))
        END::numeric(4, 1) AS progress_percent,
-       round(o.rows_per_second::numeric, 1)::float8 AS rows_per_second,
+       round(rate.rows_per_second::numeric, 1)::float8 AS rows_per_second,
        CASE
            WHEN o.status = 3 THEN interval '0'
-           WHEN o.status = 1 AND o.rows_per_second > 0 AND t.total_tuple_count IS NOT NULL
+           WHEN o.status = 1 AND rate.rows_per_second > 0 AND t.total_tuple_count IS NOT NULL
            THEN make_interval(secs => round(
-               greatest(t.total_tuple_count - o.processed_tuple_count, 0) / o.rows_per_second
+               greatest(t.total_tuple_count - o.processed_tuple_count, 0) / rate.rows_per_second
            ))
        END AS eta,
        o.batch_size,
        o.sub_batch_size,
        o.interval_seconds,
-       o.jobs_succeeded,
-       o.jobs_failed,
-       o.jobs_running,
-       o.last_job_at,
+       js.jobs_succeeded,
+       js.jobs_failed,
+       js.jobs_running,
+       js.last_job_at,
        o.created_at,
        o.started_at,
        o.finished_at,
@@ -212,7 +164,46 @@ CROSS JOIN LATERAL (
                WHEN o.total_tuple_count IS NULL THEN NULL
                ELSE greatest(o.total_tuple_count, o.processed_tuple_count)
            END AS total_tuple_count
-) AS t;
+) AS t
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE j.status = 3) AS jobs_succeeded,
+           count(*) FILTER (
+               WHERE j.status = 2
+                 AND coalesce(j.metrics -> 'split_into', '[]'::jsonb) = '[]'::jsonb
+           ) AS jobs_failed,
+           count(*) FILTER (WHERE j.status = 1) AS jobs_running,
+           max(greatest(j.started_at, j.finished_at, j.heartbeat_at)) AS last_job_at
+    FROM (
+        SELECT c.status, c.metrics, c.started_at, c.finished_at, c.heartbeat_at
+        FROM bbo.background_operation_jobs_cell_local AS c
+        WHERE c.worker_id = o.local_id
+        UNION ALL
+        SELECT g.status, g.metrics, g.started_at, g.finished_at, g.heartbeat_at
+        FROM bbo.background_operation_jobs AS g
+        WHERE g.worker_id = o.org_id
+    ) AS j
+) AS js
+CROSS JOIN LATERAL (
+    SELECT (sum(r.processed_tuple_count)::float8
+            / nullif(extract(epoch FROM max(r.finished_at) - min(r.started_at)), 0)::float8
+           ) AS rows_per_second
+    FROM (
+        SELECT j.processed_tuple_count, j.started_at, j.finished_at
+        FROM (
+            SELECT c.processed_tuple_count, c.started_at, c.finished_at
+            FROM bbo.background_operation_jobs_cell_local AS c
+            WHERE c.worker_id = o.local_id
+            UNION ALL
+            SELECT g.processed_tuple_count, g.started_at, g.finished_at
+            FROM bbo.background_operation_jobs AS g
+            WHERE g.worker_id = o.org_id
+        ) AS j
+        WHERE j.finished_at IS NOT NULL AND j.started_at IS NOT NULL
+        ORDER BY j.finished_at DESC
+        LIMIT 10
+    ) AS r
+) AS rate;
+
 
 -- rows_per_second of a job: its rows over its duration (first start to end, retries included).
 CREATE OR REPLACE VIEW bbo.jobs AS

@@ -76,9 +76,8 @@ SCOPES = {
 
 
 def enqueue(cls: type[bbo.BaseOperation], scope: str, **kwargs: Any) -> Any:
-    result = bbo.enqueue(
-        cls, "items", "id", batch_size=BATCH, sub_batch_size=50, **SCOPES[scope], **kwargs
-    )
+    kwargs.setdefault("sub_batch_size", 50)
+    result = bbo.enqueue(cls, "items", "id", batch_size=BATCH, **SCOPES[scope], **kwargs)
     return result.operation.id
 
 
@@ -202,3 +201,240 @@ def test_view_columns_match_the_snapshots(conn: psycopg.Connection[Any]) -> None
     ):
         cur = conn.execute(f"SELECT * FROM bbo.{view} LIMIT 0")
         assert [d.name for d in cur.description or []] == list(cls.__dataclass_fields__), view
+
+
+@pytest.mark.parametrize("scope", sorted(SCOPES))
+def test_a_paused_operation_keeps_its_progress_and_says_paused_by_manual(
+    configured: str, items: str, conn: psycopg.Connection[Any], scope: str
+) -> None:
+    operation_id = enqueue(TouchItems, scope)
+    bbo.run_to_completion(operation_id, stop_check=stop_after(2, operation_id))
+    bbo.pause(operation_id)
+    row = view_row(conn, operation_id)
+    assert (row["status"], row["paused_by"]) == ("paused", "manual")
+    assert row["progress_percent"] == round(100 * row["processed_tuple_count"] / ROWS, 1) > 0
+    assert row["eta"] is None
+    assert row["rows_per_second"] > 0  # how fast it went, while it ran
+
+
+@pytest.mark.parametrize("scope", sorted(SCOPES))
+def test_a_failed_operation_keeps_its_last_error_and_lists_its_failed_jobs(
+    configured: str, items: str, conn: psycopg.Connection[Any], scope: str
+) -> None:
+    operation_id = enqueue(AlwaysFails, scope)
+    ended = bbo.run_to_completion(operation_id)
+    assert ended.status == bbo.OperationStatus.FAILED
+    row = view_row(conn, operation_id)
+    assert row["status"] == "failed"
+    assert row["processed_tuple_count"] == 0 and row["progress_percent"] == 0
+    assert row["eta"] is None and row["paused_by"] is None
+    assert row["jobs_failed"] >= 1 and row["jobs_succeeded"] == 0
+    assert row["last_error_class"] == "RuntimeError"
+    assert row["last_error_message"] == "the disk is full"
+    assert row["last_error_at"] is not None
+    failures = failed_jobs(since=datetime.timedelta(hours=1), operation_id=operation_id)
+    assert len(failures) == row["jobs_failed"]
+    assert {f.exception_class for f in failures} == {"RuntimeError"}
+    assert all(f.attempts >= 1 and f.min_cursor and f.max_cursor for f in failures)
+    assert failures[0].as_dict()["failed_at"] is not None
+    assert failed_jobs(operation_id=enqueue(TouchItems, scope)) == []
+
+
+@pytest.mark.parametrize("scope", sorted(SCOPES))
+def test_a_cancelled_operation_shows_no_eta_and_its_partial_progress(
+    configured: str, items: str, conn: psycopg.Connection[Any], scope: str
+) -> None:
+    operation_id = enqueue(TouchItems, scope)
+    bbo.run_to_completion(operation_id, stop_check=stop_after(1, operation_id))
+    assert bbo.cancel(operation_id).status == bbo.OperationStatus.CANCELLED
+    row = view_row(conn, operation_id)
+    assert row["status"] == "cancelled" and row["finished_at"] is not None
+    assert 0 < row["progress_percent"] < 100
+    assert row["eta"] is None and row["paused_by"] is None
+
+
+@pytest.mark.parametrize("scope", sorted(SCOPES))
+def test_a_health_hold_and_a_disabled_class_say_what_stops_the_operation(
+    configured: str, items: str, conn: psycopg.Connection[Any], scope: str
+) -> None:
+    operation_id = enqueue(TouchItems, scope)
+    bbo.run_to_completion(operation_id, stop_check=stop_after(1, operation_id))
+    table = "background_operation_workers" + ("" if scope == "organization" else "_cell_local")
+    conn.execute(
+        f"UPDATE bbo.{table} SET on_hold_until = now() + interval '10 minutes',"
+        " hold_reason = 'wal_rate: 80 MB/s over the last minute' WHERE id = %s",
+        [operation_id],
+    )
+    row = view_row(conn, operation_id)
+    assert (row["status"], row["paused_by"]) == ("active", "health")
+    assert row["hold_reason"].startswith("wal_rate:") and row["on_hold_until"] is not None
+    conn.execute("INSERT INTO bbo.disabled_classes (job_class_name) VALUES (%s)", [TouchItems.name])
+    assert view_row(conn, operation_id)["paused_by"] == "disabled class"
+    conn.execute(f"UPDATE bbo.{table} SET on_hold_until = now() - interval '1 second'")
+    conn.execute("DELETE FROM bbo.disabled_classes")
+    assert view_row(conn, operation_id)["paused_by"] is None  # an expired hold stops nothing
+
+
+def _run_all_but_the_end(operation_id: Any) -> Any:
+    """Run every job of the operation but leave it active: the last job is interrupted
+    after a sub-batch, then run to its end by itself (as a worker would), so the range is
+    walked and only the orchestrator's ending is missing. The last job's record."""
+    from dramatiq_bbo.jobs.run import run_job
+
+    bbo.run_to_completion(operation_id, stop_check=stop_after(ROWS // BATCH - 1, operation_id))
+    last = bbo.list_jobs(operation_id)[-1]
+    assert last.status == bbo.JobStatus.PENDING
+    return last, run_job
+
+
+@pytest.mark.parametrize("scope", sorted(SCOPES))
+def test_an_operation_cancelled_after_its_last_row_is_reported_finished(
+    configured: str, items: str, conn: psycopg.Connection[Any], scope: str
+) -> None:
+    operation_id = enqueue(TouchItems, scope)
+    last, run_job = _run_all_but_the_end(operation_id)
+    assert run_job(operation_id, last.id).status == bbo.JobStatus.SUCCEEDED
+    assert bbo.get_operation(operation_id).status == bbo.OperationStatus.ACTIVE
+    cancelled = bbo.cancel(operation_id)
+    assert cancelled.status == bbo.OperationStatus.FINISHED
+    row = view_row(conn, operation_id)
+    assert (row["status"], row["progress_percent"]) == ("finished", 100)
+    assert conn.execute("SELECT count(*) FROM items WHERE NOT touched").fetchone() == (0,)
+
+
+def test_a_cancel_while_the_last_job_runs_to_its_end_is_reported_finished(
+    configured: str, items: str, conn: psycopg.Connection[Any]
+) -> None:
+    operation_id = enqueue(TouchItems, "cell_local", sub_batch_size=10)
+    last, run_job = _run_all_but_the_end(operation_id)
+    cancels: list[Any] = []
+
+    def cancel_once() -> None:  # the job keeps going: its runner does not re-read the status
+        if not cancels:
+            cancels.append(bbo.cancel(operation_id))
+
+    assert run_job(operation_id, last.id, stop_check=cancel_once).status == bbo.JobStatus.SUCCEEDED
+    assert cancels[0].status == bbo.OperationStatus.CANCELLED  # a job was still running
+    assert view_row(conn, operation_id)["status"] == "finished"
+    assert bbo.get_operation(operation_id).status == bbo.OperationStatus.FINISHED
+
+
+def test_a_cancel_that_leaves_rows_unprocessed_stays_cancelled(
+    configured: str, items: str, conn: psycopg.Connection[Any]
+) -> None:
+    operation_id = enqueue(TouchItems, "cell_local")
+    last, _ = _run_all_but_the_end(operation_id)
+    assert bbo.cancel(operation_id).status == bbo.OperationStatus.CANCELLED
+    assert view_row(conn, operation_id)["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("scope", sorted(SCOPES))
+def test_a_scoped_walk_is_sized_by_the_planner_and_ends_at_100_percent(
+    configured: str, items: str, conn: psycopg.Connection[Any], scope: str
+) -> None:
+    operation_id = enqueue(TouchOneOwner, scope, arguments={"owner": 3})
+    queued = view_row(conn, operation_id)
+    assert 50 <= queued["total_tuple_count"] <= 200  # 100 rows in scope, not the table's 1000
+    bbo.run_to_completion(operation_id, stop_check=stop_after(0, operation_id))
+    assert view_row(conn, operation_id)["progress_percent"] < 100
+    bbo.run_to_completion(operation_id)
+    row = view_row(conn, operation_id)
+    assert row["status"] == "finished" and row["progress_percent"] == 100
+    assert row["total_tuple_count"] == row["processed_tuple_count"] == ROWS // 10
+
+
+def test_recent_jobs_are_newest_first_with_duration_and_rate(
+    configured: str, items: str, conn: psycopg.Connection[Any]
+) -> None:
+    operation_id = enqueue(TouchItems, "organization")
+    bbo.run_to_completion(operation_id)
+    jobs = recent_jobs(operation_id, limit=3)
+    assert len(jobs) == 3
+    assert [j.created_at for j in jobs] == sorted((j.created_at for j in jobs), reverse=True)
+    assert all(j.status == "succeeded" and j.processed_tuple_count == BATCH for j in jobs)
+    assert all(j.duration is not None and (j.rows_per_second or 0) > 0 for j in jobs)
+    as_json = json.loads(json.dumps(jobs[0].as_dict()))
+    assert as_json["operation_id"] == str(operation_id) and as_json["duration"] > 0
+
+
+def test_every_query_of_the_monitoring_doc_runs_and_sees_the_operations(
+    configured: str, items: str, conn: psycopg.Connection[Any]
+) -> None:
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "monitoring.md").read_text()
+    queries = re.findall(r"```sql\n(.*?)```", doc, flags=re.DOTALL)
+    assert len(queries) >= 10
+    bbo.run_to_completion(enqueue(AlwaysFails, "organization"))
+    running = enqueue(TouchItems, "cell_local")
+    bbo.run_to_completion(running, stop_check=stop_after(2, running))
+    answered = [conn.execute(text).fetchall() for text in queries]
+    assert answered[0][0][0] == str(running)  # what is running now
+    assert answered[2] and answered[3]  # what failed today; operations that ended failed
+    assert answered[9][0][:2] == (AlwaysFails.name, "RuntimeError")
+
+
+def _set_estimate(conn: psycopg.Connection[Any], operation_id: Any, total: int) -> None:
+    conn.execute(
+        "UPDATE bbo.background_operation_workers_cell_local SET total_tuple_count = %s"
+        " WHERE id = %s",
+        [total, operation_id],
+    )
+
+
+def test_an_estimate_too_low_is_raised_as_jobs_show_rows_remain(
+    configured: str, items: str, conn: psycopg.Connection[Any]
+) -> None:
+    operation_id = enqueue(TouchItems, "cell_local")
+    _set_estimate(conn, operation_id, 150)  # statistics that lag far behind the table
+    bbo.run_to_completion(operation_id, stop_check=stop_after(3, operation_id))
+    row = view_row(conn, operation_id)
+    assert row["status"] == "active"
+    # the fourth job was a full batch before the range's end: more rows than that remain
+    assert row["total_tuple_count"] >= 4 * BATCH + 1
+    assert row["progress_percent"] < 100
+
+
+def test_an_estimate_too_high_is_cut_when_the_last_batch_is_handed_out(
+    configured: str, items: str, conn: psycopg.Connection[Any]
+) -> None:
+    operation_id = enqueue(TouchItems, "cell_local")
+    _set_estimate(conn, operation_id, 50 * ROWS)
+    _run_all_but_the_end(operation_id)
+    row = view_row(conn, operation_id)
+    assert row["status"] == "active"
+    assert row["total_tuple_count"] == ROWS  # every batch but the last was full
+    assert row["progress_percent"] >= 90
+
+
+def test_a_running_job_is_counted_and_shown_running_with_its_duration_so_far(
+    configured: str, items: str, conn: psycopg.Connection[Any]
+) -> None:
+    operation_id = enqueue(TouchItems, "organization", sub_batch_size=25)
+    seen: list[tuple[Any, ...]] = []
+
+    def look() -> str | None:
+        row = view_row(conn, operation_id)
+        job = recent_jobs(operation_id, limit=1)[0]
+        seen.append((row["jobs_running"], job.status, job.duration, row["last_job_at"]))
+        return "seen" if len(seen) >= 2 else None
+
+    bbo.run_to_completion(operation_id, stop_check=look)
+    running, status, duration, last_job_at = seen[-1]
+    assert (running, status) == (1, "running")
+    assert duration is not None and duration >= datetime.timedelta(0)
+    assert last_job_at is not None
+    assert view_row(conn, operation_id)["jobs_running"] == 0  # handed back at its checkpoint
+
+
+def test_list_operations_takes_a_status_enum_and_an_organization_id_as_text(
+    configured: str, items: str
+) -> None:
+    operation_id = enqueue(TouchItems, "organization")
+    assert [s.id for s in bbo.list_operations(status=bbo.OperationStatus.QUEUED)] == [
+        str(operation_id)
+    ]
+    summary = bbo.list_operations(organization_id="7", status=" Queued ")[0]
+    assert summary.operation_id == operation_id
+    assert summary.as_dict()["organization_id"] == 7
