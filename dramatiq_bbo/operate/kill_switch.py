@@ -22,9 +22,9 @@ from psycopg.rows import dict_row
 
 from ..db import DEFAULT_DATABASE, REGISTRY
 from ..errors import InvalidSteering, InvalidTransition
-from ..jobs.control import operator
 from ..logs import CLASS_DISABLED, CLASS_ENABLED, event
 from ..migrations import requires_schema
+from ..operators import operator
 from ..queries import query
 from ..settings import clean_text
 from ..state.records import OperationRecord
