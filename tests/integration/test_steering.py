@@ -18,6 +18,7 @@ from dramatiq_bbo.errors import (
     InvalidTransition,
     OperationNotFound,
 )
+from dramatiq_bbo.operate import finalize as finalize_module
 from dramatiq_bbo.state.records import JobStatus, OperationStatus
 from tests.integration.steering_support import (
     FailWhileBroken,
@@ -347,3 +348,52 @@ def test_finalize_refuses_an_ended_operation_and_a_bad_callback(
 
     assert state(conn) == before
     assert operation_row(conn, live)["status"] == OperationStatus.QUEUED
+
+
+def test_an_organization_scoped_operation_is_steered_by_its_uuid(
+    steered: str, conn: psycopg.Connection[Any], events: list[dict[str, Any]]
+) -> None:
+    make_counters(conn, 120)
+    result = bbo.enqueue(
+        Visit, "counters", "id", batch_size=50, sub_batch_size=10, organization_id=7, user_id=3
+    )
+    operation_id = str(result.operation.id)  # as a command line holds it
+
+    bbo.pause(operation_id, by="org-admin")
+    updated = bbo.update(operation_id, batch_size=40, sub_batch_size=20, by="org-admin")
+    finished = bbo.finalize(operation_id, by="org-admin")
+
+    assert updated.organization_id == 7 and updated.batch_size == 40
+    assert finished.status == OperationStatus.FINISHED and visits(conn) == {1: 120}
+    assert bbo.list_jobs(finished)[0].sub_batch_size == 20
+    with pytest.raises(InvalidTransition, match="it is finished"):
+        bbo.retry(operation_id)
+    assert {e["operation_id"] for e in events if e.get("by") == "org-admin"} == {operation_id}
+
+
+def test_an_interrupted_finalize_gives_the_job_back_at_its_checkpoint(
+    steered: str,
+    conn: psycopg.Connection[Any],
+    events: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(finalize_module, "PROGRESS_SECONDS", 0.0)  # report at every boundary
+    make_counters(conn, 200)
+    operation_id = enqueue(batch_size=200, sub_batch_size=20)
+    calls: list[int] = []
+
+    def ctrl_c_on_the_fourth_report(record: Any) -> None:
+        calls.append(record.processed_tuple_count)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        bbo.finalize(operation_id, on_progress=ctrl_c_on_the_fourth_report, by="gina")
+
+    (job,) = bbo.list_jobs(operation_id)
+    assert job.status == JobStatus.PENDING and job.checkpoint_cursor == [60]
+    assert operation_row(conn, operation_id)["lease_owner"] is None  # nothing left held
+    (event,) = named(events, logs.OPERATION_FINALIZED)
+    assert event["by"] == "gina" and event["completed"] is False
+    assert bbo.finalize(operation_id).status == OperationStatus.FINISHED
+    assert visits(conn) == {1: 200}
