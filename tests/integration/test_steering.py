@@ -17,6 +17,7 @@ from dramatiq_bbo.errors import (
     InvalidSteering,
     InvalidTransition,
     OperationNotFound,
+    UnknownDatabase,
 )
 from dramatiq_bbo.operate import finalize as finalize_module
 from dramatiq_bbo.state.records import JobStatus, OperationStatus
@@ -397,3 +398,26 @@ def test_an_interrupted_finalize_gives_the_job_back_at_its_checkpoint(
     assert event["by"] == "gina" and event["completed"] is False
     assert bbo.finalize(operation_id).status == OperationStatus.FINISHED
     assert visits(conn) == {1: 200}
+
+
+def test_steering_an_unknown_database_is_refused(
+    steered: str, conn: psycopg.Connection[Any]
+) -> None:
+    make_counters(conn, 10)
+    operation_id = enqueue()
+    bbo.disable("some.Class")
+    before = state(conn)
+
+    for call in (
+        lambda: bbo.pause(operation_id, database="nope"),
+        lambda: bbo.retry(operation_id, database="nope"),
+        lambda: bbo.update(operation_id, batch_size=10, database="nope"),
+        lambda: bbo.finalize(operation_id, database="nope"),
+        lambda: bbo.disable("other.Class", database="nope"),
+        lambda: bbo.enable("some.Class", database="nope"),
+        lambda: bbo.disabled_classes(database="nope"),
+    ):
+        with pytest.raises(UnknownDatabase, match="nope"):
+            call()
+
+    assert state(conn) == before
