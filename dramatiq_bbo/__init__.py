@@ -22,12 +22,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from .jobs.control import cancel, pause, resume
     from .jobs.inline import run_to_completion
     from .middleware import Middleware
+    from .operate.finalize import finalize
     from .operate.steering import (
         DisabledClass,
         disable,
         disabled_classes,
         enable,
-        finalize,
         retry,
         update,
     )
@@ -59,7 +59,7 @@ _LAZY = {
     "DisabledClass": "operate.steering",
     "retry": "operate.steering",
     "update": "operate.steering",
-    "finalize": "operate.steering",
+    "finalize": "operate.finalize",
     "setup": "pipeline.actors",
     "default_middleware": "pipeline.actors",
     "Middleware": "middleware",

@@ -15,7 +15,7 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from ..db import DEFAULT_DATABASE, REGISTRY
-from ..errors import InvalidSteering, InvalidTransition, OperationNotFound
+from ..errors import InvalidTransition, OperationNotFound
 from ..logs import (
     OPERATION_CANCELLED,
     OPERATION_PAUSED,
@@ -23,9 +23,9 @@ from ..logs import (
     event,
     operation_fields,
 )
+from ..operators import operator
 from ..pipeline.runtime import transitioned
 from ..queries import query
-from ..settings import clean_text
 from ..state.records import OperationRecord, OperationStatus
 from ..state.store import fetch_operation, parse_operation_id, tables_for
 
@@ -35,9 +35,6 @@ _ALLOWED = {
     "cancel": (OperationStatus.QUEUED, OperationStatus.ACTIVE, OperationStatus.PAUSED),
 }
 _EVENTS = {"pause": OPERATION_PAUSED, "resume": OPERATION_RESUMED, "cancel": OPERATION_CANCELLED}
-
-#: the longest operator name ``by`` may hold (the column ``disabled_by`` holds as much)
-MAX_OPERATOR_LENGTH = 255
 
 
 def pause(
@@ -63,20 +60,6 @@ def cancel(
 ) -> OperationRecord:
     """End the operation for good; what was committed stays committed."""
     return transition("cancel", operation_id, database=database, by=by)
-
-
-def operator(by: Any) -> str | None:
-    """``by`` as it is logged and stored: None, or text of 1 to 255 characters without NUL
-    (InvalidSteering otherwise, before anything is written)."""
-    if by is None:
-        return None
-    if not isinstance(by, str) or not by.strip() or not clean_text(by):
-        raise InvalidSteering(f"by must be a non-empty operator name (text), got {by!r}")
-    if len(by) > MAX_OPERATOR_LENGTH:
-        raise InvalidSteering(
-            f"by must be at most {MAX_OPERATOR_LENGTH} characters, got {len(by)}: {by[:40]!r}..."
-        )
-    return by
 
 
 def transition(

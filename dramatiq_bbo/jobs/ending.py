@@ -24,7 +24,7 @@ from ..logs import logger
 from ..pipeline.runtime import transitioned
 from ..queries import query
 from ..state.records import JobRecord, JobStatus, OperationRecord, OperationStatus
-from ..state.store import fetch_operation, get_operation, tables_for
+from ..state.store import fetch_operation, tables_for
 
 #: a check between sub-batches: a reason to stop the job at its checkpoint, or None
 StopCheck = Callable[[], str | None]

@@ -22,11 +22,12 @@ from typing import Any
 
 from ..db import DEFAULT_DATABASE, REGISTRY
 from ..errors import InvalidSteering, InvalidTransition, OperationNotFound
-from ..jobs.control import operator, transition
+from ..jobs.control import transition
 from ..jobs.ending import CLASS_DISABLED, run_state_stop_reason
 from ..jobs.inline import run_to_completion
 from ..logs import OPERATION_FINALIZED, event, logger, operation_fields
 from ..migrations import requires_schema
+from ..operators import operator
 from ..state.records import OperationRecord, OperationStatus
 from ..state.store import fetch_operation, parse_operation_id
 

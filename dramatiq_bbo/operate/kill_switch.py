@@ -22,9 +22,9 @@ from psycopg.rows import dict_row
 
 from ..db import DEFAULT_DATABASE, REGISTRY
 from ..errors import InvalidSteering, InvalidTransition
-from ..jobs.control import operator
-from ..logs import CLASS_DISABLED, CLASS_ENABLED, event
+from ..logs import CLASS_DISABLED, CLASS_ENABLED, event, logger
 from ..migrations import requires_schema
+from ..operators import operator
 from ..queries import query
 from ..settings import clean_text
 from ..state.records import OperationRecord
@@ -113,7 +113,11 @@ def enable(class_name: str, *, by: str | None = None, database: str | None = Non
     if row is None:
         raise InvalidTransition(f"class {name!r} is not disabled in database {database!r}")
     removed = DisabledClass.from_row(row)
-    woken = _wake_class(database, name)
+    try:
+        woken = _wake_class(database, name)
+    except Exception:  # enabled all the same: the scheduler's next pass finds them
+        logger.exception("waking the operations of %s after enable failed", name)
+        woken = 0
     event(
         CLASS_ENABLED,
         job_class_name=name,

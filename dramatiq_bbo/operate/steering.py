@@ -5,8 +5,10 @@ Each call checks its input before it writes anything (a typed error from
 :mod:`dramatiq_bbo.errors`, one line, naming the value), takes the operation's row lock for
 its change (lock order: the operation row, then its jobs), and logs one event naming who did
 it (``by``). ``pause``, ``resume`` and ``cancel`` live with the status rules in
-:mod:`dramatiq_bbo.jobs.control`; ``finalize`` in :mod:`.finalize`; the kill switch in
-:mod:`.kill_switch`. All of them are importable from here.
+:mod:`dramatiq_bbo.jobs.control` and the kill switch in :mod:`.kill_switch`; both are
+importable from here. ``finalize`` runs an operation and lives apart, in :mod:`.finalize`
+(import it from there or as ``bbo.finalize``): it stands on the inline runner, one layer
+above everything here.
 """
 
 from __future__ import annotations
@@ -18,15 +20,15 @@ from psycopg.rows import dict_row
 
 from ..db import DEFAULT_DATABASE, REGISTRY
 from ..errors import InvalidBatchSizes, InvalidTransition, OperationNotFound
-from ..jobs.control import cancel, operator, pause, resume
+from ..jobs.control import cancel, pause, resume
 from ..logs import OPERATION_RETRIED, OPERATION_UPDATED, event, operation_fields
 from ..migrations import requires_schema
+from ..operators import operator
 from ..pipeline.runtime import transitioned
 from ..queries import query
 from ..settings import check_value
 from ..state.records import OperationRecord, OperationStatus
 from ..state.store import fetch_operation, parse_operation_id, tables_for
-from .finalize import finalize
 from .kill_switch import DisabledClass, disable, disabled_classes, enable
 
 __all__ = [
@@ -35,7 +37,6 @@ __all__ = [
     "disable",
     "disabled_classes",
     "enable",
-    "finalize",
     "pause",
     "resume",
     "retry",

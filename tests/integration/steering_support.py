@@ -66,8 +66,9 @@ class FailWhileBroken(bbo.BaseOperation):
 
 class DisableItself(bbo.BaseOperation):
     """One visit per row, each sub-batch taking at least ``SLOW_SECONDS`` (so the status is
-    re-read at every boundary); after ``arguments["disable_after"]`` sub-batches it disables
-    its own class on another connection, as an operator would mid-job."""
+    re-read at every boundary); in the sub-batch ending at row ``arguments["disable_at"]``
+    of a job's first run it disables its own class on another connection, as an operator
+    would mid-job (a run resumed from a checkpoint does not do it again)."""
 
     name = "steering.disable_itself"
     operation_name = "update_all"
@@ -76,12 +77,11 @@ class DisableItself(bbo.BaseOperation):
     SLOW_SECONDS = 0.12
 
     def perform(self) -> None:
-        done = 0
+        first_run = self.job.checkpoint_cursor is None
         for sub_batch in self.each_sub_batch():
             sub_batch.update(visits=self.table.visits + 1)
             time.sleep(self.SLOW_SECONDS)
-            done += 1
-            if done == self.arguments.get("disable_after"):
+            if first_run and sub_batch.bounds[1] == self.arguments.get("disable_at"):
                 bbo.disable(self.name, reason="mid-job", by="test")
 
 

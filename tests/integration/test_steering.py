@@ -17,7 +17,9 @@ from dramatiq_bbo.errors import (
     InvalidSteering,
     InvalidTransition,
     OperationNotFound,
+    UnknownDatabase,
 )
+from dramatiq_bbo.operate import finalize as finalize_module
 from dramatiq_bbo.state.records import JobStatus, OperationStatus
 from tests.integration.steering_support import (
     FailWhileBroken,
@@ -81,16 +83,19 @@ def test_pause_resume_and_cancel_log_who_did_it(
     assert cancel_event["by"] is None and cancel_event["new_state"] == "cancelled"
 
 
-@pytest.mark.parametrize("by", ["", "   ", "a" * 256, "nul\x00", 42, b"alice"])
+BAD_OPERATORS = ["", "   ", "a" * 256, "nul\x00", "\udc80", 42, b"alice"]
+
+
 def test_pause_refuses_a_bad_operator_name_and_changes_nothing(
-    steered: str, conn: psycopg.Connection[Any], by: Any
+    steered: str, conn: psycopg.Connection[Any]
 ) -> None:
     make_counters(conn, 10)
     operation_id = enqueue()
     before = state(conn)
 
-    with pytest.raises(InvalidSteering, match="by must be"):
-        bbo.pause(operation_id, by=by)
+    for by in BAD_OPERATORS:
+        with pytest.raises(InvalidSteering, match="by must be"):
+            bbo.pause(operation_id, by=by)
 
     assert state(conn) == before
 
@@ -247,35 +252,35 @@ def test_update_of_one_size_keeps_the_others(steered: str, conn: psycopg.Connect
     assert bbo.update(operation_id, batch_size=2_000).max_batch_size >= 2_000
 
 
-@pytest.mark.parametrize(
-    ("sizes", "message"),
-    [
-        ({}, "nothing to update"),
-        ({"batch_size": 0}, "batch_size must be an int > 0"),
-        ({"batch_size": -5}, "batch_size must be"),
-        ({"sub_batch_size": 0}, "sub_batch_size must be"),
-        ({"batch_size": 2**31}, "batch_size must be"),
-        ({"batch_size": 10.5}, "batch_size must be"),
-        ({"batch_size": True}, "batch_size must be"),
-        ({"batch_size": "100"}, "batch_size must be"),
-        ({"pause_ms": -1}, "pause_ms must be"),
-        ({"interval_seconds": -0.5}, "interval_seconds must be"),
-        ({"interval_seconds": float("nan")}, "interval_seconds must be"),
-        ({"interval_seconds": float("inf")}, "interval_seconds must be"),
-        ({"sub_batch_size": 101}, "sub_batch_size 101 would be larger than batch_size 100"),
-        ({"batch_size": 10}, "sub_batch_size 20 would be larger than batch_size 10"),
-        ({"batch_size": 10, "sub_batch_size": 11}, "would be larger"),
-    ],
-)
+BAD_SIZES = [
+    ({}, "nothing to update"),
+    ({"batch_size": 0}, "batch_size must be an int > 0"),
+    ({"batch_size": -5}, "batch_size must be"),
+    ({"sub_batch_size": 0}, "sub_batch_size must be"),
+    ({"batch_size": 2**31}, "batch_size must be"),
+    ({"batch_size": 10.5}, "batch_size must be"),
+    ({"batch_size": True}, "batch_size must be"),
+    ({"batch_size": "100"}, "batch_size must be"),
+    ({"pause_ms": -1}, "pause_ms must be"),
+    ({"interval_seconds": -0.5}, "interval_seconds must be"),
+    ({"interval_seconds": float("nan")}, "interval_seconds must be"),
+    ({"interval_seconds": float("inf")}, "interval_seconds must be"),
+    ({"sub_batch_size": 101}, "sub_batch_size 101 would be larger than batch_size 100"),
+    ({"batch_size": 10}, "sub_batch_size 20 would be larger than batch_size 10"),
+    ({"batch_size": 10, "sub_batch_size": 11}, "would be larger"),
+]
+
+
 def test_update_refuses_bad_or_inverted_sizes_and_changes_nothing(
-    steered: str, conn: psycopg.Connection[Any], sizes: dict[str, Any], message: str
+    steered: str, conn: psycopg.Connection[Any]
 ) -> None:
     make_counters(conn, 10)
     operation_id = enqueue(batch_size=100, sub_batch_size=20)
     before = state(conn)
 
-    with pytest.raises(InvalidBatchSizes, match=message):
-        bbo.update(operation_id, **sizes)
+    for sizes, message in BAD_SIZES:
+        with pytest.raises(InvalidBatchSizes, match=message):
+            bbo.update(operation_id, **sizes)
 
     assert state(conn) == before
 
@@ -347,3 +352,75 @@ def test_finalize_refuses_an_ended_operation_and_a_bad_callback(
 
     assert state(conn) == before
     assert operation_row(conn, live)["status"] == OperationStatus.QUEUED
+
+
+def test_an_organization_scoped_operation_is_steered_by_its_uuid(
+    steered: str, conn: psycopg.Connection[Any], events: list[dict[str, Any]]
+) -> None:
+    make_counters(conn, 120)
+    result = bbo.enqueue(
+        Visit, "counters", "id", batch_size=50, sub_batch_size=10, organization_id=7, user_id=3
+    )
+    operation_id = str(result.operation.id)  # as a command line holds it
+
+    bbo.pause(operation_id, by="org-admin")
+    updated = bbo.update(operation_id, batch_size=40, sub_batch_size=20, by="org-admin")
+    finished = bbo.finalize(operation_id, by="org-admin")
+
+    assert updated.organization_id == 7 and updated.batch_size == 40
+    assert finished.status == OperationStatus.FINISHED and visits(conn) == {1: 120}
+    assert bbo.list_jobs(finished)[0].sub_batch_size == 20
+    with pytest.raises(InvalidTransition, match="it is finished"):
+        bbo.retry(operation_id)
+    assert {e["operation_id"] for e in events if e.get("by") == "org-admin"} == {operation_id}
+
+
+def test_an_interrupted_finalize_gives_the_job_back_at_its_checkpoint(
+    steered: str,
+    conn: psycopg.Connection[Any],
+    events: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(finalize_module, "PROGRESS_SECONDS", 0.0)  # report at every boundary
+    make_counters(conn, 200)
+    operation_id = enqueue(batch_size=200, sub_batch_size=20)
+    calls: list[int] = []
+
+    def ctrl_c_on_the_fourth_report(record: Any) -> None:
+        calls.append(record.processed_tuple_count)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        bbo.finalize(operation_id, on_progress=ctrl_c_on_the_fourth_report, by="gina")
+
+    (job,) = bbo.list_jobs(operation_id)
+    assert job.status == JobStatus.PENDING and job.checkpoint_cursor == [60]
+    assert operation_row(conn, operation_id)["lease_owner"] is None  # nothing left held
+    (event,) = named(events, logs.OPERATION_FINALIZED)
+    assert event["by"] == "gina" and event["completed"] is False
+    assert bbo.finalize(operation_id).status == OperationStatus.FINISHED
+    assert visits(conn) == {1: 200}
+
+
+def test_steering_an_unknown_database_is_refused(
+    steered: str, conn: psycopg.Connection[Any]
+) -> None:
+    make_counters(conn, 10)
+    operation_id = enqueue()
+    bbo.disable("some.Class")
+    before = state(conn)
+
+    for call in (
+        lambda: bbo.pause(operation_id, database="nope"),
+        lambda: bbo.retry(operation_id, database="nope"),
+        lambda: bbo.update(operation_id, batch_size=10, database="nope"),
+        lambda: bbo.finalize(operation_id, database="nope"),
+        lambda: bbo.disable("other.Class", database="nope"),
+        lambda: bbo.enable("some.Class", database="nope"),
+        lambda: bbo.disabled_classes(database="nope"),
+    ):
+        with pytest.raises(UnknownDatabase, match="nope"):
+            call()
+
+    assert state(conn) == before
