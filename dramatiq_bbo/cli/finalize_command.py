@@ -33,9 +33,11 @@ from dramatiq_bbo.cli.main import (
 )
 from dramatiq_bbo.cli.operate_commands import ParsedValue
 from dramatiq_bbo.cli.output import console, emit
-from dramatiq_bbo.operate.commands import COMMANDS, Context, Done
+from dramatiq_bbo.operate.commands import Context
+from dramatiq_bbo.operate.results import Done
+from dramatiq_bbo.operate.running import FINALIZE
 
-_COMMAND = COMMANDS["finalize"]
+_COMMAND = FINALIZE
 
 
 def register(group: click.Group) -> None:

@@ -24,9 +24,6 @@ from dramatiq_bbo.cli.output import emit
 from dramatiq_bbo.errors import InvalidCommand
 from dramatiq_bbo.operate.commands import COMMANDS, Command, Context, Parameter
 
-#: commands with a subcommand module of their own (a progress bar to draw)
-OWN_MODULES = {"finalize"}
-
 _READ_EPILOG = """\b
 --json prints the views' columns under their own names (see docs/operating.md); --markdown
 prints the table as markdown (for a chat or an issue).
@@ -105,6 +102,5 @@ def build_command(command: Command) -> click.Command:
 
 
 def register(group: click.Group) -> None:
-    for name, command in COMMANDS.items():
-        if name not in OWN_MODULES:
-            group.add_command(build_command(command))
+    for command in COMMANDS.values():
+        group.add_command(build_command(command))

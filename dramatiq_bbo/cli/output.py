@@ -17,7 +17,7 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 
 from dramatiq_bbo.operate import render
-from dramatiq_bbo.operate.commands import Detail, Done, Listing, Result
+from dramatiq_bbo.operate.results import Detail, Done, Listing, Result
 
 #: the width given to rich when stdout is not a terminal
 PIPE_WIDTH = 1_000

@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import BBOError, InvalidCommand
 from ..settings import check_value, clean_text
 from ..state.records import OperationId, OperationStatus
-from ..state.store import parse_operation_id
+from ..state.scopes import parse_operation_id
 
 #: the statuses an operator names, as the views spell them
 STATUSES: tuple[str, ...] = tuple(status.name.lower() for status in OperationStatus)

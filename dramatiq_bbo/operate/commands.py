@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import InvalidCommand
 from . import arguments as read
 from . import steering, summaries
+from .results import Detail, Done, Listing, Result
 
 #: the option every command accepts for a named database (``configure(databases=...)``)
 DATABASE_FLAG = "--database"
@@ -43,44 +44,6 @@ class Context:
     by: str
     database: str | None = None
     on_progress: Callable[[Any], None] | None = None
-
-
-@dataclass(frozen=True)
-class Listing:
-    """Rows of one kind (``operations``, ``failures``, ``disabled``), each ``as_dict()``."""
-
-    kind: str
-    items: tuple[dict[str, Any], ...]
-
-    def as_json_value(self) -> Any:
-        return list(self.items)
-
-
-@dataclass(frozen=True)
-class Detail:
-    """One operation and its last jobs (``show``)."""
-
-    operation: dict[str, Any]
-    jobs: tuple[dict[str, Any], ...]
-
-    def as_json_value(self) -> Any:
-        return {"operation": self.operation, "jobs": list(self.jobs)}
-
-
-@dataclass(frozen=True)
-class Done:
-    """A change that was made: one line saying what, and the operation as it is now (or the
-    disabled class, for ``disable``)."""
-
-    message: str
-    operation: dict[str, Any] | None = None
-    kind: str = "operation"
-
-    def as_json_value(self) -> Any:
-        return {"message": self.message, self.kind: self.operation}
-
-
-Result = Listing | Detail | Done
 
 
 @dataclass(frozen=True)
@@ -188,18 +151,6 @@ def update(context: Context, operation_id: Any, **sizes: Any) -> Done:
     return _done(context, operation_id, f"updated ({changed}; from its next job)")
 
 
-def finalize(context: Context, operation_id: Any) -> Done:
-    steering.finalize(
-        operation_id, on_progress=context.on_progress, by=context.by, database=context.database
-    )
-    summary = summaries.get_summary(operation_id, database=context.database)
-    if summary.status == "finished":
-        message = f"operation {operation_id} finished: run to its end in this process"
-    else:
-        message = f"operation {operation_id} stopped before its end: it is {summary.status}"
-    return Done(message, summary.as_dict())
-
-
 def disable(context: Context, class_name: str, reason: str | None = None) -> Done:
     entry = steering.disable(class_name, reason=reason, by=context.by, database=context.database)
     return Done(
@@ -214,7 +165,9 @@ def enable(context: Context, class_name: str) -> Done:
 
 # -- the table of commands -----------------------------------------------------------------------
 
-_ID = Parameter("operation_id", None, read.operation_id, "the operation's id", "ID")
+#: the operation id every command acting on one operation takes
+OPERATION_ID = Parameter("operation_id", None, read.operation_id, "the operation's id", "ID")
+_ID = OPERATION_ID
 _CLASS = Parameter("class_name", None, read.class_name, "the operation class's name", "CLASS")
 
 
@@ -280,7 +233,6 @@ COMMANDS: dict[str, Command] = {
         Command("cancel", "end an operation for good", cancel, (_ID,), True),
         Command("retry", "requeue an operation's failed jobs", retry, (_ID,), True),
         Command("set", "change sizes from the next job on", update, (_ID, *_SIZES), True),
-        Command("finalize", "run the rest of an operation now", finalize, (_ID,), True),
         Command(
             "disable",
             "stop every operation of a class (kill switch)",

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .commands import Detail, Done, Listing, Result
+from .results import Detail, Done, Listing, Result
 
 Item = Mapping[str, Any]
 Column = tuple[str, Callable[[Item], str]]

@@ -16,7 +16,7 @@ import psycopg
 
 from ..db import REGISTRY
 from ..queries import query
-from ..state.store import tables_for
+from ..state.scopes import tables_for
 from .messages import ORCHESTRATOR, new_token
 from .runtime import messenger
 
