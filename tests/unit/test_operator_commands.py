@@ -118,3 +118,19 @@ def test_chatops_authorize_must_be_a_callable_or_none() -> None:
         assert settings.chatops_authorize is not None
     finally:
         bbo.reset()
+
+
+def test_the_operating_guide_names_every_command_and_every_json_key() -> None:
+    import dataclasses
+    from pathlib import Path
+
+    from dramatiq_bbo.operate.kill_switch import DisabledClass
+    from dramatiq_bbo.operate.running import FINALIZE
+    from dramatiq_bbo.operate.summaries import FailedJob, JobSummary, OperationSummary
+
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "operating.md").read_text()
+    for name in [*COMMANDS, FINALIZE.name, "watch", "migrate", "demo"]:
+        assert f"| `{name}" in guide, name
+    for kind in (OperationSummary, JobSummary, FailedJob, DisabledClass):
+        for field in dataclasses.fields(kind):
+            assert f"`{field.name}`" in guide, (kind.__name__, field.name)
