@@ -169,10 +169,18 @@ def _log_events(verbose: bool) -> Callable[[], None]:
     if verbose and not logger.isEnabledFor(logging.INFO):
         logger.setLevel(logging.INFO)
     logger.addHandler(handler)
+    # The pool's own warnings (one per failed connect attempt) repeat what the error line
+    # says: to the verbose handler, or nowhere.
+    pool = logging.getLogger("psycopg.pool")
+    quiet = handler if verbose else logging.NullHandler()
+    pool.addHandler(quiet)
+    propagate, pool.propagate = pool.propagate, False
 
     def undo() -> None:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        pool.removeHandler(quiet)
+        pool.propagate = propagate
 
     return undo
 
