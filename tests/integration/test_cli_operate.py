@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from typing import Any
 
 import psycopg
@@ -123,6 +124,26 @@ def test_list_filters_by_status_scope_and_limit(
     assert ids("--limit", "1") == [waiting]
     code, out, _ = cli(capsys, "list", "--status", "failed", "--dsn", dsn)
     assert (code, out.strip()) == (0, "no operations")
+
+
+def test_an_organization_scoped_operation_is_found_by_its_uuid(
+    dsn: str, counters: psycopg.Connection[Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    enqueue(dsn)  # a cell-local one beside it
+    scoped = enqueue(dsn, organization_id=7, user_id=70)
+    assert uuid.UUID(scoped)
+
+    code, out, _ = cli(capsys, "list", "--organization", "7", "--json", "--dsn", dsn)
+    (listed,) = json.loads(out)
+    assert code == 0 and (listed["id"], listed["scope"]) == (scoped, "organization")
+    code, out, _ = cli(capsys, "list", "--scope", "organization", "--json", "--dsn", dsn)
+    assert [o["id"] for o in json.loads(out)] == [scoped]
+
+    assert cli(capsys, "pause", scoped, "--dsn", dsn)[0] == 0
+    code, out, _ = cli(capsys, "show", scoped, "--json", "--dsn", dsn)
+    assert code == 0 and json.loads(out)["operation"]["status"] == "paused"
+    code, _, err = cli(capsys, "show", str(uuid.uuid4()), "--dsn", dsn)
+    assert code == 1 and "no operation" in err
 
 
 def test_show_prints_the_operation_and_its_last_jobs(

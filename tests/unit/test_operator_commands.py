@@ -134,3 +134,16 @@ def test_the_operating_guide_names_every_command_and_every_json_key() -> None:
     for kind in (OperationSummary, JobSummary, FailedJob, DisabledClass):
         for field in dataclasses.fields(kind):
             assert f"`{field.name}`" in guide, (kind.__name__, field.name)
+
+
+def test_the_help_lists_every_command_and_the_exit_codes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from dramatiq_bbo.cli.main import main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in [*COMMANDS, "finalize", "watch", "migrate", "demo"]:
+        assert f"\n  {name} " in out, name
+    for code in ("0", "1", "2", "3", "130"):
+        assert f"  {code} " in out
