@@ -438,3 +438,19 @@ def test_list_operations_takes_a_status_enum_and_an_organization_id_as_text(
     summary = bbo.list_operations(organization_id="7", status=" Queued ")[0]
     assert summary.operation_id == operation_id
     assert summary.as_dict()["organization_id"] == 7
+
+
+def test_the_first_job_gives_a_rate_and_an_eta_while_it_runs(
+    configured: str, items: str, conn: psycopg.Connection[Any]
+) -> None:
+    operation_id = enqueue(TouchItems, "cell_local", sub_batch_size=10)
+    seen: list[dict[str, Any]] = []
+
+    def look() -> str | None:
+        seen.append(view_row(conn, operation_id))
+        return "seen" if seen[-1]["processed_tuple_count"] >= 30 else None
+
+    bbo.run_to_completion(operation_id, stop_check=look)
+    row = seen[-1]
+    assert (row["jobs_succeeded"], row["jobs_running"]) == (0, 1)
+    assert row["rows_per_second"] > 0 and row["eta"] is not None
