@@ -189,8 +189,14 @@ def test_the_reading_functions_refuse_unknown_or_malformed_ids(configured: str) 
         recent_jobs("00000000-0000-0000-0000-000000000001")
     with pytest.raises(InvalidOperationId):
         get_summary("not-an-id")
+    with pytest.raises(OperationNotFound):
+        failed_jobs(operation_id=424242)
     with pytest.raises(InvalidArgument):
         failed_jobs(since=datetime.timedelta(hours=-1))
+    with pytest.raises(InvalidArgument):
+        failed_jobs(since="1h")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument):
+        recent_jobs(424242, limit=-1)
 
 
 def test_view_columns_match_the_snapshots(conn: psycopg.Connection[Any]) -> None:
