@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
@@ -25,6 +26,7 @@ from ..pipeline.runtime import transitioned
 from ..queries import query
 from ..state.records import JobRecord, JobStatus, OperationRecord, OperationStatus
 from ..state.store import fetch_operation, tables_for
+from .bookkeeping import bookkeeping
 
 #: a check between sub-batches: a reason to stop the job at its checkpoint, or None
 StopCheck = Callable[[], str | None]
@@ -111,19 +113,30 @@ def run_state_stop_reason(name: str, operation: OperationRecord) -> str | None:
     return CLASS_DISABLED if class_disabled else None
 
 
-def after_run(name: str, operation: OperationRecord, job: JobRecord) -> None:
+def after_run(
+    name: str,
+    connection: psycopg.Connection[Any] | None,
+    operation: OperationRecord,
+    job: JobRecord,
+) -> None:
     """What one run of ``job`` means for its operation: a failed attempt's exception kept on
     the operation row (``last_error_*``); a job that succeeded while its operation was being
-    cancelled, leaving no row unprocessed, makes that cancel a finish."""
+    cancelled, leaving no row unprocessed, makes that cancel a finish. One statement on the
+    runner's bookkeeping connection (``connection``, or a pooled one)."""
     try:
-        _after_run(name, operation, job)
+        _after_run(name, connection, operation, job)
     except psycopg.Error as exc:  # the job's own end is recorded: this is only reporting
         logger.warning("could not record the end of job %s on its operation: %s", job.id, exc)
 
 
-def _after_run(name: str, operation: OperationRecord, job: JobRecord) -> None:
+def _after_run(
+    name: str,
+    connection: psycopg.Connection[Any] | None,
+    operation: OperationRecord,
+    job: JobRecord,
+) -> None:
     operations, jobs = tables_for(operation)
-    with REGISTRY.connection(name) as conn:
+    with bookkeeping(name, connection) as conn:
         if job.status == JobStatus.FAILED and job.exception_class:
             conn.execute(
                 query("execution_record_last_error", operations=operations),

@@ -14,7 +14,7 @@ import datetime
 import decimal
 import uuid
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 from psycopg.rows import dict_row
 
@@ -53,11 +53,14 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+_R = TypeVar("_R", bound="_Row")
+
+
 class _Row:
     """What the three snapshots share: building from a view row, and ``as_dict``."""
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Any:
+    def from_row(cls: type[_R], row: dict[str, Any]) -> _R:
         return cls(**{f.name: row.get(f.name) for f in fields(cls)})  # type: ignore[arg-type]
 
     def as_dict(self) -> dict[str, Any]:
@@ -229,7 +232,7 @@ def failed_jobs(
     database: str | None = None,
 ) -> list[FailedJob]:
     """Jobs whose last attempt failed, most recent first: within the last ``since`` and of
-    ``operation_id`` when given."""
+    ``operation_id`` when given (OperationNotFound if it has none and does not exist)."""
     if since is not None and (
         not isinstance(since, datetime.timedelta) or since.total_seconds() <= 0
     ):
@@ -240,6 +243,8 @@ def failed_jobs(
     key = _key(operation_id) if operation_id is not None else {"scope": None, "id": None}
     params = {**key, "since": since, "limit": _limit(limit)}
     rows = _read(database, "summaries_failed_jobs", params)
+    if not rows and operation_id is not None:
+        get_summary(operation_id, database=database)  # raises when the operation is unknown
     return [FailedJob.from_row(row) for row in rows]
 
 

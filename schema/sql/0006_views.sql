@@ -22,9 +22,10 @@
 --                     table records it yet, so this file never reports it).
 -- NULL when nothing stops it.
 --
--- rows_per_second: rows processed by the operation's last ten finished jobs divided by the
--- wall-clock time from the first one's start to the last one's end, pauses between jobs
--- included, so that eta (what is left at that rate) is a time an operator can plan with.
+-- rows_per_second: rows processed by the operation's last ten jobs (finished, or running:
+-- its committed sub-batches so far) divided by the wall-clock time from the first one's start
+-- to the last one's end (now, for a running job), pauses between jobs included, so that eta
+-- (what is left at that rate) is a time an operator can plan with.
 
 -- The id in its own type, once per scope (local_id for cell-local rows, org_id for
 -- organization-scoped ones, NULL in the other), so that the jobs of an operation are found
@@ -185,21 +186,22 @@ CROSS JOIN LATERAL (
 ) AS js
 CROSS JOIN LATERAL (
     SELECT (sum(r.processed_tuple_count)::float8
-            / nullif(extract(epoch FROM max(r.finished_at) - min(r.started_at)), 0)::float8
+            / nullif(extract(epoch FROM max(r.ended_at) - min(r.started_at)), 0)::float8
            ) AS rows_per_second
     FROM (
-        SELECT j.processed_tuple_count, j.started_at, j.finished_at
+        SELECT j.processed_tuple_count, j.started_at,
+               coalesce(j.finished_at, CASE WHEN j.status = 1 THEN now() END) AS ended_at
         FROM (
-            SELECT c.processed_tuple_count, c.started_at, c.finished_at
+            SELECT c.status, c.processed_tuple_count, c.started_at, c.finished_at
             FROM bbo.background_operation_jobs_cell_local AS c
             WHERE c.worker_id = o.local_id
             UNION ALL
-            SELECT g.processed_tuple_count, g.started_at, g.finished_at
+            SELECT g.status, g.processed_tuple_count, g.started_at, g.finished_at
             FROM bbo.background_operation_jobs AS g
             WHERE g.worker_id = o.org_id
         ) AS j
-        WHERE j.finished_at IS NOT NULL AND j.started_at IS NOT NULL
-        ORDER BY j.finished_at DESC
+        WHERE j.started_at IS NOT NULL AND (j.finished_at IS NOT NULL OR j.status = 1)
+        ORDER BY 3 DESC
         LIMIT 10
     ) AS r
 ) AS rate;

@@ -189,8 +189,14 @@ def test_the_reading_functions_refuse_unknown_or_malformed_ids(configured: str) 
         recent_jobs("00000000-0000-0000-0000-000000000001")
     with pytest.raises(InvalidOperationId):
         get_summary("not-an-id")
+    with pytest.raises(OperationNotFound):
+        failed_jobs(operation_id=424242)
     with pytest.raises(InvalidArgument):
         failed_jobs(since=datetime.timedelta(hours=-1))
+    with pytest.raises(InvalidArgument):
+        failed_jobs(since="1h")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument):
+        recent_jobs(424242, limit=-1)
 
 
 def test_view_columns_match_the_snapshots(conn: psycopg.Connection[Any]) -> None:
@@ -438,3 +444,19 @@ def test_list_operations_takes_a_status_enum_and_an_organization_id_as_text(
     summary = bbo.list_operations(organization_id="7", status=" Queued ")[0]
     assert summary.operation_id == operation_id
     assert summary.as_dict()["organization_id"] == 7
+
+
+def test_the_first_job_gives_a_rate_and_an_eta_while_it_runs(
+    configured: str, items: str, conn: psycopg.Connection[Any]
+) -> None:
+    operation_id = enqueue(TouchItems, "cell_local", sub_batch_size=10)
+    seen: list[dict[str, Any]] = []
+
+    def look() -> str | None:
+        seen.append(view_row(conn, operation_id))
+        return "seen" if seen[-1]["processed_tuple_count"] >= 30 else None
+
+    bbo.run_to_completion(operation_id, stop_check=look)
+    row = seen[-1]
+    assert (row["jobs_succeeded"], row["jobs_running"]) == (0, 1)
+    assert row["rows_per_second"] > 0 and row["eta"] is not None
