@@ -21,8 +21,10 @@ from dramatiq_bbo.errors import (
 )
 from dramatiq_bbo.operate import finalize as finalize_module
 from dramatiq_bbo.state.records import JobStatus, OperationStatus
+from tests.integration.pipeline_support import no_broker, run_one_job
 from tests.integration.steering_support import (
     FailWhileBroken,
+    ResizeItself,
     Visit,
     events,
     make_counters,
@@ -32,7 +34,7 @@ from tests.integration.steering_support import (
     visits,
 )
 
-__all__ = ["events"]  # the fixture, re-exported for pytest
+__all__ = ["events", "no_broker"]  # the fixtures, re-exported for pytest
 
 
 @pytest.fixture
@@ -424,3 +426,25 @@ def test_steering_an_unknown_database_is_refused(
             call()
 
     assert state(conn) == before
+
+
+def test_a_batch_size_set_during_a_job_is_the_next_jobs_size_on_the_pipeline(
+    steered: str, conn: psycopg.Connection[Any], no_broker: None
+) -> None:
+    make_counters(conn, 1_000)
+    operation_id = bbo.enqueue(
+        ResizeItself,
+        "counters",
+        "id",
+        arguments={"batch_size": 70},
+        batch_size=100,
+        sub_batch_size=10,
+        interval_seconds=60,  # jobs of a few ms: the optimizer would grow the size ×1.2
+    ).operation.id
+
+    run_one_job(operation_id)  # sets 70 mid-job
+    run_one_job(operation_id)  # cut at 70, as the operator asked; then the optimizer goes on
+    run_one_job(operation_id)
+
+    sizes = [job.batch_size for job in bbo.list_jobs(operation_id)]
+    assert sizes == [100, 70, 84]
