@@ -88,7 +88,7 @@ def test_pause_resume_and_cancel_log_who_did_it(
 BAD_OPERATORS = ["", "   ", "a" * 256, "nul\x00", "\udc80", 42, b"alice"]
 
 
-def test_pause_refuses_a_bad_operator_name_and_changes_nothing(
+def test_every_steering_call_refuses_a_bad_operator_name_and_changes_nothing(
     steered: str, conn: psycopg.Connection[Any]
 ) -> None:
     make_counters(conn, 10)
@@ -96,8 +96,9 @@ def test_pause_refuses_a_bad_operator_name_and_changes_nothing(
     before = state(conn)
 
     for by in BAD_OPERATORS:
-        with pytest.raises(InvalidSteering, match="by must be"):
-            bbo.pause(operation_id, by=by)
+        for steer in (bbo.pause, bbo.resume, bbo.cancel, bbo.retry, bbo.finalize):
+            with pytest.raises(InvalidSteering, match="by must be"):
+                steer(operation_id, by=by)
 
     assert state(conn) == before
 
