@@ -18,6 +18,7 @@ from dramatiq_bbo.errors import (
     InvalidTransition,
     OperationNotFound,
     UnknownDatabase,
+    UnknownOperationClass,
 )
 from dramatiq_bbo.operate import finalize as finalize_module
 from dramatiq_bbo.state.records import JobStatus, OperationStatus
@@ -449,3 +450,20 @@ def test_a_batch_size_set_during_a_job_is_the_next_jobs_size_on_the_pipeline(
 
     sizes = [job.batch_size for job in bbo.list_jobs(operation_id)]
     assert sizes == [100, 70, 84]
+
+
+def test_finalize_refuses_an_operation_whose_class_this_process_cannot_import(
+    steered: str, conn: psycopg.Connection[Any]
+) -> None:
+    make_counters(conn, 10)
+    operation_id = enqueue()
+    bbo.pause(operation_id)
+    conn.execute(
+        "UPDATE bbo.background_operation_workers_cell_local SET job_class_name = 'gone.Class'"
+    )
+    before = state(conn)
+
+    with pytest.raises(UnknownOperationClass, match="'gone.Class'"):
+        bbo.finalize(operation_id)
+
+    assert state(conn) == before  # still paused: nothing resumed, nothing started
