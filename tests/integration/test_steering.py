@@ -467,3 +467,31 @@ def test_finalize_refuses_an_operation_whose_class_this_process_cannot_import(
         bbo.finalize(operation_id)
 
     assert state(conn) == before  # still paused: nothing resumed, nothing started
+
+
+def test_update_reaches_a_job_waiting_to_resume_but_not_its_range(
+    steered: str, conn: psycopg.Connection[Any], events: list[dict[str, Any]]
+) -> None:
+    make_counters(conn, 200)
+    operation_id = enqueue(batch_size=100, sub_batch_size=20)
+    boundaries: list[int] = []
+
+    def stop_after_two_sub_batches() -> str | None:
+        boundaries.append(1)
+        return "stopped by the test" if len(boundaries) == 2 else None
+
+    bbo.run_to_completion(operation_id, stop_check=stop_after_two_sub_batches)
+    (waiting,) = bbo.list_jobs(operation_id)
+    assert (waiting.status, waiting.checkpoint_cursor) == (JobStatus.PENDING, [40])
+
+    bbo.update(operation_id, sub_batch_size=200, pause_ms=0, batch_size=300)
+
+    resumed = bbo.list_jobs(operation_id)[0]
+    assert (resumed.sub_batch_size, resumed.pause_ms) == (100, 0)  # within its own batch
+    assert (resumed.min_cursor, resumed.max_cursor) == (waiting.min_cursor, waiting.max_cursor)
+    assert named(events, logs.OPERATION_UPDATED)[0]["waiting_jobs_updated"] == 1
+    bbo.run_to_completion(operation_id)
+    first, second = bbo.list_jobs(operation_id)
+    assert first.metrics["sub_batches"] == 1  # the 60 rows left, in one sub-batch of 100
+    assert (second.batch_size, second.sub_batch_size) == (300, 200)
+    assert visits(conn) == {1: 200}
