@@ -27,6 +27,7 @@ from ..jobs.ending import CLASS_DISABLED, run_state_stop_reason
 from ..jobs.inline import run_to_completion
 from ..logs import OPERATION_FINALIZED, event, logger, operation_fields
 from ..migrations import requires_schema
+from ..operation import resolve
 from ..operators import operator
 from ..state.records import OperationRecord, OperationStatus
 from ..state.store import fetch_operation, parse_operation_id
@@ -76,7 +77,8 @@ def finalize(
 
 
 def _runnable(name: str, key: Any) -> OperationRecord:
-    """The operation, if finalize may run it (unfinished, class not disabled)."""
+    """The operation, if finalize may run it here (unfinished, its class not disabled and
+    importable in this process), before anything is written."""
     with REGISTRY.connection(name) as conn:
         record = fetch_operation(conn, key)
     if record is None:
@@ -91,6 +93,7 @@ def _runnable(name: str, key: Any) -> OperationRecord:
             f"cannot finalize operation {key}: its class {record.job_class_name!r} is "
             "disabled (enable it first)"
         )
+    resolve(record.job_class_name)  # UnknownOperationClass: this process cannot run it
     return record
 
 

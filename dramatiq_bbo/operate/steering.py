@@ -61,8 +61,8 @@ def retry(
 ) -> OperationRecord:
     """Requeue the failed jobs of the operation, each from its checkpoint with a fresh set of
     attempts; a failed operation becomes active again (queued if it never started) and goes
-    on from its stored cursor. InvalidTransition when it has no failed job, or is cancelled or
-    finished; nothing is written then."""
+    on from its stored cursor. InvalidTransition when it has no failed job, or is queued,
+    cancelled or finished; nothing is written then."""
     who = operator(by)
     key = parse_operation_id(operation_id)
     name = database or DEFAULT_DATABASE
@@ -112,11 +112,13 @@ def update(
     by: str | None = None,
     database: str | None = None,
 ) -> OperationRecord:
-    """Change the sizes of an unfinished operation; they take effect at its next job (a job
-    keeps the sizes it was created with). Each value is checked against the bounds of the
-    setting of the same name; a sub-batch larger than the batch (given, or stored) is
-    refused. The optimizer goes on adjusting ``batch_size`` after the next job, from the
-    value given: its range (``min_batch_size``..``max_batch_size``) widens to include it."""
+    """Change the sizes of an unfinished operation, from its next job on (a running job keeps
+    the sizes it started with; a job waiting to run again — pending, or failed with a retry
+    ahead — takes the new sub-batch size and pause too). Each value is checked against the
+    bounds of the setting of the same name; a sub-batch larger than the batch (given, or
+    stored) is refused. The optimizer goes on adjusting ``batch_size`` after the next job,
+    from the value given: its range (``min_batch_size``..``max_batch_size``) widens to
+    include it."""
     given = {
         "batch_size": batch_size,
         "sub_batch_size": sub_batch_size,
@@ -127,34 +129,52 @@ def update(
     who = operator(by)
     key = parse_operation_id(operation_id)
     name = database or DEFAULT_DATABASE
-    operations, _ = tables_for(key)
     with REGISTRY.connection(name) as conn, conn.transaction():
         before = _locked(conn, key, name)
-        if not before.unfinished:
-            raise InvalidTransition(
-                f"cannot update operation {key}: it is {before.status.name.lower()} "
-                "(update applies to queued, active and paused operations)"
-            )
-        values = {size: getattr(before, size) for size in SIZES} | changes
-        if values["sub_batch_size"] > values["batch_size"]:
-            raise InvalidBatchSizes(
-                f"sub_batch_size {values['sub_batch_size']} would be larger than batch_size "
-                f"{values['batch_size']}; a sub-batch is a slice of a batch"
-            )
-        with conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(
-                query("steering_update_sizes", operations=operations), {"id": key, **values}
-            ).fetchone()
-    assert row is not None
-    after = OperationRecord.from_row(row)
+        after, waiting = _write_sizes(conn, before, changes)
     event(
         OPERATION_UPDATED,
         **operation_fields(after),
         by=who,
         **{size: getattr(after, size) for size in changes},
         **{f"previous_{size}": getattr(before, size) for size in changes},
+        waiting_jobs_updated=waiting,
     )
     return after
+
+
+def _write_sizes(
+    conn: psycopg.Connection[Any], before: OperationRecord, changes: dict[str, Any]
+) -> tuple[OperationRecord, int]:
+    """Under the operation's row lock: refuse an ended operation or inverted sizes, write the
+    operation's sizes, then its waiting jobs' sub-batch size and pause. The record after, and
+    how many waiting jobs changed."""
+    key = before.id
+    if not before.unfinished:
+        raise InvalidTransition(
+            f"cannot update operation {key}: it is {before.status.name.lower()} "
+            "(update applies to queued, active and paused operations)"
+        )
+    values = {size: getattr(before, size) for size in SIZES} | changes
+    if values["sub_batch_size"] > values["batch_size"]:
+        raise InvalidBatchSizes(
+            f"sub_batch_size {values['sub_batch_size']} would be larger than batch_size "
+            f"{values['batch_size']}; a sub-batch is a slice of a batch"
+        )
+    operations, jobs = tables_for(before)
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            query("steering_update_sizes", operations=operations), {"id": key, **values}
+        ).fetchone()
+    assert row is not None  # the row is locked
+    waiting = 0
+    if {"sub_batch_size", "pause_ms"} & changes.keys():
+        waiting = len(
+            conn.execute(
+                query("steering_update_waiting_jobs", jobs=jobs), {"worker_id": key, **values}
+            ).fetchall()
+        )
+    return OperationRecord.from_row(row), waiting
 
 
 def _checked_sizes(given: dict[str, Any]) -> dict[str, Any]:

@@ -85,3 +85,12 @@ SET batch_size = %(batch_size)s,
     updated_at = now()
 WHERE id = %(id)s
 RETURNING *;
+
+-- name: steering_update_waiting_jobs
+-- description: The new sub-batch size and pause for the operation's jobs waiting to run again (pending, or failed: a retry resumes them), each sub-batch kept within its job's batch; a running job keeps the sizes it started with.
+UPDATE {jobs}
+SET sub_batch_size = least(%(sub_batch_size)s, batch_size),
+    pause_ms = %(pause_ms)s,
+    updated_at = now()
+WHERE worker_id = %(worker_id)s AND status IN (0, 2)
+RETURNING id;

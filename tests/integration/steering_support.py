@@ -85,6 +85,21 @@ class DisableItself(bbo.BaseOperation):
                 bbo.disable(self.name, reason="mid-job", by="test")
 
 
+class ResizeItself(bbo.BaseOperation):
+    """One visit per row; its first job sets the operation's batch size to
+    ``arguments["batch_size"]`` mid-job, as an operator would with ``bbo.update``."""
+
+    name = "steering.resize_itself"
+    operation_name = "update_all"
+    pause_ms = 0
+
+    def perform(self) -> None:
+        for sub_batch in self.each_sub_batch():
+            sub_batch.update(visits=self.table.visits + 1)
+        if self.job.min_cursor == self.operation.min_cursor:
+            bbo.update(self.operation.id, batch_size=self.arguments["batch_size"], by="test")
+
+
 def operation_row(conn: psycopg.Connection[Any], operation_id: Any) -> dict[str, Any]:
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         row = cur.execute(

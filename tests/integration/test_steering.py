@@ -18,11 +18,14 @@ from dramatiq_bbo.errors import (
     InvalidTransition,
     OperationNotFound,
     UnknownDatabase,
+    UnknownOperationClass,
 )
 from dramatiq_bbo.operate import finalize as finalize_module
 from dramatiq_bbo.state.records import JobStatus, OperationStatus
+from tests.integration.pipeline_support import no_broker, run_one_job
 from tests.integration.steering_support import (
     FailWhileBroken,
+    ResizeItself,
     Visit,
     events,
     make_counters,
@@ -32,7 +35,7 @@ from tests.integration.steering_support import (
     visits,
 )
 
-__all__ = ["events"]  # the fixture, re-exported for pytest
+__all__ = ["events", "no_broker"]  # the fixtures, re-exported for pytest
 
 
 @pytest.fixture
@@ -86,7 +89,7 @@ def test_pause_resume_and_cancel_log_who_did_it(
 BAD_OPERATORS = ["", "   ", "a" * 256, "nul\x00", "\udc80", 42, b"alice"]
 
 
-def test_pause_refuses_a_bad_operator_name_and_changes_nothing(
+def test_every_steering_call_refuses_a_bad_operator_name_and_changes_nothing(
     steered: str, conn: psycopg.Connection[Any]
 ) -> None:
     make_counters(conn, 10)
@@ -94,8 +97,9 @@ def test_pause_refuses_a_bad_operator_name_and_changes_nothing(
     before = state(conn)
 
     for by in BAD_OPERATORS:
-        with pytest.raises(InvalidSteering, match="by must be"):
-            bbo.pause(operation_id, by=by)
+        for steer in (bbo.pause, bbo.resume, bbo.cancel, bbo.retry, bbo.finalize):
+            with pytest.raises(InvalidSteering, match="by must be"):
+                steer(operation_id, by=by)
 
     assert state(conn) == before
 
@@ -424,3 +428,70 @@ def test_steering_an_unknown_database_is_refused(
             call()
 
     assert state(conn) == before
+
+
+def test_a_batch_size_set_during_a_job_is_the_next_jobs_size_on_the_pipeline(
+    steered: str, conn: psycopg.Connection[Any], no_broker: None
+) -> None:
+    make_counters(conn, 1_000)
+    operation_id = bbo.enqueue(
+        ResizeItself,
+        "counters",
+        "id",
+        arguments={"batch_size": 70},
+        batch_size=100,
+        sub_batch_size=10,
+        interval_seconds=60,  # jobs of a few ms: the optimizer would grow the size ×1.2
+    ).operation.id
+
+    run_one_job(operation_id)  # sets 70 mid-job
+    run_one_job(operation_id)  # cut at 70, as the operator asked; then the optimizer goes on
+    run_one_job(operation_id)
+
+    sizes = [job.batch_size for job in bbo.list_jobs(operation_id)]
+    assert sizes == [100, 70, 84]
+
+
+def test_finalize_refuses_an_operation_whose_class_this_process_cannot_import(
+    steered: str, conn: psycopg.Connection[Any]
+) -> None:
+    make_counters(conn, 10)
+    operation_id = enqueue()
+    bbo.pause(operation_id)
+    conn.execute(
+        "UPDATE bbo.background_operation_workers_cell_local SET job_class_name = 'gone.Class'"
+    )
+    before = state(conn)
+
+    with pytest.raises(UnknownOperationClass, match="'gone.Class'"):
+        bbo.finalize(operation_id)
+
+    assert state(conn) == before  # still paused: nothing resumed, nothing started
+
+
+def test_update_reaches_a_job_waiting_to_resume_but_not_its_range(
+    steered: str, conn: psycopg.Connection[Any], events: list[dict[str, Any]]
+) -> None:
+    make_counters(conn, 200)
+    operation_id = enqueue(batch_size=100, sub_batch_size=20)
+    boundaries: list[int] = []
+
+    def stop_after_two_sub_batches() -> str | None:
+        boundaries.append(1)
+        return "stopped by the test" if len(boundaries) == 2 else None
+
+    bbo.run_to_completion(operation_id, stop_check=stop_after_two_sub_batches)
+    (waiting,) = bbo.list_jobs(operation_id)
+    assert (waiting.status, waiting.checkpoint_cursor) == (JobStatus.PENDING, [40])
+
+    bbo.update(operation_id, sub_batch_size=200, pause_ms=0, batch_size=300)
+
+    resumed = bbo.list_jobs(operation_id)[0]
+    assert (resumed.sub_batch_size, resumed.pause_ms) == (100, 0)  # within its own batch
+    assert (resumed.min_cursor, resumed.max_cursor) == (waiting.min_cursor, waiting.max_cursor)
+    assert named(events, logs.OPERATION_UPDATED)[0]["waiting_jobs_updated"] == 1
+    bbo.run_to_completion(operation_id)
+    first, second = bbo.list_jobs(operation_id)
+    assert first.metrics["sub_batches"] == 1  # the 60 rows left, in one sub-batch of 100
+    assert (second.batch_size, second.sub_batch_size) == (300, 200)
+    assert visits(conn) == {1: 200}
