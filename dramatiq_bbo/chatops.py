@@ -41,10 +41,9 @@ MAX_USER = 200
 def usage() -> str:
     """The reply to ``help``, to an unknown command and to a malformed line."""
     lines = ["**dramatiq-bbo commands**", ""]
-    for name, command in COMMANDS.items():
-        if name not in NOT_IN_CHAT:
-            change = " _(needs authorisation)_" if command.mutating else ""
-            lines.append(f"- `{command.usage()}`: {command.help}{change}")
+    for command in COMMANDS.values():
+        change = " _(needs authorisation)_" if command.mutating else ""
+        lines.append(f"- `{command.usage()}`: {command.help}{change}")
     lines += ["", "Every command also takes `--database NAME`."]
     return "\n".join(lines)
 

@@ -87,14 +87,9 @@ def frame(items: list[dict[str, Any]], every: float, *, terminal: bool = True) -
             render.percent(percent),
             render.text(item.get("rows_per_second")),
             render.duration(item.get("eta")),
-            _status(item),
+            render.status(item),
         )
     return Group(title, table)
-
-
-def _status(item: dict[str, Any]) -> str:
-    headers, rows = render.table("operations", [item])
-    return rows[0][headers.index("STATUS")]
 
 
 def _ticks(every: float) -> Iterator[None]:

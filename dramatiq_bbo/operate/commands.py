@@ -3,10 +3,11 @@
 Each :class:`Command` names its parameters (with the parser of each, from
 :mod:`.arguments`), whether it changes anything, and the function that runs it. The function
 reads through the views (:mod:`.summaries`) or steers through the public API
-(:mod:`.steering`), passing who asked (``by``), and returns
-data — a :class:`Listing`, a :class:`Detail` or a :class:`Done` — never text: each surface
-renders it its own way (:mod:`.render`). A surface that receives words (a chat line) parses
-them with :func:`parse`; the command line builds its options from the same parameters.
+(:mod:`.steering`), passing who asked (``by``), and returns data — a ``Listing``, a
+``Detail`` or a ``Done`` (:mod:`.results`) — never text: each surface renders it its own way
+(:mod:`.render`). A surface that receives words (a chat line) parses them with :func:`parse`;
+the command line builds its options from the same parameters. ``finalize``, which runs an
+operation in the caller's process, is apart (:mod:`.running`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ class Context:
 
 @dataclass(frozen=True)
 class Command:
+    """One operator command: a surface reads its parameters, asks for authorisation when it
+    is ``mutating``, and calls ``run(context, **values)``."""
+
     name: str
     help: str
     run: Callable[..., Result]

@@ -72,10 +72,11 @@ def _key(name: str, format: Callable[[Any], str] = text) -> Callable[[Item], str
     return lambda item: format(item.get(name))
 
 
-def _status(item: Item) -> str:
-    status = str(item.get("status") or "-")
+def status(item: Item) -> str:
+    """The status, and why the operation waits when it waits: ``paused (health)``."""
+    name = str(item.get("status") or "-")
     why = item.get("paused_by") or (item.get("hold_reason") if item.get("on_hold_until") else None)
-    return f"{status} ({why})" if why else status
+    return f"{name} ({why})" if why else name
 
 
 def _jobs(item: Item) -> str:
@@ -105,7 +106,7 @@ OPERATION_COLUMNS: list[Column] = [
     ("ID", _key("id")),
     ("CLASS", _key("job_class_name")),
     ("TABLE", lambda i: f"{i.get('table_name')}.{i.get('column_name')}"),
-    ("STATUS", _status),
+    ("STATUS", status),
     ("PROGRESS", _key("progress_percent", percent)),
     ("ROWS", _key("processed_tuple_count")),
     ("ROWS/S", _key("rows_per_second")),
