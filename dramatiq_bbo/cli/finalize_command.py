@@ -9,6 +9,8 @@ checkpoint; the pipeline carries the operation on).
 
 from __future__ import annotations
 
+import importlib
+import sys
 from typing import Any
 
 import click
@@ -64,19 +66,44 @@ class Bar:
         self.progress.update(self.task, completed=done, total=total)
 
 
+def import_modules(ctx: click.Context, modules: tuple[str, ...]) -> None:
+    """Import the application's modules that register operation classes (a usage error
+    naming the module when one cannot be imported). The current directory is searched
+    first, as ``python -m`` and the dramatiq command do."""
+    if modules and "" not in sys.path:
+        sys.path.insert(0, "")
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # ImportError, or the module failed while importing
+            raise click.UsageError(
+                f"--import: cannot import {name!r}: {type(exc).__name__}: {exc}", ctx
+            ) from None
+
+
 @click.command(
     "finalize",
     help="Run the rest of an operation now, in this process, as run_to_completion does "
     "(same jobs, checkpoints and retries; no interval between jobs), with a progress bar. "
-    "Safe while workers run it: a job a worker holds is waited for, never run twice.",
+    "Safe while workers run it: a job a worker holds is waited for, never run twice. The "
+    "operation's class must be importable here: name the module defining it with --import "
+    "(as you name it to the dramatiq command).",
     short_help=_COMMAND.help,
 )
 @click.argument("operation_id", type=ParsedValue(_COMMAND.parameters[0]), metavar="ID")
 @dsn_option
 @database_option
+@click.option(
+    "--import",
+    "modules",
+    multiple=True,
+    metavar="MODULE",
+    help="import this module first: the one defining the operation's class (repeatable)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the operation as JSON at the end")
 @click.pass_context
-def finalize(ctx: click.Context, operation_id: Any, as_json: bool) -> int:
+def finalize(ctx: click.Context, operation_id: Any, modules: tuple[str, ...], as_json: bool) -> int:
+    import_modules(ctx, modules)
     database = configure_library(ctx)
     columns = (
         TextColumn("{task.description}"),

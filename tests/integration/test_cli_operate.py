@@ -10,6 +10,8 @@ shell sees (``--dsn`` after the command, ``list --json``).
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -22,7 +24,9 @@ import dramatiq_bbo as bbo
 from dramatiq_bbo import logs
 from dramatiq_bbo.cli.main import main
 from dramatiq_bbo.state.records import OperationStatus
+from tests.helpers import operation_row, wait_until
 from tests.integration.steering_support import (
+    DisableItself,
     FailWhileBroken,
     Visit,
     events,
@@ -338,3 +342,58 @@ def test_the_command_takes_the_dsn_after_the_command_and_prints_json(
     listed = run("list", "--json", "--dsn", dsn)
     assert listed.returncode == 0, listed.stderr
     assert [(o["id"], o["status"]) for o in json.loads(listed.stdout)] == [(operation_id, "paused")]
+
+
+# -- finalize in a shell: the operation's class imported with --import, Ctrl-C ------------------
+
+
+def finalize_process(dsn: str, operation_id: str, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "dramatiq_bbo.cli.main", "finalize", operation_id, *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "BBO_DSN": dsn},
+    )
+
+
+def test_finalize_in_a_shell_imports_the_class_and_stops_cleanly_on_ctrl_c(
+    dsn: str, counters: psycopg.Connection[Any]
+) -> None:
+    # 15 sub-batches of 20 rows, each at least 0.12 s: time to interrupt it
+    slow = enqueue(dsn, DisableItself)
+    unknown = run_cli_finalize(dsn, slow)
+    assert unknown.returncode == 1 and "steering.disable_itself" in unknown.stderr
+
+    process = finalize_process(dsn, slow, "--import", "tests.integration.steering_support")
+    try:
+        wait_until(lambda: operation_row(counters, int(slow))["processed_tuple_count"] > 0)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    row = operation_row(counters, int(slow))
+    assert row["status"] == int(OperationStatus.ACTIVE) and row["processed_tuple_count"] < 300
+    visited = counters.execute("SELECT count(*) FILTER (WHERE visits = 1) FROM counters")
+    assert visited.fetchone() == (row["processed_tuple_count"],)  # nothing half done
+
+
+def run_cli_finalize(dsn: str, operation_id: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    process = finalize_process(dsn, operation_id, *extra)
+    out, err = process.communicate(timeout=60)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def test_finalize_refuses_a_module_it_cannot_import(
+    dsn: str, counters: psycopg.Connection[Any]
+) -> None:
+    operation_id = enqueue(dsn)
+    before = state(counters)
+    result = run_cli_finalize(dsn, operation_id, "--import", "no_such_module_here")
+    assert result.returncode == 2
+    assert "--import: cannot import 'no_such_module_here'" in result.stderr
+    assert state(counters) == before
