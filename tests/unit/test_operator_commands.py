@@ -7,6 +7,8 @@ import datetime
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo.errors import ConfigurationError, InvalidCommand
@@ -114,8 +116,8 @@ def test_chatops_authorize_must_be_a_callable_or_none() -> None:
             bbo.configure("postgresql://x@127.0.0.1/x", chatops_authorize="yes")
         with pytest.raises(ConfigurationError, match="three arguments"):
             bbo.configure("postgresql://x@127.0.0.1/x", chatops_authorize=lambda user: True)
-        settings = bbo.configure("postgresql://x@127.0.0.1/x", chatops_authorize=lambda *a: True)
-        assert settings.chatops_authorize is not None
+        configured = bbo.configure("postgresql://x@127.0.0.1/x", chatops_authorize=lambda *a: True)
+        assert configured.chatops_authorize is not None
     finally:
         bbo.reset()
 
@@ -147,3 +149,24 @@ def test_the_help_lists_every_command_and_the_exit_codes(
         assert f"\n  {name} " in out, name
     for code in ("0", "1", "2", "3", "130"):
         assert f"  {code} " in out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    words=st.lists(
+        st.one_of(
+            st.sampled_from([*COMMANDS, "finalize", "help", "--status", "--limit", "--since"]),
+            st.text(max_size=12),
+        ),
+        max_size=6,
+    ),
+    user=st.text(max_size=8),
+)
+def test_chatops_never_raises_whatever_is_typed(words: list[str], user: str) -> None:
+    """Without a database configured, so every line ends in a reply before or at the first
+    read: the usage, a refusal, or one error line."""
+    from dramatiq_bbo import chatops
+
+    reply = chatops.handle(" ".join(words), user)
+    assert isinstance(reply, str) and reply
+    assert "Traceback" not in reply
