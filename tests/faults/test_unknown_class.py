@@ -121,7 +121,9 @@ def test_a_runner_that_cannot_import_the_class_gives_the_job_back_and_holds_the_
         assert held.lease_owner is None  # no broker here: the scheduler hands it out later
         (job,) = bbo.list_jobs(operation.id)
         assert (job.status, job.attempts, job.lease_owner) == (JobStatus.PENDING, 0, None)
-        logged = [r for r in caplog.records if r.getMessage() == UNKNOWN_CLASS_HOLD]
+        logged = [
+            r for r in caplog.records if getattr(r, "bbo", {}).get("message") == UNKNOWN_CLASS_HOLD
+        ]
         assert [r.levelno for r in logged] == [logging.WARNING]
 
         register(Forgotten)  # a worker that knows the class, once the hold is over

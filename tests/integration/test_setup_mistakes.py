@@ -200,7 +200,11 @@ def test_enqueue_without_setup_warns_once_per_process_that_the_operation_waits_f
     assert warning["operation_id"] == str(first.id)
     assert "bbo.setup(broker)" in warning["hint"]
     assert "scheduler tick" in warning["hint"]
-    levels = [r.levelno for r in caplog.records if r.getMessage() == PIPELINE_NOT_SET_UP]
+    levels = [
+        r.levelno
+        for r in caplog.records
+        if getattr(r, "bbo", {}).get("message") == PIPELINE_NOT_SET_UP
+    ]
     assert levels == [logging.WARNING]
 
 

@@ -204,11 +204,29 @@ def test_only_fresh_answers_other_than_normal_are_logged(caplog: pytest.LogCaptu
     events = health_events(caplog)
     assert [(e["indicator"], e["signal"]) for e in events] == [
         ("stopper", "stop"),
-        ("blind", "not_available"),
-        ("blind", "not_available"),
-        ("blind", "not_available"),
+        ("blind", "not_available"),  # once: three checks, one change
     ]
     assert events[0]["reason"] == "too busy" and events[0]["table_name"] == "items"
+
+
+def test_not_available_is_logged_again_only_after_the_indicator_answered_something_else(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    answers = iter([Signal.NOT_AVAILABLE] * 3 + [Signal.NORMAL] + [Signal.NOT_AVAILABLE] * 2)
+    blind = Fake("blind", lambda: (next(answers), "no replica"))
+    with caplog.at_level(logging.INFO, logger="dramatiq_bbo"):
+        for _ in range(6):
+            health.evaluate(operation(), indicators=[blind])
+        health.evaluate(
+            operation(table="other"),
+            indicators=[Fake("blind", lambda: (Signal.NOT_AVAILABLE, "no replica"))],
+        )
+    events = health_events(caplog)
+    assert [(e["signal"], e["table_name"]) for e in events] == [
+        ("not_available", "items"),
+        ("not_available", "items"),  # after the normal answer
+        ("not_available", "other"),  # another table's answer is news of its own
+    ]
 
 
 def test_the_indicator_gets_the_operation_and_the_thresholds_in_force() -> None:
