@@ -16,6 +16,7 @@ import psycopg
 
 from ..db import REGISTRY
 from ..logs import HEALTH_HOLD, event, logger, operation_fields
+from ..pipeline.runtime import current
 from ..queries import query
 from ..state.records import OperationRecord
 from ..state.store import hold_operation, tables_for
@@ -53,13 +54,14 @@ def hold(
     event(
         HEALTH_HOLD,
         level=logging.WARNING,
-        **operation_fields(operation),
         indicator=result.indicator,
         signal=result.signal.value,
         reason=reason,
+        **operation_fields(operation),
         on_hold_until=until.isoformat() if until else None,
         hold_seconds=duration,
     )
+    current().after_hold(operation, reason=reason, indicator=result.indicator)
     return until
 
 

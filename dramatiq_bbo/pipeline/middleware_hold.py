@@ -50,3 +50,4 @@ def hold_for_reason(conn: psycopg.Connection[Any], operation: OperationRecord, r
         hold_seconds=seconds,
         reason=reason,
     )
+    current().after_hold(operation, reason=reason, indicator=None)

@@ -22,6 +22,7 @@ from dramatiq_bbo.health import evaluator
 from dramatiq_bbo.health.hold import MAX_HOLD_REASON, hold_reason
 from dramatiq_bbo.health.user import as_result
 from dramatiq_bbo.logs import HEALTH_SIGNAL
+from dramatiq_bbo.metrics import PrometheusMetrics
 from dramatiq_bbo.state.records import OperationRecord, OperationStatus
 from tests.helpers import wait_until
 
@@ -347,8 +348,8 @@ def test_the_thresholds_in_force_are_the_defaults_merged_with_configure() -> Non
 # -- hooks and holds -------------------------------------------------------------------------------
 def test_the_default_middleware_is_a_fresh_health_middleware_each_time() -> None:
     first, second = bbo.default_middleware(), bbo.default_middleware()
-    assert [type(m) for m in first] == [health.HealthMiddleware]
-    assert isinstance(first[0], bbo.Middleware)
+    assert [type(m) for m in first] == [health.HealthMiddleware, PrometheusMetrics]
+    assert all(isinstance(m, bbo.Middleware) for m in first)
     assert first[0] is not second[0]  # a list the caller may change, as dramatiq's
 
 
