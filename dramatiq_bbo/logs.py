@@ -31,6 +31,16 @@ SCOPE_NOT_INDEXED = "background_operation_scope_not_indexed"
 CONNECTION_RETRY = "background_operation_connection_retry"
 CONNECTION_GAVE_UP = "background_operation_connection_gave_up"
 CONNECTION_LOST = "background_operation_connection_lost"
+#: a middleware's before_job reason held an operation
+MIDDLEWARE_HOLD = "background_operation_middleware_hold"
+#: once per process and operation: its table no longer matches the enqueued one
+TABLE_HOLD = "background_operation_table_hold"
+#: once per process and class: an operation is held because of its class
+UNKNOWN_CLASS_HOLD = "background_operation_unknown_class_hold"
+#: once per process: an operation was enqueued, but no pipeline actor is declared here
+PIPELINE_NOT_SET_UP = "background_operation_pipeline_not_set_up"
+#: a runner message found its job or operation no longer in a state to run (the reason says)
+RUNNER_SKIPPED = "background_operation_runner_skipped"
 
 
 def operation_fields(operation: Any, *extra: str) -> dict[str, Any]:

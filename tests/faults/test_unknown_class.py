@@ -23,10 +23,10 @@ import psycopg
 import pytest
 
 import dramatiq_bbo as bbo
+from dramatiq_bbo.logs import UNKNOWN_CLASS_HOLD
 from dramatiq_bbo.operation import register, unregister
 from dramatiq_bbo.pipeline.orchestrator import Decision, orchestrate
 from dramatiq_bbo.pipeline.runner import run
-from dramatiq_bbo.pipeline.unknown_class import UNKNOWN_CLASS_HOLD
 from dramatiq_bbo.state.records import JobStatus, OperationStatus
 from tests.acceptance.pipeline_operations import make_counter_table
 from tests.acceptance.workers import DramatiqWorkers, dramatiq_workers

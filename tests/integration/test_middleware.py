@@ -20,10 +20,10 @@ from dramatiq_pg import PostgresBroker
 import dramatiq_bbo as bbo
 from dramatiq_bbo import health
 from dramatiq_bbo.errors import ConfigurationError, InvalidMiddleware
+from dramatiq_bbo.logs import MIDDLEWARE_HOLD
 from dramatiq_bbo.metrics import PrometheusMetrics
 from dramatiq_bbo.pipeline import scheduler
 from dramatiq_bbo.pipeline.broker import default_middleware
-from dramatiq_bbo.pipeline.middleware_hold import MIDDLEWARE_HOLD
 from dramatiq_bbo.pipeline.orchestrator import Decision, orchestrate
 from dramatiq_bbo.pipeline.runner import run
 from dramatiq_bbo.pipeline.runtime import Runtime, current, installed

@@ -17,11 +17,12 @@ from dramatiq_pg import PostgresBroker
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo.errors import ConfigurationError, SchemaNotInstalled, UnsupportedBroker
+from dramatiq_bbo.logs import PIPELINE_NOT_SET_UP
 from dramatiq_bbo.migrations import migration_files
 from dramatiq_bbo.pipeline import messages
 from dramatiq_bbo.pipeline.broker import default_middleware
 from dramatiq_bbo.pipeline.runtime import clear, current
-from dramatiq_bbo.pipeline.setup_checks import PIPELINE_NOT_SET_UP, forget_warning
+from dramatiq_bbo.pipeline.setup_checks import forget_warning
 from tests.integration.enqueue_support import define_operation, make_todos
 
 __all__ = ["define_operation"]  # the fixture, re-exported for pytest
