@@ -21,9 +21,9 @@ Every series is labelled ``migration_id`` (the operation's id) and ``migration_i
   (gauges): the operation's processed rows and its estimated total;
   ``..._worker_last_update_time_seconds``: when it last ran (Unix time). Also set when the
   operation changes status in this process.
-- ``background_operation_sub_batches_total`` (counter, label ``outcome``): ``committed``,
-  ``failed`` or ``timed_out`` (the sub-batch a failed attempt rolled back), ``rolled_back``
-  (the one open when the runner gave the job back).
+- ``background_operation_sub_batches_total`` (counter, label ``outcome``): ``committed``;
+  ``failed`` or ``timed_out``, once per failed attempt (its open sub-batch rolled back);
+  ``rolled_back``, once per run given back mid-sub-batch (an interrupt).
 - ``background_operation_health_holds_total`` (counter, label ``indicator``): the holds a
   health stop put on the operation.
 
