@@ -152,7 +152,7 @@ class PrometheusMetrics(Middleware):
         committed = len(outcome.sub_batch_seconds)
         if committed:
             metrics.sub_batches.labels(*key, "committed").inc(committed)
-        lost = _lost_sub_batch(outcome)
+        lost = lost_sub_batch(outcome)
         if lost is not None:
             metrics.sub_batches.labels(*key, lost).inc()
         # the operation as claimed plus this run: one job of an operation runs at a time
@@ -171,7 +171,7 @@ class PrometheusMetrics(Middleware):
             operation_metrics().health_holds.labels(*labels(operation), indicator).inc()
 
 
-def _lost_sub_batch(outcome: JobOutcome) -> str | None:
+def lost_sub_batch(outcome: JobOutcome) -> str | None:
     """The outcome of the sub-batch the run lost, if it lost one: a failed attempt rolled
     its open sub-batch back; a run given back without a stop between sub-batches (shutdown,
     interrupt) did too. A stop between sub-batches loses nothing."""

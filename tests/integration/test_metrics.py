@@ -8,6 +8,7 @@ broker; with no multi-process directory in this process the metrics live in
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,11 +19,12 @@ import pytest
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo import health
-from dramatiq_bbo.metrics import PrometheusMetrics, labels
+from dramatiq_bbo.errors import SubBatchTimeout
+from dramatiq_bbo.metrics import PrometheusMetrics, labels, lost_sub_batch
 from dramatiq_bbo.pipeline.orchestrator import Decision, orchestrate
 from dramatiq_bbo.pipeline.runner import run
 from dramatiq_bbo.pipeline.runtime import Runtime, installed
-from dramatiq_bbo.state.records import OperationStatus
+from dramatiq_bbo.state.records import JobStatus, OperationStatus
 from tests.integration.pipeline_support import dispatched_job_id, drive, no_broker  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("no_broker")
@@ -120,6 +122,22 @@ def test_a_failed_attempt_counts_the_sub_batch_it_rolled_back(items: str) -> Non
     assert sample(f"{prefix}sub_batches_total", operation, outcome="failed") == 1
     assert sample(f"{prefix}sub_batches_total", operation, outcome="committed") is None
     assert sample(f"{prefix}job_updated_tuples_total", operation) == 0
+
+
+def test_each_way_a_run_ends_names_the_sub_batch_it_lost(items: str) -> None:
+    operation = enqueue(Failing, batch_size=ROWS)
+    assert orchestrate("main", operation.id, None) == Decision.DISPATCHED
+    failed = run("main", operation.id, dispatched_job_id(operation))
+    assert failed is not None and failed.status == JobStatus.FAILED
+    timeout = SubBatchTimeout("statement timeout in the sub-batch", kind="statement_timeout")
+    given_back = dataclasses.replace(failed, status=JobStatus.PENDING, exception=None)
+    assert lost_sub_batch(failed) == "failed"
+    assert lost_sub_batch(dataclasses.replace(failed, exception=timeout)) == "timed_out"
+    assert lost_sub_batch(given_back) == "rolled_back"  # interrupted mid-sub-batch
+    stopped = dataclasses.replace(given_back, interrupted_reason="health_stop")
+    assert lost_sub_batch(stopped) is None  # stopped at a checkpoint: nothing lost
+    done = dataclasses.replace(given_back, status=JobStatus.SUCCEEDED)
+    assert lost_sub_batch(done) is None
 
 
 def test_a_health_stop_counts_one_hold_for_its_indicator(items: str) -> None:
