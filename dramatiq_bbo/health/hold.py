@@ -3,7 +3,9 @@
 A hold is not a status: ``on_hold_until`` (now + the ``health_hold_seconds`` setting) and
 ``hold_reason`` (``"<indicator>: <reason>"``) on the operation row. The scheduler skips a held
 operation and the orchestrator refuses it until the hold expires; the next orchestrator run
-asks the indicators again, and clears the expired hold when they answer normal.
+asks the indicators again, and clears the expired hold when they answer normal. Each hold is
+logged (``HEALTH_HOLD``) and told to the middleware (``after_hold``, with the indicator: the
+metrics count holds by indicator).
 """
 
 from __future__ import annotations
