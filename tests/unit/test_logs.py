@@ -93,3 +93,18 @@ def test_a_percent_sign_in_a_value_is_never_read_as_a_placeholder(
     (record,) = caplog.records
     assert record.getMessage() == 'e reason="100%s done %(x)d"'
     assert record.bbo == {"message": "e", "reason": "100%s done %(x)d"}  # type: ignore[attr-defined]
+
+
+def test_the_json_formatter_adds_the_traceback_of_a_logged_exception(
+    stream: tuple[io.StringIO, logging.Handler],
+) -> None:
+    out, handler = stream
+    handler.setFormatter(JsonFormatter())
+    try:
+        raise ValueError("bad cursor")
+    except ValueError:
+        logs.logger.exception("could not hold operation %s", 7)
+    (line,) = out.getvalue().splitlines()
+    logged = json.loads(line)
+    assert logged["message"] == "could not hold operation 7" and logged["level"] == "error"
+    assert "ValueError: bad cursor" in logged["exception"]
