@@ -301,7 +301,6 @@ def _end(
     if release or interrupted:
         metrics["interrupted_reason"] = interrupted or "released"
     _, jobs = tables_for(operation)
-
     params = {
         "status": int(status),
         "refund": refund,
@@ -332,6 +331,7 @@ def _end(
         duration=duration,
         exception=exception,
         interrupted_reason=interrupted,
+        sub_batch_seconds=tuple(engine.durations) if engine else (),
     )
     current().after_job(operation, outcome)
     return outcome
