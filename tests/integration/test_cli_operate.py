@@ -282,6 +282,8 @@ BAD_INPUT: list[tuple[str, list[str], int, str]] = [
     ("enable-not-disabled", ["enable", "Nobody"], 1, "Nobody"),
     ("finalize-finished", ["finalize", "{finished}"], 1, "cannot finalize"),
     ("watch-zero-every", ["watch", "--every", "0"], 2, "--every"),
+    ("disabled-extra-argument", ["disabled", "Purge"], 2, "unexpected extra argument"),
+    ("migrate-unknown-option", ["migrate", "--force"], 2, "No such option"),
     ("unknown-command", ["frobnicate"], 2, "No such command"),
 ]
 
