@@ -3,8 +3,8 @@
 The JSON form is the data itself (:meth:`as_json_value` of each result: the ``as_dict()`` of
 the summaries, whose keys are the views' column names). The table and markdown forms show a
 chosen subset of columns, each cell formatted for a person (``42.0%``, ``1h 05m``,
-``2026-11-30 01:36:10``): both come from :func:`table`, so the command line's table and a chat
-reply show the same columns. Nothing here draws: the command line hands the cells to rich.
+``2026-11-30 01:36:10``, times in UTC): both come from :func:`table`, so the command line's
+table and a chat reply show the same columns. Nothing here draws: the command line hands the cells to rich.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ Column = tuple[str, Callable[[Item], str]]
 
 
 def text(value: Any) -> str:
-    """A value as a person reads it: ``-`` for nothing, thousands separated, short times."""
+    """A value as a person reads it: ``-`` for nothing, thousands separated, times in UTC
+    to the second (whatever the server's TimeZone)."""
     if value is None or value == "":
         return "-"
     if isinstance(value, bool):
@@ -30,8 +31,10 @@ def text(value: Any) -> str:
         return f"{value:,}"
     if isinstance(value, float):
         return f"{value:,.1f}" if abs(value) < 100 else f"{value:,.0f}"
-    if isinstance(value, str) and _looks_like_timestamp(value):
-        return value[:19].replace("T", " ")
+    if isinstance(value, str):
+        moment = _timestamp(value)
+        if moment is not None:
+            return f"{moment:%Y-%m-%d %H:%M:%S}"
     return str(value)
 
 
@@ -58,14 +61,15 @@ def percent(value: Any) -> str:
     return "-" if value is None else f"{float(value):.1f}%"
 
 
-def _looks_like_timestamp(value: str) -> bool:
+def _timestamp(value: str) -> datetime.datetime | None:
+    """An ISO 8601 time (as ``as_dict()`` writes them) in UTC, or None for other text."""
     if len(value) < 19 or value[4] != "-" or value[10] not in "T ":
-        return False
+        return None
     try:
-        datetime.datetime.fromisoformat(value)
+        moment = datetime.datetime.fromisoformat(value)
     except ValueError:
-        return False
-    return True
+        return None
+    return moment.astimezone(datetime.UTC) if moment.tzinfo else moment
 
 
 def _key(name: str, format: Callable[[Any], str] = text) -> Callable[[Item], str]:

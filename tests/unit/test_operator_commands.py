@@ -107,6 +107,7 @@ def test_cells_are_formatted_for_a_person() -> None:
     assert render.duration(0.5) == "0.50s"
     assert render.percent(None) == "-" and render.percent(12.345) == "12.3%"
     assert render.text("2026-11-30T01:36:10.123456+00:00") == "2026-11-30 01:36:10"
+    assert render.text("2026-11-30T02:36:10+01:00") == "2026-11-30 01:36:10"  # UTC
     assert render.text(1234567) == "1,234,567"
 
 
