@@ -4,7 +4,8 @@ The JSON form is the data itself (:meth:`as_json_value` of each result: the ``as
 the summaries, whose keys are the views' column names). The table and markdown forms show a
 chosen subset of columns, each cell formatted for a person (``42.0%``, ``1h 05m``,
 ``2026-11-30 01:36:10``, times in UTC): both come from :func:`table`, so the command line's
-table and a chat reply show the same columns. Nothing here draws: the command line hands the cells to rich.
+table and a chat reply show the same columns. Nothing here draws: the command line hands the
+cells to rich.
 """
 
 from __future__ import annotations
