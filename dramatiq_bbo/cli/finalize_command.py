@@ -38,6 +38,7 @@ from dramatiq_bbo.cli.output import console, emit
 from dramatiq_bbo.operate.commands import Context
 from dramatiq_bbo.operate.results import Done
 from dramatiq_bbo.operate.running import FINALIZE
+from dramatiq_bbo.operate.summaries import get_summary
 
 _COMMAND = FINALIZE
 
@@ -105,6 +106,11 @@ def import_modules(ctx: click.Context, modules: tuple[str, ...]) -> None:
 def finalize(ctx: click.Context, operation_id: Any, modules: tuple[str, ...], as_json: bool) -> int:
     import_modules(ctx, modules)
     database = configure_library(ctx)
+    # The runner looks the operation's own database name up (the name it was enqueued
+    # under in the application): this command's database answers to it too.
+    enqueued_under = get_summary(operation_id, database=database).database_name
+    if enqueued_under != database:
+        configure_library(ctx, enqueued_under)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

@@ -118,13 +118,15 @@ def require_dsn(ctx: click.Context) -> str:
     return dsn
 
 
-def configure_library(ctx: click.Context) -> str:
-    """Configure dramatiq-bbo on the given database; returns the name it is registered as."""
+def configure_library(ctx: click.Context, *also: str) -> str:
+    """Configure dramatiq-bbo on the given database; returns the name it is registered as.
+    ``also``: more names for the same database (the name an operation was enqueued under,
+    which the code running it looks up)."""
     import dramatiq_bbo as bbo
 
     dsn = require_dsn(ctx)
     name = target(ctx).database or DEFAULT_DATABASE
-    bbo.configure(databases={name: dsn})
+    bbo.configure(databases={**{other: dsn for other in also}, name: dsn})
     ctx.call_on_close(bbo.reset)
     return name
 

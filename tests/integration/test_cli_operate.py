@@ -253,6 +253,24 @@ def test_finalize_runs_the_rest_now_with_a_progress_bar(
     assert counters.execute("SELECT min(visits), max(visits) FROM counters").fetchone() == (1, 1)
 
 
+def test_an_operation_enqueued_under_a_named_database_is_steered_and_finalized(
+    dsn: str, counters: psycopg.Connection[Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    bbo.configure(databases={"ci": dsn})
+    try:
+        operation_id = str(bbo.enqueue(Visit, "counters", "id", database="ci").operation.id)
+    finally:
+        bbo.reset()
+
+    assert cli(capsys, "--database", "ci", "pause", operation_id, "--dsn", dsn)[0] == 0
+    code, out, _ = cli(capsys, "list", "--json", "--database", "ci", "--dsn", dsn)
+    assert code == 0 and json.loads(out)[0]["database_name"] == "ci"
+    # finalize runs it under the name it was enqueued with, whatever --database says
+    code, out, err = cli(capsys, "finalize", operation_id, "--json", "--dsn", dsn)
+    assert code == 0, err
+    assert json.loads(out)["operation"]["status"] == "finished"
+
+
 # -- bad input: one line, the exit code, nothing changed -------------------------------------------
 
 BAD_INPUT: list[tuple[str, list[str], int, str]] = [
