@@ -183,6 +183,8 @@ def test_list_operations_refuses_a_bad_filter(configured: str, filters: dict[str
 
 
 def test_the_reading_functions_refuse_unknown_or_malformed_ids(configured: str) -> None:
+    with pytest.raises(bbo.errors.UnknownDatabase):
+        bbo.list_operations(database="nowhere")
     with pytest.raises(OperationNotFound):
         get_summary(424242)
     with pytest.raises(OperationNotFound):
