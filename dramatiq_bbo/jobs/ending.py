@@ -5,9 +5,9 @@ and ``run_to_completion``.
 ``job_counts`` says how many jobs ran and failed; ``status_stop_check`` stops a job at its
 next checkpoint once the operation was paused or cancelled; ``after_run`` keeps a failed
 attempt's error on the operation row, and reports finished an operation cancelled while its
-last job ran to the end of its range. They sit below both the inline
-runner (:mod:`dramatiq_bbo.jobs.inline`) and the pipeline's orchestrator and runner, which
-call them, so neither has to import the other.
+last job ran to the end of its range. They sit below both the inline runner
+(:mod:`dramatiq_bbo.jobs.inline`) and the pipeline's orchestrator and runner, which call
+them, so neither has to import the other.
 """
 
 from __future__ import annotations
