@@ -129,9 +129,10 @@ SELECT o.id,
        CASE
            WHEN o.status = 3 THEN interval '0'
            WHEN o.status = 1 AND rate.rows_per_second > 0 AND t.total_tuple_count IS NOT NULL
-           THEN make_interval(secs => round(
+           -- at most a century: a crawling rate must not overflow the interval type
+           THEN make_interval(secs => least(round(
                greatest(t.total_tuple_count - o.processed_tuple_count, 0) / rate.rows_per_second
-           ))
+           ), 3155760000))
        END AS eta,
        o.batch_size,
        o.sub_batch_size,

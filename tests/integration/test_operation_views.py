@@ -462,3 +462,17 @@ def test_the_first_job_gives_a_rate_and_an_eta_while_it_runs(
     row = seen[-1]
     assert (row["jobs_succeeded"], row["jobs_running"]) == (0, 1)
     assert row["rows_per_second"] > 0 and row["eta"] is not None
+
+
+def test_a_crawling_rate_gives_an_eta_of_at_most_a_century_rather_than_an_error(
+    configured: str, items: str, conn: psycopg.Connection[Any]
+) -> None:
+    operation_id = enqueue(TouchItems, "cell_local")
+    bbo.run_to_completion(operation_id, stop_check=stop_after(1, operation_id))
+    _set_estimate(conn, operation_id, 2**62)
+    conn.execute(
+        "UPDATE bbo.background_operation_jobs_cell_local"
+        " SET started_at = finished_at - interval '100 years' WHERE worker_id = %s",
+        [operation_id],
+    )
+    assert view_row(conn, operation_id)["eta"] == datetime.timedelta(seconds=3155760000)
