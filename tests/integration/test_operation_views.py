@@ -476,3 +476,17 @@ def test_a_crawling_rate_gives_an_eta_of_at_most_a_century_rather_than_an_error(
         [operation_id],
     )
     assert view_row(conn, operation_id)["eta"] == datetime.timedelta(seconds=3155760000)
+
+
+def test_the_identifier_is_the_one_logs_and_metrics_use_whatever_the_table_name(
+    configured: str, conn: psycopg.Connection[Any]
+) -> None:
+    conn.execute('CREATE SCHEMA "Sales"')
+    conn.execute(
+        'CREATE TABLE "Sales"."order" (id bigint PRIMARY KEY, touched boolean DEFAULT false)'
+    )
+    conn.execute('INSERT INTO "Sales"."order" (id) VALUES (1), (2)')
+    record = bbo.enqueue(TouchItems, '"Sales".order', "id").operation
+    assert get_summary(record.id).identifier == record.identifier == (
+        'views.touch_items/"Sales".order.id'
+    )
