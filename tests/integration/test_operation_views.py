@@ -487,6 +487,8 @@ def test_the_identifier_is_the_one_logs_and_metrics_use_whatever_the_table_name(
     )
     conn.execute('INSERT INTO "Sales"."order" (id) VALUES (1), (2)')
     record = bbo.enqueue(TouchItems, '"Sales".order', "id").operation
-    assert get_summary(record.id).identifier == record.identifier == (
-        'views.touch_items/"Sales".order.id'
+    assert (
+        get_summary(record.id).identifier
+        == record.identifier
+        == ('views.touch_items/"Sales".order.id')
     )
