@@ -21,6 +21,7 @@ from dramatiq_bbo.operate.summaries import (
     get_summary,
     recent_jobs,
 )
+from tests.integration.pipeline_support import drive, no_broker, run_one_job  # noqa: F401
 
 ROWS = 1_000
 BATCH = 100
@@ -492,3 +493,40 @@ def test_the_identifier_is_the_one_logs_and_metrics_use_whatever_the_table_name(
         == record.identifier
         == ('views.touch_items/"Sales".order.id')
     )
+
+
+# -- through the pipeline's own stages (orchestrator, then runner; no broker) -----------------
+
+
+@pytest.mark.usefixtures("no_broker")
+@pytest.mark.parametrize("scope", sorted(SCOPES))
+def test_the_pipeline_stages_leave_the_same_view_of_a_finished_and_a_failed_operation(
+    configured: str, items: str, conn: psycopg.Connection[Any], scope: str
+) -> None:
+    done = enqueue(TouchItems, scope)
+    failing = enqueue(AlwaysFails, scope)
+    assert drive(done)[0].status == bbo.OperationStatus.FINISHED
+    assert drive(failing)[0].status == bbo.OperationStatus.FAILED
+    finished, failed = view_row(conn, done), view_row(conn, failing)
+    assert (finished["status"], finished["progress_percent"], finished["eta"]) == (
+        "finished",
+        100,
+        datetime.timedelta(0),
+    )
+    assert finished["jobs_succeeded"] >= 1 and finished["last_error_class"] is None
+    assert finished["total_tuple_count"] == finished["processed_tuple_count"] == ROWS
+    assert (failed["status"], failed["last_error_class"]) == ("failed", "RuntimeError")
+
+
+@pytest.mark.usefixtures("no_broker")
+def test_a_cancel_before_the_orchestrator_ends_the_walked_operation_is_a_finish(
+    configured: str, items: str, conn: psycopg.Connection[Any]
+) -> None:
+    operation_id = enqueue(TouchItems, "organization")
+    walked = 0
+    while walked < ROWS:  # the optimizer may grow the batches between jobs
+        outcome = run_one_job(operation_id)
+        assert outcome is not None and outcome.status == bbo.JobStatus.SUCCEEDED
+        walked += outcome.rows
+    assert bbo.cancel(operation_id).status == bbo.OperationStatus.FINISHED
+    assert view_row(conn, operation_id)["status"] == "finished"
