@@ -321,8 +321,8 @@ def _end(
     if row is None:
         raise LeaseLost(f"job {job.id} was taken over by another runner before it finished")
     final = JobRecord.from_row(row)
-    after_run(name, connection, operation, final)
     job_event(operation, final, JobStatus.RUNNING, interrupted_reason=interrupted)
+    after_run(name, connection, operation, final)
     outcome = JobOutcome(
         status=status,
         job=final,

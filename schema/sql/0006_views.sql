@@ -27,6 +27,14 @@
 -- to the last one's end (now, for a running job), pauses between jobs included, so that eta
 -- (what is left at that rate) is a time an operator can plan with.
 
+-- A name as dramatiq-bbo shows it in logs and metrics (dramatiq_bbo.walk.catalog.quote_ident):
+-- bare when it is a plain lower-case identifier, else double-quoted (keywords stay bare).
+CREATE OR REPLACE FUNCTION bbo.display_ident(name text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT CASE WHEN name ~ '^[a-z_][a-z0-9_$]*$' THEN name
+                ELSE '"' || replace(name, '"', '""') || '"' END
+$$;
+
 -- The id in its own type, once per scope (local_id for cell-local rows, org_id for
 -- organization-scoped ones, NULL in the other), so that the jobs of an operation are found
 -- through the jobs tables' (worker_id, status) indexes.
@@ -129,9 +137,10 @@ SELECT o.id,
        CASE
            WHEN o.status = 3 THEN interval '0'
            WHEN o.status = 1 AND rate.rows_per_second > 0 AND t.total_tuple_count IS NOT NULL
-           THEN make_interval(secs => round(
+           -- at most a century: a crawling rate must not overflow the interval type
+           THEN make_interval(secs => least(round(
                greatest(t.total_tuple_count - o.processed_tuple_count, 0) / rate.rows_per_second
-           ))
+           ), 3155760000))
        END AS eta,
        o.batch_size,
        o.sub_batch_size,
@@ -143,8 +152,8 @@ SELECT o.id,
        o.created_at,
        o.started_at,
        o.finished_at,
-       o.job_class_name || '/' || quote_ident(o.table_schema) || '.' || quote_ident(o.table_name)
-           || '.' || o.column_name AS identifier,
+       o.job_class_name || '/' || bbo.display_ident(o.table_schema) || '.'
+           || bbo.display_ident(o.table_name) || '.' || o.column_name AS identifier,
        o.priority,
        o.pause_ms,
        o.affected_tuple_count,

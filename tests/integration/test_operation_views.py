@@ -21,6 +21,7 @@ from dramatiq_bbo.operate.summaries import (
     get_summary,
     recent_jobs,
 )
+from tests.integration.pipeline_support import drive, no_broker, run_one_job  # noqa: F401
 
 ROWS = 1_000
 BATCH = 100
@@ -183,6 +184,8 @@ def test_list_operations_refuses_a_bad_filter(configured: str, filters: dict[str
 
 
 def test_the_reading_functions_refuse_unknown_or_malformed_ids(configured: str) -> None:
+    with pytest.raises(bbo.errors.UnknownDatabase):
+        bbo.list_operations(database="nowhere")
     with pytest.raises(OperationNotFound):
         get_summary(424242)
     with pytest.raises(OperationNotFound):
@@ -460,3 +463,70 @@ def test_the_first_job_gives_a_rate_and_an_eta_while_it_runs(
     row = seen[-1]
     assert (row["jobs_succeeded"], row["jobs_running"]) == (0, 1)
     assert row["rows_per_second"] > 0 and row["eta"] is not None
+
+
+def test_a_crawling_rate_gives_an_eta_of_at_most_a_century_rather_than_an_error(
+    configured: str, items: str, conn: psycopg.Connection[Any]
+) -> None:
+    operation_id = enqueue(TouchItems, "cell_local")
+    bbo.run_to_completion(operation_id, stop_check=stop_after(1, operation_id))
+    _set_estimate(conn, operation_id, 2**62)
+    conn.execute(
+        "UPDATE bbo.background_operation_jobs_cell_local"
+        " SET started_at = finished_at - interval '100 years' WHERE worker_id = %s",
+        [operation_id],
+    )
+    assert view_row(conn, operation_id)["eta"] == datetime.timedelta(seconds=3155760000)
+
+
+def test_the_identifier_is_the_one_logs_and_metrics_use_whatever_the_table_name(
+    configured: str, conn: psycopg.Connection[Any]
+) -> None:
+    conn.execute('CREATE SCHEMA "Sales"')
+    conn.execute(
+        'CREATE TABLE "Sales"."order" (id bigint PRIMARY KEY, touched boolean DEFAULT false)'
+    )
+    conn.execute('INSERT INTO "Sales"."order" (id) VALUES (1), (2)')
+    record = bbo.enqueue(TouchItems, '"Sales".order', "id").operation
+    assert (
+        get_summary(record.id).identifier
+        == record.identifier
+        == ('views.touch_items/"Sales".order.id')
+    )
+
+
+# -- through the pipeline's own stages (orchestrator, then runner; no broker) -----------------
+
+
+@pytest.mark.usefixtures("no_broker")
+@pytest.mark.parametrize("scope", sorted(SCOPES))
+def test_the_pipeline_stages_leave_the_same_view_of_a_finished_and_a_failed_operation(
+    configured: str, items: str, conn: psycopg.Connection[Any], scope: str
+) -> None:
+    done = enqueue(TouchItems, scope)
+    failing = enqueue(AlwaysFails, scope)
+    assert drive(done)[0].status == bbo.OperationStatus.FINISHED
+    assert drive(failing)[0].status == bbo.OperationStatus.FAILED
+    finished, failed = view_row(conn, done), view_row(conn, failing)
+    assert (finished["status"], finished["progress_percent"], finished["eta"]) == (
+        "finished",
+        100,
+        datetime.timedelta(0),
+    )
+    assert finished["jobs_succeeded"] >= 1 and finished["last_error_class"] is None
+    assert finished["total_tuple_count"] == finished["processed_tuple_count"] == ROWS
+    assert (failed["status"], failed["last_error_class"]) == ("failed", "RuntimeError")
+
+
+@pytest.mark.usefixtures("no_broker")
+def test_a_cancel_before_the_orchestrator_ends_the_walked_operation_is_a_finish(
+    configured: str, items: str, conn: psycopg.Connection[Any]
+) -> None:
+    operation_id = enqueue(TouchItems, "organization")
+    walked = 0
+    while walked < ROWS:  # the optimizer may grow the batches between jobs
+        outcome = run_one_job(operation_id)
+        assert outcome is not None and outcome.status == bbo.JobStatus.SUCCEEDED
+        walked += outcome.rows
+    assert bbo.cancel(operation_id).status == bbo.OperationStatus.FINISHED
+    assert view_row(conn, operation_id)["status"] == "finished"
