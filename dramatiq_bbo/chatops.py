@@ -15,6 +15,7 @@ the usage, a refusal one line, an unexpected failure a short apology (logged wit
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shlex
 import traceback
@@ -36,6 +37,9 @@ PREFIXES = ("dramatiq-bbo", "bbo", "/bbo")
 MAX_LINE = 2_000
 #: the longest user name passed on as ``by``
 MAX_USER = 200
+#: the most rows a chat reply holds (``--limit``, ``--jobs``); also the default of
+#: ``failures``, whose own default (100) is too long for a chat
+MAX_CHAT_ROWS = 50
 
 
 def usage() -> str:
@@ -87,11 +91,22 @@ def _handle(text: str, user: str) -> str:
     why_not = NOT_IN_CHAT.get(words[0].lower())
     if why_not is not None:
         return f"**not in chat:** {why_not}"
-    invocation = parse(words)
+    invocation = _capped(parse(words))
     if invocation.command.mutating:
         authorize(user, invocation)
     result = invocation.run(Context(by=f"chat:{user.strip()}", database=invocation.database))
     return render.as_markdown(result)
+
+
+def _capped(invocation: Invocation) -> Invocation:
+    """The invocation with at most ``MAX_CHAT_ROWS`` rows asked for (InvalidCommand above)."""
+    values = dict(invocation.values)
+    for name in ("limit", "jobs"):
+        if values.get(name, 0) > MAX_CHAT_ROWS:
+            raise InvalidCommand(f"at most {MAX_CHAT_ROWS} rows in a chat, got {values[name]}")
+    if invocation.command.name == "failures":
+        values.setdefault("limit", MAX_CHAT_ROWS)
+    return dataclasses.replace(invocation, values=values)
 
 
 def authorize(user: str, invocation: Invocation) -> None:

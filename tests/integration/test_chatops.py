@@ -105,6 +105,7 @@ def test_reading_needs_no_authorisation_and_replies_in_markdown(operation: str) 
         ('disable "unclosed', "**error:** cannot read the line"),
         ("set 1 --batch-size -5", "**error:** batch_size must be an int > 0"),
         ("show 999", "**error:** no operation '999'"),
+        ("list --limit 51", "**error:** at most 50 rows in a chat, got 51"),
         ("finalize 1", "**not in chat:**"),
         ("list\x00", "**error:**"),
         ("x" * 3_000, "**error:** a command is one line"),
