@@ -60,7 +60,10 @@ def read_request(content_type: str, body: bytes) -> dict[str, str]:
 def make_handler(token: str | None) -> type[BaseHTTPRequestHandler]:
     class Webhook(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
+            length_text = self.headers.get("Content-Length") or "0"
+            if not length_text.isdecimal():
+                return self._reply(HTTPStatus.BAD_REQUEST, "a Content-Length is needed")
+            length = int(length_text)
             if length > MAX_BODY:
                 return self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request too large")
             try:

@@ -89,4 +89,5 @@ def test_the_bot_refuses_a_request_without_the_token_or_a_user(bot: tuple[str, s
     assert post_json(url, text="list", user="alice", token="guess")[0] == 403
     assert post_json(url, text="list", token=TOKEN)[0] == 400
     assert post(url, b"{not json", "application/json")[0] == 400
+    assert post(url, b"x" * 20_000, "application/json")[0] == 413
     assert bbo.get_operation(operation_id).status == bbo.OperationStatus.QUEUED
