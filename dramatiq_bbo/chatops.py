@@ -20,6 +20,8 @@ import logging
 import shlex
 import traceback
 
+import psycopg
+
 from .configure import settings
 from .errors import BBOError, InvalidCommand, NotAuthorized
 from .logs import CHATOPS_COMMAND_FAILED, event
@@ -62,6 +64,8 @@ def handle(text: str, user: str) -> str:
         return f"**refused:** {_one_line(exc)}"
     except BBOError as exc:
         return f"**error:** {_one_line(exc)}"
+    except psycopg.Error as exc:  # one the library did not wrap (a connection lost mid-read)
+        return f"**error:** database error: {_one_line(exc)}"
     except Exception as exc:  # a reply, never a traceback in the chat; the trace in the log
         event(
             CHATOPS_COMMAND_FAILED,
@@ -78,6 +82,7 @@ def handle(text: str, user: str) -> str:
 def _handle(text: str, user: str) -> str:
     if not isinstance(user, str) or not user.strip() or len(user) > MAX_USER:
         raise InvalidCommand(f"the user must be a name of 1..{MAX_USER} characters")
+    user = user.strip()
     if not isinstance(text, str) or len(text) > MAX_LINE:
         raise InvalidCommand(f"a command is one line of at most {MAX_LINE} characters")
     try:
@@ -94,7 +99,7 @@ def _handle(text: str, user: str) -> str:
     invocation = _capped(parse(words))
     if invocation.command.mutating:
         authorize(user, invocation)
-    result = invocation.run(Context(by=f"chat:{user.strip()}", database=invocation.database))
+    result = invocation.run(Context(by=f"chat:{user}", database=invocation.database))
     return render.as_markdown(result)
 
 
