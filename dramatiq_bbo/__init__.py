@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .jobs.control import cancel, pause, resume
     from .jobs.inline import run_to_completion
     from .middleware import Middleware
+    from .operate.summaries import list_operations
     from .operation import BaseOperation, register
     from .pipeline.actors import default_middleware, setup
     from .pipeline.schedules import schedule
@@ -47,6 +48,7 @@ _LAZY = {
     "default_middleware": "pipeline.actors",
     "Middleware": "middleware",
     "schedule": "pipeline.schedules",
+    "list_operations": "operate.summaries",
 }
 
 
@@ -87,6 +89,7 @@ __all__ = [
     "get_operation",
     "health",
     "list_jobs",
+    "list_operations",
     "register",
     "reset",
     "run_to_completion",

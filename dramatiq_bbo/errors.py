@@ -121,6 +121,12 @@ class InvalidTransition(BBOError):
     """The requested state change is not allowed from the operation's current status."""
 
 
+class InvalidArgument(ValidationError):
+    """A value given to a reading or steering function is not one it accepts (an unknown
+    status or scope, a limit out of range, a negative duration...): nothing was read or
+    written."""
+
+
 class SubBatchTimeout(BBOError):
     """A sub-batch hit ``statement_timeout`` or ``lock_timeout``; its transaction rolled back.
 

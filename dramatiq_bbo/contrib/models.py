@@ -129,6 +129,10 @@ class OperationBase(_StateModel):
     finished_at = DateTimeTZField(null=True)
     created_at = DateTimeTZField()
     updated_at = DateTimeTZField()
+    #: the exception of the most recent failed job attempt (schema 0005)
+    last_error_class = peewee.TextField(null=True)
+    last_error_message = peewee.TextField(null=True)
+    last_error_at = DateTimeTZField(null=True)
 
 
 class CellLocalOperation(OperationBase):

@@ -69,6 +69,7 @@ from ..state.store import CELL_LOCAL, ORGANIZATION
 from ..walk.catalog import (
     TableInfo,
     cursor_bounds,
+    estimate_query_rows,
     estimate_tuples,
     resolve_table,
     validate_cursor,
@@ -220,7 +221,7 @@ def _lock_check_insert(
         row = cur.execute(find, values).fetchone()
         if row is not None:
             return EnqueueResult(OperationRecord.from_row(row), duplicate=True)
-        bounds, warnings = _bounds(conn, request, table)
+        bounds, warnings, scoped_rows = _bounds(conn, request, table)
         values.update(
             request.sizes,
             table_oid=table.oid,
@@ -230,7 +231,7 @@ def _lock_check_insert(
             priority=request.priority,
             min_cursor=json.dumps(bounds[0] if bounds else []),
             max_cursor=json.dumps(bounds[1]) if bounds else None,
-            total_tuple_count=estimate_tuples(conn, table),
+            total_tuple_count=estimate_tuples(conn, table) if scoped_rows is None else scoped_rows,
         )
         insert = query(
             "operation_insert",
@@ -283,14 +284,16 @@ def current_partition(conn: psycopg.Connection[Any], scope: str) -> int:
 
 def _bounds(
     conn: psycopg.Connection[Any], request: EnqueueRequest, table: TableInfo
-) -> tuple[tuple[list[Any], list[Any]] | None, tuple[str, ...]]:
+) -> tuple[tuple[list[Any], list[Any]] | None, tuple[str, ...], int | None]:
     """The keyset range at enqueue time, honouring the class's ``scope()`` when it has one:
     the scoped peewee query becomes the subquery the bounds are read from. Also the
-    warnings about that scope (one no index serves: :mod:`dramatiq_bbo.enqueueing.scope_index`)."""
+    warnings about that scope (one no index serves: :mod:`dramatiq_bbo.enqueueing.scope_index`),
+    and the planner's estimate of the scope's rows (None without a scope: the table's own
+    estimate is the walk's size)."""
     cls = request.operation_class
     columns = request.cursor_columns
     if cls.scope is BaseOperation.scope:
-        return cursor_bounds(conn, table, columns), ()
+        return cursor_bounds(conn, table, columns), (), None
     from ..walk.keyset import column_field
     from ..walk.tables import table_model
     from .scope_index import unindexed_scope
@@ -308,7 +311,7 @@ def _bounds(
     relation = sql.SQL("({}) AS {}").format(sql.SQL(text), sql.Identifier("bbo_scoped"))
     bounds = cursor_bounds(conn, table, columns, params=params, relation=relation)
     warning = unindexed_scope(conn, table, model, scoped, columns, request.sizes["batch_size"])
-    return bounds, () if warning is None else (warning,)
+    return bounds, () if warning is None else (warning,), estimate_query_rows(conn, text, params)
 
 
 def enqueue_request(conn: psycopg.Connection[Any], request: EnqueueRequest) -> EnqueueResult:

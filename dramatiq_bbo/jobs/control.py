@@ -47,7 +47,7 @@ def cancel(operation_id: Any, *, database: str | None = None) -> OperationRecord
 def _transition(action: str, operation_id: Any, database: str | None) -> OperationRecord:
     key = parse_operation_id(operation_id)
     name = database or DEFAULT_DATABASE
-    operations, _ = tables_for(key)
+    operations, jobs = tables_for(key)
     with REGISTRY.connection(name) as conn, conn.transaction():
         before = fetch_operation(conn, key, for_update=True)
         if before is None:
@@ -59,7 +59,7 @@ def _transition(action: str, operation_id: Any, database: str | None) -> Operati
             )
         with conn.cursor(row_factory=dict_row) as cur:
             row = cur.execute(
-                query(f"control_{action}", operations=operations), {"id": key}
+                query(f"control_{action}", operations=operations, jobs=jobs), {"id": key}
             ).fetchone()
     assert row is not None
     after = OperationRecord.from_row(row)

@@ -58,7 +58,7 @@ from ..walk.tables import table_info, table_model
 from . import retries
 from .bookkeeping import bookkeeping, finish_job
 from .claims import claim, claim_new, new_owner, other_job_running
-from .ending import StopCheck
+from .ending import StopCheck, after_run
 from .heartbeat import HEARTBEAT, lease_lost_check
 from .outcomes import JobOutcome, as_timeout, class_name, exception_message, job_event
 
@@ -144,7 +144,12 @@ def create_next_job(
         )
         conn.execute(
             query("execution_advance_operation", operations=operations),
-            {"next_cursor": json.dumps(bounds[1]), "partition": locked.partition, "id": locked.id},
+            {
+                "next_cursor": json.dumps(bounds[1]),
+                "batch_size": locked.batch_size,
+                "partition": locked.partition,
+                "id": locked.id,
+            },
         )
         if claim_for is not None:
             inserted = claim_new(conn, locked, inserted.fetchone(), claim_for)
@@ -340,6 +345,7 @@ def _end(
         raise LeaseLost(f"job {job.id} was taken over by another runner before it finished")
     final = JobRecord.from_row(row)
     job_event(operation, final, JobStatus.RUNNING, interrupted_reason=interrupted)
+    after_run(name, connection, operation, final)
     outcome = JobOutcome(
         status=status,
         job=final,

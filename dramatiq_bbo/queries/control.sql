@@ -17,8 +17,11 @@ WHERE id = %(id)s
 RETURNING *;
 
 -- name: control_cancel
--- description: any unfinished status -> cancelled, for good.
-UPDATE {operations}
-SET status = 5, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
-WHERE id = %(id)s
+-- description: any unfinished status -> cancelled, for good; finished instead when its last row was already processed and no job is left (nothing was left to cancel).
+UPDATE {operations} AS o
+SET status = CASE WHEN {ending_all_rows_done} THEN 3 ELSE 5 END,
+    total_tuple_count = CASE WHEN {ending_all_rows_done} THEN o.processed_tuple_count
+                             ELSE o.total_tuple_count END,
+    finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
+WHERE o.id = %(id)s
 RETURNING *;

@@ -17,9 +17,17 @@ INSERT INTO {jobs} (
 RETURNING *;
 
 -- name: execution_advance_operation
--- description: Move the operation's resume cursor past the range just handed to a job.
+-- description: Move the operation's resume cursor past the range just handed to a job, and refine the size estimate with what that range says: rows remain after a full batch, none after one that ends at max_cursor (one job at a time, so processed_tuple_count counts every earlier job).
 UPDATE {operations}
-SET next_cursor = %(next_cursor)s::jsonb, updated_at = now()
+SET next_cursor = %(next_cursor)s::jsonb,
+    total_tuple_count = CASE
+        WHEN total_tuple_count IS NULL THEN NULL
+        WHEN %(next_cursor)s::jsonb = max_cursor
+        THEN least(greatest(total_tuple_count, processed_tuple_count + 1),
+                   processed_tuple_count + %(batch_size)s)
+        ELSE greatest(total_tuple_count, processed_tuple_count + %(batch_size)s + 1)
+    END,
+    updated_at = now()
 WHERE partition = %(partition)s AND id = %(id)s;
 
 -- name: execution_claim_job
@@ -144,9 +152,39 @@ WHERE id = %(id)s AND status = 0
 RETURNING *;
 
 -- name: execution_end_operation
--- description: active -> finished or failed once its range is exhausted (or too many jobs failed).
+-- description: active -> finished or failed once its range is exhausted (or too many jobs failed); a finished operation's size is then known: what it processed.
 UPDATE {operations}
 SET status = %(status)s, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL,
+    total_tuple_count = CASE WHEN %(status)s = 3 THEN processed_tuple_count
+                             ELSE total_tuple_count END,
     updated_at = now()
 WHERE id = %(id)s AND status = 1
+RETURNING *;
+
+-- name: execution_record_last_error
+-- description: Keep the exception of a failed job attempt on its operation's row, so an operator sees why without searching the jobs.
+UPDATE {operations}
+SET last_error_class = %(exception_class)s,
+    last_error_message = %(exception_message)s,
+    last_error_at = now()
+WHERE partition = %(partition)s AND id = %(id)s;
+
+-- name: ending_all_rows_done
+-- description: A piece of a WHERE clause, not a statement: the operation `o` walked its whole range (its last job ended at its max_cursor) and no job of it is left to run or failed (a job split in two halves is replaced by them).
+o.started_at IS NOT NULL
+  AND o.max_cursor IS NOT NULL
+  AND o.next_cursor = o.max_cursor
+  AND NOT EXISTS (
+      SELECT 1 FROM {jobs} AS j
+      WHERE j.worker_id = o.id
+        AND (j.status IN (0, 1)
+             OR (j.status = 2
+                 AND coalesce(j.metrics -> 'split_into', '[]'::jsonb) = '[]'::jsonb))
+  )
+
+-- name: execution_finish_cancelled_after_last_row
+-- description: A cancel that came after the operation's last row was processed (its last job was still running, or the orchestrator had not ended it yet) is a finish: nothing was left to cancel.
+UPDATE {operations} AS o
+SET status = 3, total_tuple_count = o.processed_tuple_count, updated_at = now()
+WHERE o.id = %(id)s AND o.status = 5 AND {ending_all_rows_done}
 RETURNING *;

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import json
 import re
 import uuid
 from collections.abc import Sequence
@@ -294,6 +295,29 @@ def estimate_tuples(conn: psycopg.Connection[Any], table: TableInfo) -> int | No
     if row is None or not row[1]:
         return None
     return int(round(row[0]))
+
+
+def estimate_query_rows(
+    conn: psycopg.Connection[Any], text: str, params: Sequence[Any]
+) -> int | None:
+    """The planner's row estimate for the query ``text`` (EXPLAIN, never run): the size of a
+    scoped walk, where the table's reltuples would count every row of the table. None when
+    it cannot be planned (an estimate must never fail its caller)."""
+    explain = sql.SQL("EXPLAIN (FORMAT JSON) ") + sql.SQL(text)  # type: ignore[arg-type]
+    try:
+        with conn.transaction(force_rollback=True):
+            row = conn.execute(explain, params).fetchone()
+    except psycopg.Error:
+        return None
+    plan = row[0] if row is not None else None
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    if not plan:
+        return None
+    try:
+        return max(0, int(plan[0]["Plan"]["Plan Rows"]))
+    except (TypeError, LookupError, ValueError):
+        return None
 
 
 def cursor_bounds(

@@ -78,6 +78,9 @@ def full_operation(**extra: Any) -> dict[str, Any]:
         "hold_reason": "health: replication lag 12s > 5s",
         "lease_owner": "host-1:4242:MainThread",
         "last_run_at": T0,
+        "last_error_class": "RuntimeError",
+        "last_error_message": "the disk is full ✗",
+        "last_error_at": T0,
         **_timestamps(),
         **extra,
     }
