@@ -1,16 +1,22 @@
-"""Structured logs: one JSON object per event, with a stable ``message`` name.
+"""Structured logs: one event per fact, with a stable ``message`` name and its fields.
 
 Operators filter on ``message`` (``background_operation_worker_transition_event``...), so the
 names here are part of the public contract. Events go through the standard ``logging``
-module (logger ``dramatiq_bbo``); :class:`JsonFormatter` renders any record as one JSON line,
-and events carry their fields in ``record.bbo`` so an application's own formatter can use them.
+module (logger ``dramatiq_bbo``) and read well under any formatter: the message text is the
+name followed by the fields as ``key=value`` (``background_operation_health_signal
+indicator=replication_lag signal=stop reason="lag 12s above 10s" operation_id=42 ...``), so the
+plain format of the ``dramatiq`` command shows which indicator said stop and why. The fields
+also travel unrendered in ``record.bbo`` (the name as ``message``): :class:`JsonFormatter`
+prints them as one JSON object per line, and an application's own formatter can use them.
 """
 
 from __future__ import annotations
 
 import datetime
+import enum
 import json
 import logging
+import re
 from typing import Any
 
 logger = logging.getLogger("dramatiq_bbo")
@@ -25,6 +31,16 @@ SCOPE_NOT_INDEXED = "background_operation_scope_not_indexed"
 CONNECTION_RETRY = "background_operation_connection_retry"
 CONNECTION_GAVE_UP = "background_operation_connection_gave_up"
 CONNECTION_LOST = "background_operation_connection_lost"
+#: a middleware's before_job reason held an operation
+MIDDLEWARE_HOLD = "background_operation_middleware_hold"
+#: once per process and operation: its table no longer matches the enqueued one
+TABLE_HOLD = "background_operation_table_hold"
+#: once per process and class: an operation is held because of its class
+UNKNOWN_CLASS_HOLD = "background_operation_unknown_class_hold"
+#: once per process: an operation was enqueued, but no pipeline actor is declared here
+PIPELINE_NOT_SET_UP = "background_operation_pipeline_not_set_up"
+#: a runner message found its job or operation no longer in a state to run (the reason says)
+RUNNER_SKIPPED = "background_operation_runner_skipped"
 
 
 def operation_fields(operation: Any, *extra: str) -> dict[str, Any]:
@@ -41,15 +57,52 @@ def operation_fields(operation: Any, *extra: str) -> dict[str, Any]:
 
 
 def event(message: str, *, level: int = logging.INFO, **fields: Any) -> None:
-    """Log one structured event named ``message`` with ``fields``."""
+    """Log one structured event named ``message`` with ``fields``: readable as text under
+    any formatter, structured for :class:`JsonFormatter` (``record.bbo``)."""
     if not logger.isEnabledFor(level):
         return
     payload = {"message": message, **fields}
-    logger.log(level, message, extra={"bbo": payload})
+    # no args: a ``%`` in a value is never read as a placeholder
+    logger.log(level, render(message, fields), extra={"bbo": payload})
+
+
+#: a value printed bare; anything else (spaces, quotes, ``=``, nothing at all) is quoted
+_BARE = re.compile(r"[^\s\"'=\\]+")
+
+
+def render(message: str, fields: dict[str, Any]) -> str:
+    """``message key=value ...``: fields in the order given, None left out, a value with
+    spaces or quotes in double quotes with JSON escapes (logfmt, as log tools parse it)."""
+    parts = [message]
+    for key, value in fields.items():
+        if value is not None:
+            parts.append(f"{key}={_text(value)}")
+    return " ".join(parts)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, enum.Enum):
+        text = str(value.value)
+    elif isinstance(value, datetime.datetime | datetime.date):
+        text = value.isoformat()
+    elif isinstance(value, list | tuple | dict):  # cursors, settings
+        text = json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
+    else:  # text, numbers, uuids
+        text = str(value)
+    if _BARE.fullmatch(text):
+        return text
+    return json.dumps(text, ensure_ascii=False)
 
 
 class JsonFormatter(logging.Formatter):
-    """Render a log record as one JSON object per line (ISO time, level, logger, fields)."""
+    """Render a log record as one JSON object per line: ``time`` (ISO 8601, UTC), ``level``,
+    ``logger``, then an event's ``message`` name and fields as they were logged (another
+    record's text as ``message``), and ``exception`` when there is one.
+
+    Attach it to a handler of the ``dramatiq_bbo`` logger (or the root logger) for logs a
+    machine reads: ``handler.setFormatter(dramatiq_bbo.logs.JsonFormatter())``."""
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {

@@ -16,8 +16,8 @@ does the work they surround. Two kinds:
   ``run_to_completion`` does not ask the gates: its caller asked for the work and stops it
   with its own ``stop_check``.
 - **notifications** — :meth:`~Middleware.after_enqueue`, :meth:`~Middleware.after_job`,
-  :meth:`~Middleware.after_transition` — tell what already committed. An exception there is
-  logged and ignored: the fact stands.
+  :meth:`~Middleware.after_transition`, :meth:`~Middleware.after_hold` — tell what already
+  happened. An exception there is logged and ignored: the fact stands.
 """
 
 from __future__ import annotations
@@ -80,6 +80,16 @@ class Middleware:
 
         Runs on the thread that ran the job: a worker's runner, or ``run_to_completion``'s
         caller. Not called when the job was taken over by another runner meanwhile."""
+
+    def after_hold(self, operation: OperationRecord, *, reason: str, indicator: str | None) -> None:
+        """The operation was put on hold (``on_hold_until``, ``hold_reason``): by a health
+        stop — ``indicator`` names the indicator that said stop — or by a middleware's
+        :meth:`before_job` reason (``indicator`` is None).
+
+        Runs on the thread that held it: a worker's runner between sub-batches (the hold
+        committed), or its orchestrator, inside the transaction that commits the hold with
+        its decision (do not write there). Not called for the holds the pipeline puts on a
+        table it cannot run (an unknown class, a table being changed)."""
 
     def after_transition(
         self,

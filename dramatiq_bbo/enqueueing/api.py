@@ -142,7 +142,7 @@ def enqueue(
         conn = psycopg_connection(connection)
         if not conn.autocommit or conn.info.transaction_status != TransactionStatus.IDLE:
             result = _enqueue(conn, request)  # the caller's transaction: the caller commits
-            _announce(result)
+            announce(result)
             return result
         result = _enqueue_in_own_transaction(conn, request)
     if not result.duplicate:  # committed (and the pool connection is back)
@@ -168,7 +168,7 @@ def _enqueue_in_own_transaction(
         # the duplicate check sees the operation the lock holder just created.
         conn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
         result = _enqueue(conn, request)
-    _announce(result)
+    announce(result)
     return result
 
 
@@ -311,13 +311,22 @@ def _bounds(
     return bounds, () if warning is None else (warning,)
 
 
-def _announce(result: EnqueueResult) -> None:
+def enqueue_request(conn: psycopg.Connection[Any], request: EnqueueRequest) -> EnqueueResult:
+    """What ``enqueue`` does for a checked request inside the caller's transaction on
+    ``conn``, logging nothing: for a caller that announces the result itself (a cron firing,
+    for which finding its operation still running is routine)."""
+    return _enqueue(conn, request)
+
+
+def announce(result: EnqueueResult, *, duplicate_level: int = logging.WARNING) -> None:
+    """Log what enqueue did: the operation queued, or the unfinished twin it returned (at
+    ``duplicate_level``: a warning for a caller who expected a new operation)."""
     op = result.operation
     fields = operation_fields(op, "table_schema", "column_name", "organization_id")
     for warning in result.warnings:
         event(SCOPE_NOT_INDEXED, level=logging.WARNING, reason=warning, **fields)
     if result.duplicate:
-        event(DUPLICATE_ENQUEUE, level=logging.WARNING, status=op.status.name.lower(), **fields)
+        event(DUPLICATE_ENQUEUE, level=duplicate_level, status=op.status.name.lower(), **fields)
     else:
         event(WORKER_TRANSITION, previous_state=None, new_state="queued", **fields)
         warn_without_pipeline(op)

@@ -19,7 +19,9 @@ is joined rather than started again, so a hung indicator never piles up threads:
 its deadline it answers ``UNKNOWN`` at once until it returns.
 
 Every fresh answer other than ``NORMAL`` is logged as ``HEALTH_SIGNAL`` with the
-indicator, signal, reason and operation.
+indicator, signal, reason and operation — except ``NOT_AVAILABLE``, which is logged once when
+an indicator starts answering it (per database, table and indicator), not at every check: an
+indicator that cannot measure (no replica, archiving off) says so once, not every second.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ STALE = 1.0
 _lock = threading.Lock()
 _cache: dict[CacheKey, _Cached] = {}
 _flights: dict[CacheKey, _Flight] = {}
+#: each indicator's previous fresh signal: NOT_AVAILABLE is logged when it starts
+_last_signal: dict[CacheKey, Signal] = {}
 
 
 def clear_cache() -> None:
@@ -92,6 +96,7 @@ def clear_cache() -> None:
     with _lock:
         _cache.clear()
         _flights.clear()
+        _last_signal.clear()
 
 
 def evaluate(
@@ -187,7 +192,9 @@ def _start(
                 fresh_until = time.monotonic() + cache_seconds
                 stale_until = fresh_until + max(cache_seconds, STALE)
                 _cache[key] = _Cached(result, fresh_until, stale_until)
-        if result.signal is not Signal.NORMAL:
+            previous = _last_signal.get(key)
+            _last_signal[key] = result.signal
+        if _worth_logging(result.signal, previous):
             log_signal(result, operation)
         flight.done.set()
 
@@ -246,6 +253,13 @@ def _timed_out(
     if first:
         log_signal(result, operation)
     return result
+
+
+def _worth_logging(signal: Signal, previous: Signal | None) -> bool:
+    """Any answer but NORMAL; NOT_AVAILABLE only when it changed (a steady state, not news)."""
+    if signal is Signal.NOT_AVAILABLE:
+        return previous is not Signal.NOT_AVAILABLE
+    return signal is not Signal.NORMAL
 
 
 def log_signal(result: Result, operation: OperationRecord) -> None:

@@ -3,7 +3,9 @@
 A hold is not a status: ``on_hold_until`` (now + the ``health_hold_seconds`` setting) and
 ``hold_reason`` (``"<indicator>: <reason>"``) on the operation row. The scheduler skips a held
 operation and the orchestrator refuses it until the hold expires; the next orchestrator run
-asks the indicators again, and clears the expired hold when they answer normal.
+asks the indicators again, and clears the expired hold when they answer normal. Each hold is
+logged (``HEALTH_HOLD``) and told to the middleware (``after_hold``, with the indicator: the
+metrics count holds by indicator).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import psycopg
 
 from ..db import REGISTRY
 from ..logs import HEALTH_HOLD, event, logger, operation_fields
+from ..pipeline.runtime import current
 from ..queries import query
 from ..state.records import OperationRecord
 from ..state.store import hold_operation, tables_for
@@ -53,13 +56,14 @@ def hold(
     event(
         HEALTH_HOLD,
         level=logging.WARNING,
-        **operation_fields(operation),
         indicator=result.indicator,
         signal=result.signal.value,
         reason=reason,
+        **operation_fields(operation),
         on_hold_until=until.isoformat() if until else None,
         hold_seconds=duration,
     )
+    current().after_hold(operation, reason=reason, indicator=result.indicator)
     return until
 
 

@@ -26,6 +26,8 @@ class JobOutcome:
     duration: float
     exception: BaseException | None = None
     interrupted_reason: str | None = None
+    #: how long each sub-batch this run committed took, in order (seconds)
+    sub_batch_seconds: tuple[float, ...] = ()
 
     @property
     def timed_out(self) -> bool:

@@ -326,6 +326,7 @@ def _end(
         duration=duration,
         exception=exception,
         interrupted_reason=interrupted,
+        sub_batch_seconds=tuple(engine.durations) if engine else (),
     )
     current().after_job(operation, outcome)
     return outcome

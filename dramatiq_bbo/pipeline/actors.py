@@ -28,6 +28,7 @@ from periodiq import PeriodiqMiddleware
 
 from ..db import REGISTRY
 from ..health.middleware import HealthMiddleware
+from ..metrics import PrometheusMetrics
 from ..middleware import Middleware as BBOMiddleware
 from ..reconnect import retrying
 from . import messages, orchestrator, runner, runtime, scheduler, shutdown
@@ -67,9 +68,10 @@ class WorkerShutdown(Middleware):
 
 def default_middleware() -> list[BBOMiddleware]:
     """Fresh instances of the middleware ``setup`` installs when given none: the health
-    throttling (:class:`~dramatiq_bbo.health.HealthMiddleware`). Extend it with
-    ``setup(broker, middleware=[*bbo.default_middleware(), Mine()])``."""
-    return [HealthMiddleware()]
+    throttling (:class:`~dramatiq_bbo.health.HealthMiddleware`) and the operations' metrics
+    on dramatiq's Prometheus exposition (:class:`~dramatiq_bbo.metrics.PrometheusMetrics`).
+    Extend it with ``setup(broker, middleware=[*bbo.default_middleware(), Mine()])``."""
+    return [HealthMiddleware(), PrometheusMetrics()]
 
 
 def setup(

@@ -16,14 +16,11 @@ from typing import Any
 import psycopg
 
 from ..db import REGISTRY
-from ..logs import event, operation_fields
+from ..logs import MIDDLEWARE_HOLD, event, operation_fields
 from ..queries import query
 from ..state.records import OperationRecord
 from ..state.store import hold_operation, tables_for
 from .runtime import current
-
-#: logged when a middleware's before_job reason holds an operation
-MIDDLEWARE_HOLD = "background_operation_middleware_hold"
 
 
 def held_by_middleware(conn: psycopg.Connection[Any], operation: OperationRecord) -> bool:
@@ -50,3 +47,4 @@ def hold_for_reason(conn: psycopg.Connection[Any], operation: OperationRecord, r
         hold_seconds=seconds,
         reason=reason,
     )
+    current().after_hold(operation, reason=reason, indicator=None)

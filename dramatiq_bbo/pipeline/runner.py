@@ -29,7 +29,7 @@ from ..jobs import retries
 from ..jobs.ending import end_operation, job_counts, status_stop_check
 from ..jobs.optimizer import decide_for_operation, log_decision
 from ..jobs.run import JobOutcome, run_job
-from ..logs import event, logger
+from ..logs import RUNNER_SKIPPED, event, logger
 from ..queries import query
 from ..reconnect import CONNECTION_LOST, retrying
 from ..state.records import JobRecord, JobStatus, OperationRecord, OperationStatus
@@ -78,7 +78,7 @@ def run(
             job_check=current().between_sub_batches,  # health, and the application's middleware
         )
     except InvalidTransition as exc:
-        event("background_operation_runner_skipped", operation_id=str(key), reason=str(exc))
+        event(RUNNER_SKIPPED, operation_id=str(key), reason=str(exc))
         return None
     except LeaseLost:
         logger.warning("job %s of operation %s was taken over by another runner", job_id, key)

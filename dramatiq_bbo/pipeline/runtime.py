@@ -94,6 +94,11 @@ class Runtime:
             with _logged(middleware, "after_job"):
                 middleware.after_job(operation, outcome)
 
+    def after_hold(self, operation: OperationRecord, *, reason: str, indicator: str | None) -> None:
+        for middleware in self.middleware:
+            with _logged(middleware, "after_hold"):
+                middleware.after_hold(operation, reason=reason, indicator=indicator)
+
     def after_transition(
         self, operation: OperationRecord, previous: OperationStatus, new: OperationStatus
     ) -> None:

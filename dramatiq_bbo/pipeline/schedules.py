@@ -33,6 +33,7 @@ by dramatiq and the next slot runs as usual.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import threading
@@ -46,8 +47,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from ..db import REGISTRY
-from ..enqueueing.api import EnqueueResult, after_commit, lock_key
-from ..enqueueing.api import enqueue as enqueue_operation
+from ..enqueueing.api import EnqueueResult, after_commit, announce, enqueue_request, lock_key
 from ..enqueueing.checks import (
     SIZES,
     EnqueueRequest,
@@ -137,18 +137,12 @@ class CronOperation:
                 if self.dedupe_seconds > 0:
                     recent = self._recent_operation(conn, request, table)
                 if recent is None:
-                    result = enqueue_operation(
-                        self.operation_class,
-                        self.table_name,
-                        self.column_name,
-                        arguments=self.arguments,
-                        database=request.database,
-                        connection=conn,
-                        **self.options,
-                    )
+                    result = enqueue_request(conn, request)
         if recent is not None:
             self._report_duplicate(recent)
             return EnqueueResult(recent, duplicate=True)
+        # its operation still running is what a firing often finds: not worth a warning
+        announce(result, duplicate_level=logging.DEBUG)
         if not result.duplicate:  # committed now: wake the pipeline, as enqueue() does
             after_commit(result.operation)
         return result
@@ -175,6 +169,7 @@ class CronOperation:
     def _report_duplicate(self, recent: OperationRecord) -> None:
         event(
             DUPLICATE_ENQUEUE,
+            level=logging.DEBUG,
             operation_id=str(recent.id),
             job_class_name=recent.job_class_name,
             table_schema=recent.table_schema,
@@ -318,7 +313,8 @@ def _declare(
 
     def fire() -> None:
         result = declared.fire()
-        logger.info(
+        logger.log(
+            logging.DEBUG if result.duplicate else logging.INFO,
             "cron operation %s: %s operation %s",
             declared.actor_name,
             "found the" if result.duplicate else "enqueued",

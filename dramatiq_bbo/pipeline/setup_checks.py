@@ -16,14 +16,11 @@ from typing import Any
 
 from ..db import DEFAULT_DATABASE, REGISTRY
 from ..errors import InvalidMiddleware, UnsupportedBroker
-from ..logs import event
+from ..logs import PIPELINE_NOT_SET_UP, event
 from ..middleware import Middleware
 from ..migrations import ensure_schema, schema_errors
 from ..state.records import OperationRecord
 from .runtime import current
-
-#: logged once per process: an operation was enqueued, but no pipeline actor is declared here
-PIPELINE_NOT_SET_UP = "background_operation_pipeline_not_set_up"
 
 _warned = threading.Event()
 

@@ -18,12 +18,9 @@ from typing import Any
 import psycopg
 
 from ..db import REGISTRY
-from ..logs import event, operation_fields
+from ..logs import TABLE_HOLD, event, operation_fields
 from ..state.records import OperationRecord
 from ..state.store import hold_operation
-
-#: logged once per process and operation when its table no longer matches the enqueued one
-TABLE_HOLD = "background_operation_table_hold"
 
 _logged: set[str] = set()
 _lock = threading.Lock()

@@ -26,16 +26,13 @@ import psycopg
 
 from ..db import REGISTRY
 from ..errors import UnknownOperationClass
-from ..logs import event, operation_fields
+from ..logs import UNKNOWN_CLASS_HOLD, event, operation_fields
 from ..operation import resolve
 from ..queries import query
 from ..state.records import OperationRecord
 from ..state.store import fetch_operation, hold_operation, tables_for
 from .handoff import lease_and_send
 from .runtime import messenger
-
-#: logged once per process and class when an operation is held because of its class
-UNKNOWN_CLASS_HOLD = "background_operation_unknown_class_hold"
 
 _logged: set[str] = set()
 _logged_lock = threading.Lock()

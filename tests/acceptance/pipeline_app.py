@@ -16,6 +16,10 @@ Environment:
   ``BBO_APP_MAX_INTERRUPTIONS``: setting overrides, when set.
 - ``BBO_APP_RECORD_HOOKS``: when set, the default middleware plus
   :class:`~tests.acceptance.hook_recorder.HookRecorder`, which records each hook call.
+- ``BBO_APP_PROMETHEUS``: when set, the broker has dramatiq's ``Prometheus`` middleware too
+  (the test gives its exposition a port and directory of its own: ``dramatiq_prom_*``).
+- ``BBO_APP_STOP_INDICATOR``: when set, a health indicator of that name that always says
+  stop, with :data:`~tests.acceptance.pipeline_operations.STOP_REASON`.
 
 The ``dramatiq`` CLI imports this module in each worker process after the fork (never in the
 parent), so nothing here is inherited across a fork: the bbo pools (per pid anyway) and the
@@ -30,9 +34,11 @@ import dramatiq
 from dramatiq_pg import PostgresBroker
 
 import dramatiq_bbo as bbo
+from dramatiq_bbo import health
 from dramatiq_bbo.pipeline.broker import default_middleware
 from tests.acceptance import pipeline_operations  # noqa: F401  (registers the operation classes)
 from tests.acceptance.hook_recorder import HookRecorder
+from tests.acceptance.pipeline_operations import STOP_REASON
 
 DSN = os.environ["BBO_APP_DSN"]
 
@@ -57,15 +63,21 @@ def settings_from_env() -> dict[str, object]:
 
 bbo.configure(dsn=DSN, **settings_from_env())
 
+if os.environ.get("BBO_APP_STOP_INDICATOR"):
+    health.register(
+        lambda context: (health.Signal.STOP, STOP_REASON),
+        name=os.environ["BBO_APP_STOP_INDICATOR"],
+    )
+
 # dramatiq's default middleware minus Prometheus: in a ``dramatiq`` worker process Prometheus
 # forks an HTTP exposition server bound to port 9191 and writes its multiprocess files under
 # /tmp/dramatiq-prometheus. Two test runs at once (both servers, or another engineer's) would
-# race for that port and share those files, and the tests assert nothing about dramatiq's own
-# metrics, so the broker is built with the rest of the defaults, explicitly.
+# race for that port and share those files, so the broker is built with the rest of the
+# defaults, explicitly — unless a test asks for it (and gives it a port and files of its own).
 broker = PostgresBroker(
     url=DSN,
     results=False,
-    middleware=default_middleware(),
+    middleware=default_middleware(prometheus=bool(os.environ.get("BBO_APP_PROMETHEUS"))),
 )
 dramatiq.set_broker(broker)
 middleware = bbo.default_middleware()

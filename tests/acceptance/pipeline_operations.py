@@ -23,6 +23,9 @@ from psycopg import sql
 import dramatiq_bbo as bbo
 from dramatiq_bbo.db import REGISTRY
 
+#: the reason the app's ``BBO_APP_STOP_INDICATOR`` health indicator gives for its stop
+STOP_REASON = "maintenance window until 04:00"
+
 #: RecordedVisit writes one row per run of a job (perform() call) here.
 RUNS_TABLE_DDL = """
 CREATE TABLE pipeline_runs (

@@ -23,10 +23,10 @@ import psycopg
 import pytest
 
 import dramatiq_bbo as bbo
+from dramatiq_bbo.logs import UNKNOWN_CLASS_HOLD
 from dramatiq_bbo.operation import register, unregister
 from dramatiq_bbo.pipeline.orchestrator import Decision, orchestrate
 from dramatiq_bbo.pipeline.runner import run
-from dramatiq_bbo.pipeline.unknown_class import UNKNOWN_CLASS_HOLD
 from dramatiq_bbo.state.records import JobStatus, OperationStatus
 from tests.acceptance.pipeline_operations import make_counter_table
 from tests.acceptance.workers import DramatiqWorkers, dramatiq_workers
@@ -121,7 +121,9 @@ def test_a_runner_that_cannot_import_the_class_gives_the_job_back_and_holds_the_
         assert held.lease_owner is None  # no broker here: the scheduler hands it out later
         (job,) = bbo.list_jobs(operation.id)
         assert (job.status, job.attempts, job.lease_owner) == (JobStatus.PENDING, 0, None)
-        logged = [r for r in caplog.records if r.getMessage() == UNKNOWN_CLASS_HOLD]
+        logged = [
+            r for r in caplog.records if getattr(r, "bbo", {}).get("message") == UNKNOWN_CLASS_HOLD
+        ]
         assert [r.levelno for r in logged] == [logging.WARNING]
 
         register(Forgotten)  # a worker that knows the class, once the hold is over

@@ -9,6 +9,7 @@ own function, and once through a real dramatiq ``Worker`` consuming that broker.
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ from dramatiq_bbo.errors import (
     UnknownOperationClass,
     ValidationError,
 )
+from dramatiq_bbo.logs import DUPLICATE_ENQUEUE, WORKER_TRANSITION
 from dramatiq_bbo.operation import unregister
 from dramatiq_bbo.pipeline import messages, runner
 from dramatiq_bbo.pipeline import schedules as cron_operations
@@ -290,6 +292,24 @@ def test_a_second_firing_of_the_slot_after_the_operation_finished_yields_no_new_
     later = declared.fire()
     assert not later.duplicate and later.operation.id != first.operation.id
     assert len(operations(emails)) == 2
+
+
+def test_a_firing_that_finds_its_operation_still_running_logs_it_at_debug_only(
+    broker: PostgresBroker,
+    purge: type[bbo.BaseOperation],
+    emails: psycopg.Connection[Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    declared = bbo.schedule(purge, "emails", "id", cron="* * * * *", dedupe_seconds=0)
+    caplog.set_level(logging.DEBUG, logger="dramatiq_bbo")
+    first = declared.fire()
+    again = declared.fire()  # the next slot, the first operation still queued
+
+    assert again.duplicate and again.operation.id == first.operation.id
+    logged = [(r.bbo["message"], r.levelno) for r in caplog.records if hasattr(r, "bbo")]
+    assert (WORKER_TRANSITION, logging.INFO) in logged  # the first firing queued one
+    assert (DUPLICATE_ENQUEUE, logging.DEBUG) in logged
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_a_worker_runs_the_periodic_actor(

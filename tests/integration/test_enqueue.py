@@ -238,9 +238,11 @@ def test_enqueue_returns_the_unfinished_duplicate_with_a_warning(
     assert second.operation.id == first.operation.id
     (warning,) = bbo_events(caplog, DUPLICATE_ENQUEUE)
     assert warning["operation_id"] == str(first.operation.id)
-    assert [r.levelno for r in caplog.records if r.getMessage() == DUPLICATE_ENQUEUE] == [
-        logging.WARNING
-    ]
+    assert [
+        r.levelno
+        for r in caplog.records
+        if getattr(r, "bbo", {}).get("message") == DUPLICATE_ENQUEUE
+    ] == [logging.WARNING]
     assert operation_rows(conn) == 1
 
 

@@ -20,9 +20,10 @@ from dramatiq_pg import PostgresBroker
 import dramatiq_bbo as bbo
 from dramatiq_bbo import health
 from dramatiq_bbo.errors import ConfigurationError, InvalidMiddleware
+from dramatiq_bbo.logs import MIDDLEWARE_HOLD
+from dramatiq_bbo.metrics import PrometheusMetrics
 from dramatiq_bbo.pipeline import scheduler
 from dramatiq_bbo.pipeline.broker import default_middleware
-from dramatiq_bbo.pipeline.middleware_hold import MIDDLEWARE_HOLD
 from dramatiq_bbo.pipeline.orchestrator import Decision, orchestrate
 from dramatiq_bbo.pipeline.runner import run
 from dramatiq_bbo.pipeline.runtime import Runtime, current, installed
@@ -68,6 +69,9 @@ class Recorder(bbo.Middleware):
 
     def after_transition(self, operation: Any, previous: Any, new: Any) -> None:
         self.calls.append(("after_transition", previous, new))
+
+    def after_hold(self, operation: Any, *, reason: str, indicator: str | None) -> None:
+        self.calls.append(("after_hold", operation.id, reason, indicator))
 
     def hooks(self) -> list[str]:
         return [c[0] for c in self.calls]
@@ -127,6 +131,8 @@ def test_a_before_job_reason_holds_the_operation_with_that_reason_and_starts_not
     )
     assert orchestrate("main", operation.id, None) == Decision.ON_HOLD  # not asked while held
     assert recorder.hooks().count("before_job") == 1
+    holds = [c for c in recorder.calls if c[0] == "after_hold"]
+    assert holds == [("after_hold", operation.id, "maintenance window", None)]  # no indicator
 
     recorder.before_job_answer = None  # once the hold ends, the scheduler hands it back
     wait_until(lambda: str(operation.id) in scheduler.tick("main").dispatched, timeout=15)
@@ -212,11 +218,12 @@ def broker(configured: str) -> Iterator[PostgresBroker]:
 
 def test_setup_installs_the_default_middleware_unless_given_a_list(broker: Any) -> None:
     bbo.setup(broker)
-    assert [type(m) for m in current().middleware] == [health.HealthMiddleware]
+    defaults = [health.HealthMiddleware, PrometheusMetrics]
+    assert [type(m) for m in current().middleware] == defaults
     assert current().messenger.broker is broker
     mine = Recorder()
     bbo.setup(broker, middleware=[*bbo.default_middleware(), mine])
-    assert [type(m) for m in current().middleware] == [health.HealthMiddleware, Recorder]
+    assert [type(m) for m in current().middleware] == [*defaults, Recorder]
     bbo.setup(broker, middleware=[])
     assert current().middleware == ()
     bbo.reset()

@@ -17,11 +17,12 @@ from dramatiq_pg import PostgresBroker
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo.errors import ConfigurationError, SchemaNotInstalled, UnsupportedBroker
+from dramatiq_bbo.logs import PIPELINE_NOT_SET_UP
 from dramatiq_bbo.migrations import migration_files
 from dramatiq_bbo.pipeline import messages
 from dramatiq_bbo.pipeline.broker import default_middleware
 from dramatiq_bbo.pipeline.runtime import clear, current
-from dramatiq_bbo.pipeline.setup_checks import PIPELINE_NOT_SET_UP, forget_warning
+from dramatiq_bbo.pipeline.setup_checks import forget_warning
 from tests.integration.enqueue_support import define_operation, make_todos
 
 __all__ = ["define_operation"]  # the fixture, re-exported for pytest
@@ -200,7 +201,11 @@ def test_enqueue_without_setup_warns_once_per_process_that_the_operation_waits_f
     assert warning["operation_id"] == str(first.id)
     assert "bbo.setup(broker)" in warning["hint"]
     assert "scheduler tick" in warning["hint"]
-    levels = [r.levelno for r in caplog.records if r.getMessage() == PIPELINE_NOT_SET_UP]
+    levels = [
+        r.levelno
+        for r in caplog.records
+        if getattr(r, "bbo", {}).get("message") == PIPELINE_NOT_SET_UP
+    ]
     assert levels == [logging.WARNING]
 
 

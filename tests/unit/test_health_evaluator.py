@@ -22,6 +22,7 @@ from dramatiq_bbo.health import evaluator
 from dramatiq_bbo.health.hold import MAX_HOLD_REASON, hold_reason
 from dramatiq_bbo.health.user import as_result
 from dramatiq_bbo.logs import HEALTH_SIGNAL
+from dramatiq_bbo.metrics import PrometheusMetrics
 from dramatiq_bbo.state.records import OperationRecord, OperationStatus
 from tests.helpers import wait_until
 
@@ -204,11 +205,29 @@ def test_only_fresh_answers_other_than_normal_are_logged(caplog: pytest.LogCaptu
     events = health_events(caplog)
     assert [(e["indicator"], e["signal"]) for e in events] == [
         ("stopper", "stop"),
-        ("blind", "not_available"),
-        ("blind", "not_available"),
-        ("blind", "not_available"),
+        ("blind", "not_available"),  # once: three checks, one change
     ]
     assert events[0]["reason"] == "too busy" and events[0]["table_name"] == "items"
+
+
+def test_not_available_is_logged_again_only_after_the_indicator_answered_something_else(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    answers = iter([Signal.NOT_AVAILABLE] * 3 + [Signal.NORMAL] + [Signal.NOT_AVAILABLE] * 2)
+    blind = Fake("blind", lambda: (next(answers), "no replica"))
+    with caplog.at_level(logging.INFO, logger="dramatiq_bbo"):
+        for _ in range(6):
+            health.evaluate(operation(), indicators=[blind])
+        health.evaluate(
+            operation(table="other"),
+            indicators=[Fake("blind", lambda: (Signal.NOT_AVAILABLE, "no replica"))],
+        )
+    events = health_events(caplog)
+    assert [(e["signal"], e["table_name"]) for e in events] == [
+        ("not_available", "items"),
+        ("not_available", "items"),  # after the normal answer
+        ("not_available", "other"),  # another table's answer is news of its own
+    ]
 
 
 def test_the_indicator_gets_the_operation_and_the_thresholds_in_force() -> None:
@@ -329,8 +348,8 @@ def test_the_thresholds_in_force_are_the_defaults_merged_with_configure() -> Non
 # -- hooks and holds -------------------------------------------------------------------------------
 def test_the_default_middleware_is_a_fresh_health_middleware_each_time() -> None:
     first, second = bbo.default_middleware(), bbo.default_middleware()
-    assert [type(m) for m in first] == [health.HealthMiddleware]
-    assert isinstance(first[0], bbo.Middleware)
+    assert [type(m) for m in first] == [health.HealthMiddleware, PrometheusMetrics]
+    assert all(isinstance(m, bbo.Middleware) for m in first)
     assert first[0] is not second[0]  # a list the caller may change, as dramatiq's
 
 
