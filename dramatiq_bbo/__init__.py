@@ -22,6 +22,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from .jobs.control import cancel, pause, resume
     from .jobs.inline import run_to_completion
     from .middleware import Middleware
+    from .operate.finalize import finalize
+    from .operate.steering import (
+        DisabledClass,
+        disable,
+        disabled_classes,
+        enable,
+        retry,
+        update,
+    )
     from .operate.summaries import list_operations
     from .operation import BaseOperation, register
     from .pipeline.actors import default_middleware, setup
@@ -44,6 +53,13 @@ _LAZY = {
     "pause": "jobs.control",
     "resume": "jobs.control",
     "cancel": "jobs.control",
+    "disable": "operate.steering",
+    "enable": "operate.steering",
+    "disabled_classes": "operate.steering",
+    "DisabledClass": "operate.steering",
+    "retry": "operate.steering",
+    "update": "operate.steering",
+    "finalize": "operate.finalize",
     "setup": "pipeline.actors",
     "default_middleware": "pipeline.actors",
     "Middleware": "middleware",
@@ -71,7 +87,14 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BaseOperation",
+    "DisabledClass",
     "cancel",
+    "disable",
+    "disabled_classes",
+    "enable",
+    "finalize",
+    "retry",
+    "update",
     "pause",
     "resume",
     "setup",

@@ -127,6 +127,13 @@ class InvalidArgument(ValidationError):
     written."""
 
 
+class InvalidSteering(ValidationError):
+    """A steering call (``disable``, ``enable``, ``retry``, ``update``, ``finalize``, or
+    ``pause``/``resume``/``cancel`` with ``by=``) got a value it cannot store or use: a class
+    name, reason or operator name that is not text, empty, too long or holding a NUL, or an
+    ``on_progress`` that is not callable. Nothing was written."""
+
+
 class SubBatchTimeout(BBOError):
     """A sub-batch hit ``statement_timeout`` or ``lock_timeout``; its transaction rolled back.
 

@@ -127,3 +127,14 @@ def install_json_handler(level: int = logging.INFO) -> logging.Handler:
     logger.addHandler(handler)
     logger.setLevel(level)
     return handler
+
+
+# -- operator steering: one event per mutation, naming who did it (field ``by``) --------------
+OPERATION_PAUSED = "background_operation_paused"
+OPERATION_RESUMED = "background_operation_resumed"
+OPERATION_CANCELLED = "background_operation_cancelled"
+OPERATION_RETRIED = "background_operation_retried"
+OPERATION_UPDATED = "background_operation_updated"
+OPERATION_FINALIZED = "background_operation_finalized"
+CLASS_DISABLED = "background_operation_class_disabled"
+CLASS_ENABLED = "background_operation_class_enabled"

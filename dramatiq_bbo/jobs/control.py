@@ -1,8 +1,11 @@
-"""Steering operations by hand: pause, resume, cancel.
+"""Steering operations by hand: pause, resume, cancel — and who asked.
 
 A pause or cancel takes effect at the running job's next sub-batch checkpoint (the runner
 re-reads the status between sub-batches); nothing is rolled back that was committed. A resume
 makes the operation schedulable again and, when the pipeline is set up, wakes it at once.
+
+Every change logs one event naming the operator (``by``: whatever the caller calls its user —
+a login, a chat handle, ``"cli:alice"``), so the log answers "who paused this?".
 """
 
 from __future__ import annotations
@@ -13,6 +16,14 @@ from psycopg.rows import dict_row
 
 from ..db import DEFAULT_DATABASE, REGISTRY
 from ..errors import InvalidTransition, OperationNotFound
+from ..logs import (
+    OPERATION_CANCELLED,
+    OPERATION_PAUSED,
+    OPERATION_RESUMED,
+    event,
+    operation_fields,
+)
+from ..operators import operator
 from ..pipeline.runtime import transitioned
 from ..queries import query
 from ..state.records import OperationRecord, OperationStatus
@@ -23,28 +34,40 @@ _ALLOWED = {
     "resume": (OperationStatus.PAUSED,),
     "cancel": (OperationStatus.QUEUED, OperationStatus.ACTIVE, OperationStatus.PAUSED),
 }
+_EVENTS = {"pause": OPERATION_PAUSED, "resume": OPERATION_RESUMED, "cancel": OPERATION_CANCELLED}
 
 
-def pause(operation_id: Any, *, database: str | None = None) -> OperationRecord:
+def pause(
+    operation_id: Any, *, by: str | None = None, database: str | None = None
+) -> OperationRecord:
     """Stop the operation at its next checkpoint until :func:`resume`."""
-    return _transition("pause", operation_id, database)
+    return transition("pause", operation_id, database=database, by=by)
 
 
-def resume(operation_id: Any, *, database: str | None = None) -> OperationRecord:
+def resume(
+    operation_id: Any, *, by: str | None = None, database: str | None = None
+) -> OperationRecord:
     """Make a paused operation run again, from its cursor."""
-    record = _transition("resume", operation_id, database)
+    record = transition("resume", operation_id, database=database, by=by)
     from ..pipeline.wake import wake
 
     wake(record)
     return record
 
 
-def cancel(operation_id: Any, *, database: str | None = None) -> OperationRecord:
+def cancel(
+    operation_id: Any, *, by: str | None = None, database: str | None = None
+) -> OperationRecord:
     """End the operation for good; what was committed stays committed."""
-    return _transition("cancel", operation_id, database)
+    return transition("cancel", operation_id, database=database, by=by)
 
 
-def _transition(action: str, operation_id: Any, database: str | None) -> OperationRecord:
+def transition(
+    action: str, operation_id: Any, *, database: str | None, by: str | None
+) -> OperationRecord:
+    """``action`` (pause, resume, cancel) under the operation's row lock, logged with ``by``;
+    no wake (the caller decides: :func:`resume` wakes, a finalize runs it itself)."""
+    who = operator(by)
     key = parse_operation_id(operation_id)
     name = database or DEFAULT_DATABASE
     operations, jobs = tables_for(key)
@@ -63,5 +86,12 @@ def _transition(action: str, operation_id: Any, database: str | None) -> Operati
             ).fetchone()
     assert row is not None
     after = OperationRecord.from_row(row)
+    event(
+        _EVENTS[action],
+        **operation_fields(after),
+        by=who,
+        previous_state=before.status.name.lower(),
+        new_state=after.status.name.lower(),
+    )
     transitioned(after, before.status)
     return after

@@ -3,11 +3,11 @@ and ``run_to_completion``.
 
 ``end_operation`` moves an active operation to finished (or failed when jobs failed for good);
 ``job_counts`` says how many jobs ran and failed; ``status_stop_check`` stops a job at its
-next checkpoint once the operation was paused or cancelled; ``after_run`` keeps a failed
-attempt's error on the operation row, and reports finished an operation cancelled while its
-last job ran to the end of its range. They sit below both the inline runner
-(:mod:`dramatiq_bbo.jobs.inline`) and the pipeline's orchestrator and runner, which call
-them, so neither has to import the other.
+next checkpoint once the operation was paused or cancelled, or its class disabled;
+``after_run`` keeps a failed attempt's error on the operation row, and reports finished an
+operation cancelled while its last job ran to the end of its range. They sit below both the
+inline runner (:mod:`dramatiq_bbo.jobs.inline`) and the pipeline's orchestrator and runner,
+which call them, so neither has to import the other.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ import psycopg
 from psycopg.rows import dict_row
 
 from ..db import REGISTRY
+from ..errors import OperationNotFound
 from ..logs import logger
 from ..pipeline.runtime import transitioned
 from ..queries import query
 from ..state.records import JobRecord, JobStatus, OperationRecord, OperationStatus
-from ..state.store import fetch_operation, get_operation, tables_for
+from ..state.store import fetch_operation, tables_for
 from .bookkeeping import bookkeeping
 
 #: a check between sub-batches: a reason to stop the job at its checkpoint, or None
@@ -70,10 +71,11 @@ def status_stop_check(
     name: str, operation: OperationRecord, stop_check: StopCheck | None
 ) -> StopCheck:
     """The caller's stop check, plus: stop when the operation is no longer active (paused or
-    cancelled meanwhile). The status is read at the first boundary — the operation may have
-    been paused while a runner message waited in the queue — then at most every
-    STATUS_CHECK_SECONDS: an unpaced job (sub-batches of a few ms) reads it ten times a
-    second, a negligible cost, and stops within 0.1 s of a pause."""
+    cancelled meanwhile) or its class was disabled (the kill switch). The status is read at
+    the first boundary — the operation may have been paused while a runner message waited in
+    the queue — then at most every STATUS_CHECK_SECONDS: an unpaced job (sub-batches of a
+    few ms) reads it ten times a second, a negligible cost, and stops within 0.1 s of a pause
+    (a job whose sub-batches take longer reads it at every boundary: within one sub-batch)."""
     last_read = float("-inf")
 
     def check() -> str | None:
@@ -86,10 +88,29 @@ def status_stop_check(
         if now - last_read < STATUS_CHECK_SECONDS:
             return None
         last_read = now
-        status = get_operation(operation.id, database=name).status
-        return None if status == OperationStatus.ACTIVE else status.name.lower()
+        return run_state_stop_reason(name, operation)
 
     return check
+
+
+#: the reason a job stopped by the kill switch (``bbo.disable``) records
+CLASS_DISABLED = "class_disabled"
+
+
+def run_state_stop_reason(name: str, operation: OperationRecord) -> str | None:
+    """Why a job of ``operation`` must stop now: its status (paused, cancelled...) when it is
+    no longer active, or ``class_disabled`` when its class is disabled; one statement."""
+    operations, _ = tables_for(operation)
+    with REGISTRY.connection(name) as conn:
+        row = conn.execute(
+            query("steering_run_state", operations=operations), {"id": operation.id}
+        ).fetchone()
+    if row is None:
+        raise OperationNotFound(f"no operation {str(operation.id)!r} in database {name!r}")
+    status, class_disabled = OperationStatus(row[0]), bool(row[1])
+    if status != OperationStatus.ACTIVE:
+        return status.name.lower()
+    return CLASS_DISABLED if class_disabled else None
 
 
 def after_run(

@@ -8,8 +8,8 @@ process), split a job that timed out on its last attempt into two halves
 (:mod:`dramatiq_bbo.jobs.planning`, shared with the orchestrator), and never run two jobs of one
 operation at once. When the range is exhausted and nothing is left to run, the operation
 finishes — or fails if jobs failed for good. A paused, cancelled, finished or failed operation
-is returned untouched, and a pause or cancel while it runs stops it at the next sub-batch
-checkpoint.
+is returned untouched, and so is one whose class is disabled (``bbo.disable``); a pause, a
+cancel or a disable while it runs stops it at the next sub-batch checkpoint.
 
 One job per operation, always. ``run_to_completion()`` takes the operation's stage lease — the
 one the pipeline's messages pass along — and the heartbeat renews it while it runs: a stage
@@ -43,7 +43,13 @@ from ..state.records import JobRecord, OperationRecord, OperationStatus
 from ..state.store import fetch_operation, tables_for
 from ..walk.statements import pipelined
 from . import retries
-from .ending import end_operation, job_counts, status_stop_check
+from .ending import (
+    CLASS_DISABLED,
+    end_operation,
+    job_counts,
+    run_state_stop_reason,
+    status_stop_check,
+)
 from .heartbeat import HEARTBEAT, release_stage, take_stage
 from .planning import split_next
 from .run import StopCheck, prepare_retry, run_job, run_next_job
@@ -61,7 +67,7 @@ def run_to_completion(
         lambda: _activate(name, operation_id),
         settings=REGISTRY.settings,
     )
-    if operation.status != OperationStatus.ACTIVE:
+    if operation.status != OperationStatus.ACTIVE or _disabled(name, operation):
         return operation
     token = f"run_to_completion:{uuid.uuid4().hex}"
     take_stage(name, operation, token)
@@ -194,13 +200,19 @@ def _next_job(
         return operation, None
 
 
+def _disabled(name: str, operation: OperationRecord) -> bool:
+    """Whether the operation's class is disabled (the kill switch): then no job starts."""
+    return run_state_stop_reason(name, operation) == CLASS_DISABLED
+
+
 def _activate(name: str, operation_id: Any) -> OperationRecord:
-    """queued → active (started_at once); any other status is returned as it is."""
+    """queued → active (started_at once), unless its class is disabled; any other status is
+    returned as it is."""
     with REGISTRY.connection(name) as conn:
         operation = fetch_operation(conn, operation_id)
         if operation is None:
             raise OperationNotFound(f"no operation {operation_id!s} in database {name!r}")
-        if operation.status != OperationStatus.QUEUED:
+        if operation.status != OperationStatus.QUEUED or _disabled(name, operation):
             return operation
         operations, _ = tables_for(operation)
         with conn.cursor(row_factory=dict_row) as cur:

@@ -21,7 +21,7 @@ from ..state.records import JobRecord, OperationRecord
 from ..state.store import fetch_operation, insert_job, tables_for
 from ..walk.keyset import split_range
 from . import retries
-from .run import build_operation
+from .instance import build_operation
 
 
 def splittable_job(

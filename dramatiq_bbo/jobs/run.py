@@ -45,21 +45,20 @@ from ..errors import (
     TooManyInterruptions,
 )
 from ..logs import logger
-from ..operation import BaseOperation, own_scope, resolve
 from ..pipeline.runtime import current
 from ..queries import query
 from ..reconnect import connection_lost, is_connection_error, retrying
 from ..state.records import JobRecord, JobStatus, OperationRecord
 from ..state.store import fetch_operation, insert_job, tables_for
-from ..walk.checkpoint import JobCheck, Keyset, SubBatchEngine, sub_batch_guards
+from ..walk.checkpoint import JobCheck, SubBatchEngine, sub_batch_guards
 from ..walk.keyset import next_batch_bounds
 from ..walk.statements import pipelined
-from ..walk.tables import table_info, table_model
 from . import retries
 from .bookkeeping import bookkeeping, finish_job
 from .claims import claim, claim_new, new_owner, other_job_running
 from .ending import StopCheck, after_run
 from .heartbeat import HEARTBEAT, lease_lost_check
+from .instance import build_operation
 from .outcomes import JobOutcome, as_timeout, class_name, exception_message, job_event
 
 __all__ = [
@@ -75,27 +74,6 @@ __all__ = [
 
 #: the interrupted_reason of a job stopped by its worker's shutdown (set by the pipeline)
 WORKER_SHUTDOWN = "worker_shutdown"
-
-
-# -- building an operation instance ---------------------------------------------------------
-def build_operation(
-    operation: OperationRecord,
-    job: JobRecord | None = None,
-    conn: psycopg.Connection[Any] | None = None,
-) -> tuple[BaseOperation, Keyset]:
-    """The author's class instantiated for ``operation`` (arguments, table model, records)
-    and its keyset. Reflection happens here, outside any transaction. The stored table's
-    identity is checked on ``conn`` when the caller holds one (TableChanged if replaced)."""
-    cls = resolve(operation.job_class_name)
-    info = table_info(operation.database_name, operation.table_ref, conn)
-    model = table_model(operation.database_name, info, operation_class=cls)
-    instance = cls(operation.job_arguments, table=model)
-    instance.operation = operation
-    if job is not None:
-        instance.job = job
-    return instance, Keyset.for_operation(
-        instance, info, operation.cursor_columns, own_scope(instance)
-    )
 
 
 # -- creating jobs --------------------------------------------------------------------------

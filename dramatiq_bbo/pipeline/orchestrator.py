@@ -4,10 +4,11 @@ It holds the operation's row lock (``FOR UPDATE``: it waits for the short transa
 other stages rather than skipping — a scheduler scan can hold a row it did not pick, and
 skipping would strand the message that owns the lease; the lease check then turns away the
 redundant messages) for one short transaction in which it decides:
-nothing to do (paused, held, a job already in flight, a newer message owns the stage lease,
-no capacity), the next job (resume an unfinished one, split one that timed out on its last
-attempt, or cut a new batch from the resume cursor), or the end of the operation. The job is
-dispatched with a lease and the runner message is written in the same transaction.
+nothing to do (paused, held, its class disabled, a job already in flight, a newer message owns
+the stage lease, no capacity), the next job (resume an unfinished one, split one that timed
+out on its last attempt, or cut a new batch from the resume cursor), or the end of the
+operation. The job is dispatched with a lease and the runner message is written in the same
+transaction.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Decision(enum.StrEnum):
     NOT_FOUND = "not_found"
     NOT_RUNNABLE = "not_runnable"
     LEASED_ELSEWHERE = "leased_elsewhere"
+    CLASS_DISABLED = "class_disabled"
     ON_HOLD = "on_hold"
     JOB_IN_FLIGHT = "job_in_flight"
     NO_CAPACITY = "no_capacity"
@@ -103,6 +105,8 @@ def _refusal(
         return Decision.NOT_RUNNABLE
     if row["lease_live"] and operation.lease_owner not in (None, token):
         return Decision.LEASED_ELSEWHERE
+    if row["class_disabled"]:  # the kill switch: the scheduler skips it until enable()
+        return Decision.CLASS_DISABLED
     if row["on_hold"]:
         return Decision.ON_HOLD
     _, jobs = tables_for(operation)

@@ -7,10 +7,11 @@ when a middleware asks for it (``between_sub_batches``: health), or when the wor
 shutting down (not a failed attempt).
 
 Afterwards, in one transaction with the operation row locked: the batch optimizer sets the
-next batch size from the recent successful jobs, an operation that fails too often is failed,
-and the next orchestrator message is written, due one interval after this job *started*
-(so a job that takes 95% of the interval leaves the database 5% idle, as the optimizer's
-efficiency assumes), with a fresh stage lease covering the wait.
+next batch size from the recent successful jobs (unless an operator set one during the job),
+an operation that fails too often is failed, and the next orchestrator message is written,
+due one interval after this job *started* (so a job that takes 95% of the interval leaves
+the database 5% idle, as the optimizer's efficiency assumes), with a fresh stage lease
+covering the wait.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def chain(
         operation = fetch_operation(conn, operation_id, for_update=True)
         if operation is None or operation.status != OperationStatus.ACTIVE:
             return
-        if outcome.status == JobStatus.SUCCEEDED:
+        if outcome.status == JobStatus.SUCCEEDED and _sized_by_optimizer(operation, outcome):
             _optimize(conn, operation)
         if retries.failed_for_good(outcome.job, outcome.timed_out, max_attempts):
             total, failed = job_counts(database, operation, max_attempts)
@@ -155,6 +156,14 @@ def chain(
                 send_orchestrator(conn, database, operation.id, token, delay)
     if fail:
         end_operation(database, operation, max_attempts, failed=True)
+
+
+def _sized_by_optimizer(operation: OperationRecord, outcome: JobOutcome) -> bool:
+    """Whether the operation's batch size is still the one the job was cut with. An operator
+    who set another one meanwhile (``bbo.update``) gets it for the next job as asked; the
+    optimizer goes on from it after that job (a split half, cut smaller, skips one decision
+    too: harmless)."""
+    return outcome.job.batch_size == operation.batch_size
 
 
 def _next_delay(operation: OperationRecord, outcome: JobOutcome, started: float) -> float:

@@ -43,7 +43,7 @@ FROM {jobs}
 WHERE status IN (0, 1) AND lease_expires_at > now();
 
 -- name: pipeline_schedulable_operations
--- description: Unfinished operations ready for their next job: not paused, hold and interval elapsed, no stage in flight, no live job; highest priority, then least recently run.
+-- description: Unfinished operations ready for their next job: not paused, hold and interval elapsed, no stage in flight, no live job, class not disabled; highest priority, then least recently run.
 SELECT o.id, o.partition
 FROM {operations} o
 WHERE o.database_name = %(database_name)s
@@ -55,6 +55,9 @@ WHERE o.database_name = %(database_name)s
   AND NOT EXISTS (
       SELECT 1 FROM {jobs} j
       WHERE j.worker_id = o.id AND j.status IN (0, 1) AND j.lease_expires_at > now()
+  )
+  AND NOT EXISTS (
+      SELECT 1 FROM bbo.disabled_classes d WHERE d.job_class_name = o.job_class_name
   )
 ORDER BY o.priority DESC, o.last_run_at NULLS FIRST, o.created_at
 LIMIT %(limit)s
@@ -75,7 +78,7 @@ WHERE partition = %(partition)s AND id = %(id)s
   AND (%(token)s::text IS NULL OR lease_owner = %(token)s::text);
 
 -- name: pipeline_operation_for_update
--- description: Lock one operation row for the orchestrator, waiting for short-lived holders (nothing if it does not exist).
+-- description: Lock one operation row for the orchestrator, waiting for short-lived holders (nothing if it does not exist); with whether its lease is live, it is on hold, its class is disabled.
 -- It waits rather than SKIP LOCKED: the holder of the row lock is not necessarily a stage that
 -- will carry the operation on. A scheduler tick whose scan met the row just as a wake-up or a
 -- runner committed a new stage lease keeps the row locked until the tick commits (Postgres
@@ -86,7 +89,9 @@ WHERE partition = %(partition)s AND id = %(id)s
 -- statement, so the wait cannot deadlock; after it, the lease check tells a redundant message
 -- (another token owns the lease) from the one that must act.
 SELECT o.*, (o.lease_expires_at IS NOT NULL AND o.lease_expires_at > now()) AS lease_live,
-       (o.on_hold_until IS NOT NULL AND o.on_hold_until > now()) AS on_hold
+       (o.on_hold_until IS NOT NULL AND o.on_hold_until > now()) AS on_hold,
+       EXISTS (SELECT 1 FROM bbo.disabled_classes d
+               WHERE d.job_class_name = o.job_class_name) AS class_disabled
 FROM {operations} o
 WHERE o.id = %(id)s
 FOR UPDATE OF o;
