@@ -323,9 +323,23 @@ def _end(
     final = JobRecord.from_row(row)
     job_event(operation, final, JobStatus.RUNNING, interrupted_reason=interrupted)
     after_run(name, connection, operation, final)
-    outcome = JobOutcome(
+    outcome = _outcome(status, final, engine, duration, exception, interrupted)
+    current().after_job(operation, outcome)
+    return outcome
+
+
+def _outcome(
+    status: JobStatus,
+    job: JobRecord,
+    engine: SubBatchEngine | None,
+    duration: float,
+    exception: BaseException | None,
+    interrupted: str | None,
+) -> JobOutcome:
+    """What the middleware's after_job hook is told of a run."""
+    return JobOutcome(
         status=status,
-        job=final,
+        job=job,
         rows=engine.processed if engine else 0,
         affected=engine.affected if engine else 0,
         duration=duration,
@@ -333,8 +347,6 @@ def _end(
         interrupted_reason=interrupted,
         sub_batch_seconds=tuple(engine.durations) if engine else (),
     )
-    current().after_job(operation, outcome)
-    return outcome
 
 
 def _ending(

@@ -24,6 +24,7 @@ from ..jobs.control import cancel, pause, resume
 from ..logs import OPERATION_RETRIED, OPERATION_UPDATED, event, operation_fields
 from ..migrations import requires_schema
 from ..operators import operator
+from ..pipeline.messages import STAGE_TOKEN_PATTERN
 from ..pipeline.runtime import transitioned
 from ..queries import query
 from ..settings import check_value
@@ -147,8 +148,9 @@ def _write_sizes(
     conn: psycopg.Connection[Any], before: OperationRecord, changes: dict[str, Any]
 ) -> tuple[OperationRecord, int]:
     """Under the operation's row lock: refuse an ended operation or inverted sizes, write the
-    operation's sizes, then its waiting jobs' sub-batch size and pause. The record after, and
-    how many waiting jobs changed."""
+    operation's sizes, let a shorter interval apply without waiting out the old one, then
+    write its waiting jobs' sub-batch size and pause. The record after, and how many waiting
+    jobs changed."""
     key = before.id
     if not before.unfinished:
         raise InvalidTransition(
@@ -167,6 +169,11 @@ def _write_sizes(
             query("steering_update_sizes", operations=operations), {"id": key, **values}
         ).fetchone()
     assert row is not None  # the row is locked
+    if changes.get("interval_seconds", before.interval_seconds) < before.interval_seconds:
+        conn.execute(
+            query("steering_release_waiting_stage", operations=operations, jobs=jobs),
+            {"id": key, "stage_token_pattern": STAGE_TOKEN_PATTERN},
+        )
     waiting = 0
     if {"sub_batch_size", "pause_ms"} & changes.keys():
         waiting = len(

@@ -20,6 +20,11 @@ RUNNER = "bbo_runner"
 TICK = "bbo_scheduler_tick"
 
 
+#: what :func:`new_token` returns, as a Postgres regular expression: tells a stage message's
+#: lease from the one ``run_to_completion`` holds (``run_to_completion:<hex>``)
+STAGE_TOKEN_PATTERN = "^[0-9a-f]{32}$"
+
+
 def new_token() -> str:
     """A lease token naming one stage message."""
     return uuid.uuid4().hex

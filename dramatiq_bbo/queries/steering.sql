@@ -94,3 +94,17 @@ SET sub_batch_size = least(%(sub_batch_size)s, batch_size),
     updated_at = now()
 WHERE worker_id = %(worker_id)s AND status IN (0, 2)
 RETURNING id;
+
+-- name: steering_release_waiting_stage
+-- description: After a shorter interval was set: drop the lease of a stage message waiting out the old interval (no job in flight, a pipeline token, not run_to_completion's), so the scheduler's next pass hands the operation on once the new interval has passed; the old message, when due, finds the operation handed on or acts no earlier than the old interval.
+UPDATE {operations} AS o
+SET lease_owner = NULL, lease_expires_at = NULL
+WHERE o.id = %(id)s
+  AND o.status IN (0, 1)
+  AND o.lease_expires_at > now()
+  AND o.lease_owner ~ %(stage_token_pattern)s
+  AND NOT EXISTS (
+      SELECT 1 FROM {jobs} AS j
+      WHERE j.worker_id = o.id AND j.status IN (0, 1) AND j.lease_expires_at > now()
+  )
+RETURNING o.id;

@@ -21,8 +21,10 @@ from dramatiq_bbo.errors import (
     UnknownOperationClass,
 )
 from dramatiq_bbo.operate import finalize as finalize_module
+from dramatiq_bbo.pipeline import runner, scheduler
+from dramatiq_bbo.pipeline.orchestrator import Decision, orchestrate
 from dramatiq_bbo.state.records import JobStatus, OperationStatus
-from tests.integration.pipeline_support import no_broker, run_one_job
+from tests.integration.pipeline_support import dispatched_job_id, no_broker, run_one_job
 from tests.integration.steering_support import (
     FailWhileBroken,
     ResizeItself,
@@ -495,3 +497,21 @@ def test_update_reaches_a_job_waiting_to_resume_but_not_its_range(
     assert first.metrics["sub_batches"] == 1  # the 60 rows left, in one sub-batch of 100
     assert (second.batch_size, second.sub_batch_size) == (300, 200)
     assert visits(conn) == {1: 200}
+
+
+def test_a_shorter_interval_applies_without_waiting_out_the_old_one(
+    steered: str, conn: psycopg.Connection[Any], no_broker: None
+) -> None:
+    make_counters(conn, 300)
+    operation_id = enqueue(batch_size=100, sub_batch_size=50, interval_seconds=3_600)
+    assert orchestrate("main", operation_id) == Decision.DISPATCHED
+    token = operation_row(conn, operation_id)["lease_owner"]
+    runner.run("main", operation_id, dispatched_job_id(bbo.get_operation(operation_id)), token)
+    waiting = operation_row(conn, operation_id)  # the chained message waits out the hour
+    assert waiting["lease_owner"] not in (None, token)
+    assert str(operation_id) not in scheduler.tick("main").dispatched
+
+    bbo.update(operation_id, interval_seconds=0)
+
+    assert str(operation_id) in scheduler.tick("main").dispatched
+    assert bbo.update(operation_id, interval_seconds=10).lease_owner is not None  # longer: kept
