@@ -301,6 +301,7 @@ def _end(
     if release or interrupted:
         metrics["interrupted_reason"] = interrupted or "released"
     _, jobs = tables_for(operation)
+
     params = {
         "status": int(status),
         "refund": refund,
