@@ -50,6 +50,8 @@ from psycopg.rows import dict_row
 
 from ..db import REGISTRY
 from ..errors import ConcurrentEnqueue, OperationDefinitionError
+from ..jobs.learned_sizes import configuration, recall
+from ..jobs.optimizer import target_duration
 from ..logs import (
     DUPLICATE_ENQUEUE,
     SCOPE_NOT_INDEXED,
@@ -115,7 +117,9 @@ def enqueue(
 ) -> EnqueueResult:
     """Create an operation over ``table_name`` batched on ``column_name`` (or return the
     unfinished duplicate). Sizes: this call's value, else the class attribute, else the
-    setting. Scope: ``organization_id`` + ``user_id`` (or ``user=``), or neither for a
+    setting — except batch_size, for which the size an earlier operation of the same class,
+    table, column and database learned comes before the class's and the setting's
+    (:mod:`dramatiq_bbo.jobs.learned_sizes`). Scope: ``organization_id`` + ``user_id`` (or ``user=``), or neither for a
     cell-local operation. See the module docstring for ``connection=`` and duplicates."""
     request = check_request(
         resolve(operation_class_or_name),
@@ -224,6 +228,7 @@ def _lock_check_insert(
         bounds, warnings, scoped_rows = _bounds(conn, request, table)
         values.update(
             request.sizes,
+            batch_size=_initial_batch_size(conn, request, table),
             table_oid=table.oid,
             partition=current_partition(conn, request.scope),
             user_id=request.user_id,
@@ -244,6 +249,23 @@ def _lock_check_insert(
     operation = OperationRecord.from_row(row)
     _wake_in_transaction(conn, operation)
     return EnqueueResult(operation, duplicate=False, warnings=warnings)
+
+
+def _initial_batch_size(
+    conn: psycopg.Connection[Any], request: EnqueueRequest, table: TableInfo
+) -> int:
+    """The call's batch_size; else the one this configuration learned when an earlier
+    operation of it finished (:mod:`dramatiq_bbo.jobs.learned_sizes`); else the class's or the
+    setting's."""
+    default = int(request.sizes["batch_size"])
+    if request.batch_size_given:
+        return default
+    cls, column = request.operation_class, request.column_name
+    key = configuration(cls.name, table.schema, table.name, column, request.database)
+    interval = float(request.sizes["interval_seconds"])
+    target = target_duration(interval, float(REGISTRY.settings.min_job_budget_seconds))
+    learned = recall(conn, key, target_seconds=target, sizes=request.sizes)
+    return default if learned is None else learned
 
 
 def _wake_in_transaction(conn: psycopg.Connection[Any], operation: OperationRecord) -> None:

@@ -57,6 +57,8 @@ class EnqueueRequest:
     database: str
     sizes: dict[str, Any]
     priority: int
+    #: the call gave batch_size: it wins over the size the configuration learned
+    batch_size_given: bool = False
 
     @property
     def scope(self) -> str:
@@ -91,6 +93,7 @@ def check_request(
         database=_database(operation_class, database),
         sizes=_sizes(operation_class, REGISTRY.settings, sizes),
         priority=_priority(priority),
+        batch_size_given=sizes.get("batch_size") is not None,
     )
 
 

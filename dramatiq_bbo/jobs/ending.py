@@ -2,8 +2,9 @@
 and ``run_to_completion``.
 
 ``end_operation`` moves an active operation to finished (or failed when jobs failed for good);
-``job_counts`` says how many jobs ran and failed; ``status_stop_check`` stops a job at its
-next checkpoint once the operation was paused or cancelled, or its class disabled;
+``finish_if_exhausted`` finishes it in the transaction that records its last job, when nothing
+is left to run; ``job_counts`` says how many jobs ran and failed; ``status_stop_check`` stops
+a job at its next checkpoint once the operation was paused or cancelled, or its class disabled;
 ``after_run`` keeps a failed attempt's error on the operation row, and reports finished an
 operation cancelled while its last job ran to the end of its range. They sit below both the
 inline runner (:mod:`dramatiq_bbo.jobs.inline`) and the pipeline's orchestrator and runner,
@@ -65,6 +66,23 @@ def end_operation(
     ended = OperationRecord.from_row(row)
     transitioned(ended, OperationStatus.ACTIVE)
     return ended
+
+
+def finish_if_exhausted(
+    conn: psycopg.Connection[Any], operation: OperationRecord
+) -> OperationRecord | None:
+    """active → finished, in the caller's transaction, when the operation's range is walked
+    and none of its jobs is left to run or failed: right after its last job, rather than one
+    interval later when an orchestrator would find nothing left. None otherwise (the
+    orchestrator's end path covers the rest: a range whose last row vanished, failed jobs).
+    The caller reports the transition (``transitioned``) once it committed."""
+    operations, jobs = tables_for(operation)
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            query("execution_finish_exhausted", operations=operations, jobs=jobs),
+            {"id": operation.id},
+        ).fetchone()
+    return OperationRecord.from_row(row) if row is not None else None
 
 
 def status_stop_check(

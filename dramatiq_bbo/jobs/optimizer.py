@@ -76,9 +76,11 @@ __all__ = [
     "decide_for_operation",
     "growth_cap",
     "jobs_needed",
+    "learned_start",
     "log_decision",
     "optimize_batch_size",
     "samples_from_jobs",
+    "target_duration",
 ]
 
 BAND_LOW = 0.90
@@ -200,6 +202,32 @@ def jobs_needed(start: int, optimum: int, *, max_growth: float = MAX_GROWTH) -> 
         size *= min(ratio, growth_cap(ratio, max_growth=max_growth))
         job += 1
     return job
+
+
+def target_duration(interval_seconds: float, min_job_budget_seconds: float) -> float:
+    """The duration a job is sized to last: ``0.95 × interval``; with an interval of 0 (jobs
+    back to back) half the minimal job budget, well inside the budget that stops such a job."""
+    if interval_seconds > 0:
+        return TARGET_EFFICIENCY * interval_seconds
+    return 0.5 * min_job_budget_seconds
+
+
+def learned_start(
+    learned: int,
+    learned_target_seconds: float,
+    target_seconds: float,
+    *,
+    min_batch_size: int,
+    max_batch_size: int,
+    sub_batch_size: int,
+) -> int:
+    """The batch size a new operation starts from when its configuration learned ``learned``
+    rows for jobs of ``learned_target_seconds``: scaled down to a shorter target (never up:
+    a longer interval only leaves the optimizer room to grow), clamped to the new operation's
+    bounds, and never under its sub-batch (a batch holds whole sub-batches)."""
+    scale = min(1.0, target_seconds / learned_target_seconds) if learned_target_seconds > 0 else 1
+    size = min(max(round(learned * scale), min_batch_size), max_batch_size)
+    return max(size, sub_batch_size, 1)
 
 
 # -- operation rows ---------------------------------------------------------------------------

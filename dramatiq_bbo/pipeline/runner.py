@@ -8,7 +8,9 @@ shutting down (not a failed attempt).
 
 Afterwards, in one transaction with the operation row locked: the batch optimizer sets the
 next batch size from the recent successful jobs (unless an operator set one during the job),
-an operation that fails too often is failed, and the next orchestrator message is written,
+an operation whose range that job finished is finished at once (and the size the optimizer
+reached is kept for its configuration's next operation, :mod:`dramatiq_bbo.jobs.learned_sizes`),
+an operation that fails too often is failed, and otherwise the next orchestrator message is written,
 due one interval after this job *started* (so a job that takes 95% of the interval leaves
 the database 5% idle, as the optimizer's efficiency assumes), with a fresh stage lease
 covering the wait.
@@ -26,8 +28,14 @@ from psycopg.rows import dict_row
 from ..db import REGISTRY
 from ..errors import InvalidTransition, LeaseLost
 from ..jobs import retries
-from ..jobs.ending import end_operation, job_counts, status_stop_check
-from ..jobs.optimizer import decide_for_operation, log_decision
+from ..jobs.ending import end_operation, finish_if_exhausted, job_counts, status_stop_check
+from ..jobs.learned_sizes import remember
+from ..jobs.optimizer import (
+    OptimizerDecision,
+    decide_for_operation,
+    log_decision,
+    target_duration,
+)
 from ..jobs.run import JobOutcome, run_job
 from ..logs import RUNNER_SKIPPED, event, logger
 from ..queries import query
@@ -43,7 +51,7 @@ from ..state.store import (
 from . import shutdown
 from .handoff import Take, send_orchestrator, take_lease
 from .messages import ORCHESTRATOR
-from .runtime import current
+from .runtime import current, transitioned
 from .shutdown import shutting_down
 from .unknown_class import hold_before_run
 
@@ -137,16 +145,17 @@ def chain(
     settings = REGISTRY.settings
     max_attempts = int(settings.max_attempts)
     fail = False
+    ended: OperationRecord | None = None
     with REGISTRY.connection(database) as conn, conn.transaction():
         operation = fetch_operation(conn, operation_id, for_update=True)
         if operation is None or operation.status != OperationStatus.ACTIVE:
             return
-        if outcome.status == JobStatus.SUCCEEDED and _sized_by_optimizer(operation, outcome):
-            _optimize(conn, operation)
-        if retries.failed_for_good(outcome.job, outcome.timed_out, max_attempts):
+        if outcome.status == JobStatus.SUCCEEDED:
+            ended = _after_success(conn, operation, outcome)
+        if ended is None and retries.failed_for_good(outcome.job, outcome.timed_out, max_attempts):
             total, failed = job_counts(database, operation, max_attempts)
             fail = retries.operation_should_fail(total, failed)
-        if not fail:
+        if ended is None and not fail:
             delay = _next_delay(operation, outcome, started)
             token = take_lease(conn, operation, delay=delay, take=Take.PASSED, held=held)
             # None: another stage holds the operation (run_to_completion) and carries it on
@@ -154,8 +163,30 @@ def chain(
                 shutdown.defer(database, ORCHESTRATOR, (database, str(operation.id), token), delay)
             elif token is not None:
                 send_orchestrator(conn, database, operation.id, token, delay)
+    if ended is not None:
+        transitioned(ended, OperationStatus.ACTIVE)
     if fail:
         end_operation(database, operation, max_attempts, failed=True)
+
+
+def _after_success(
+    conn: psycopg.Connection[Any], operation: OperationRecord, outcome: JobOutcome
+) -> OperationRecord | None:
+    """After a successful job: the optimizer's next size, then — when that job was the last
+    one, nothing left to run — the end of the operation, now rather than one interval later,
+    with the size the optimizer reached kept for its configuration's next operation."""
+    decision = _optimize(conn, operation) if _sized_by_optimizer(operation, outcome) else None
+    ended = finish_if_exhausted(conn, operation)
+    if ended is not None and decision is not None:
+        target = target_duration(
+            float(operation.interval_seconds), float(REGISTRY.settings.min_job_budget_seconds)
+        )
+        try:
+            with conn.transaction():  # a lesson lost costs speed only: never the finish
+                remember(conn, operation, decision.new, target)
+        except psycopg.Error:
+            logger.exception("keeping the batch size operation %s learned failed", operation.id)
+    return ended
 
 
 def _sized_by_optimizer(operation: OperationRecord, outcome: JobOutcome) -> bool:
@@ -179,7 +210,10 @@ def _next_delay(operation: OperationRecord, outcome: JobOutcome, started: float)
     return delay
 
 
-def _optimize(conn: psycopg.Connection[Any], operation: OperationRecord) -> None:
+def _optimize(
+    conn: psycopg.Connection[Any], operation: OperationRecord
+) -> OptimizerDecision | None:
+    """The optimizer's decision after a job, written on the operation (None if it failed)."""
     _, jobs = tables_for(operation)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
@@ -188,12 +222,14 @@ def _optimize(conn: psycopg.Connection[Any], operation: OperationRecord) -> None
         ).fetchall()
     recent = [JobRecord.from_row(row) for row in rows]
     interval = float(operation.interval_seconds)
-    target = None if interval > 0 else float(REGISTRY.settings.min_job_budget_seconds) * 0.5
+    target = target_duration(interval, float(REGISTRY.settings.min_job_budget_seconds))
     try:
-        decision = decide_for_operation(operation, recent, target_duration_seconds=target)
+        decision = decide_for_operation(
+            operation, recent, target_duration_seconds=None if interval > 0 else target
+        )
     except Exception:  # the optimizer must never stop an operation
         logger.exception("batch optimizer failed for operation %s", operation.id)
-        return
+        return None
     log_decision(operation, decision)
     if decision.changed:
         operations, _ = tables_for(operation)
@@ -201,3 +237,4 @@ def _optimize(conn: psycopg.Connection[Any], operation: OperationRecord) -> None
             query("pipeline_set_batch_size", operations=operations),
             {"batch_size": decision.new, "partition": operation.partition, "id": operation.id},
         )
+    return decision

@@ -188,3 +188,11 @@ UPDATE {operations} AS o
 SET status = 3, total_tuple_count = o.processed_tuple_count, updated_at = now()
 WHERE o.id = %(id)s AND o.status = 5 AND {ending_all_rows_done}
 RETURNING *;
+
+-- name: execution_finish_exhausted
+-- description: active -> finished right after its last job succeeded, when its range is walked and no job is left to run or failed (so it does not stay active one more interval for an orchestrator to find nothing); its size is then known: what it processed.
+UPDATE {operations} AS o
+SET status = 3, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL,
+    total_tuple_count = o.processed_tuple_count, updated_at = now()
+WHERE o.id = %(id)s AND o.status = 1 AND {ending_all_rows_done}
+RETURNING *;
