@@ -119,8 +119,9 @@ def enqueue(
     unfinished duplicate). Sizes: this call's value, else the class attribute, else the
     setting — except batch_size, for which the size an earlier operation of the same class,
     table, column and database learned comes before the class's and the setting's
-    (:mod:`dramatiq_bbo.jobs.learned_sizes`). Scope: ``organization_id`` + ``user_id`` (or ``user=``), or neither for a
-    cell-local operation. See the module docstring for ``connection=`` and duplicates."""
+    (:mod:`dramatiq_bbo.jobs.learned_sizes`). Scope: ``organization_id`` + ``user_id`` (or
+    ``user=``), or neither for a cell-local operation. See the module docstring for
+    ``connection=`` and duplicates."""
     request = check_request(
         resolve(operation_class_or_name),
         table_name,
