@@ -22,41 +22,42 @@ of ``n → T·n ÷ (c + r·n)`` is the ``n`` with ``c + r·n = T``.
 
 **Growth is capped, shrinking is not.** Near the target, growth per decision is capped at
 ×1.2, so a wrong estimate costs at most 20% more load per job. **Far below the target** (the
-smoothed efficiency under ``far_aim × target ÷ 1.2``, about a fifth of it) the cap is raised:
-the step may go as far as the size that would take ``far_aim`` (a quarter) of the target
-duration, at most ×10 in one decision. A job of 1,000 rows that takes 4 s of a 120 s interval
-thus asks for ~6,800 rows next, not 1,200: an operation of a few tens of thousands of rows
-finishes in three jobs instead of ten. Such a step still plans the next job at a quarter of
-the target at most, so the time per row would have to be four times worse than measured for
-that job to overrun the target (and six times for it to reach its time budget, 1.5 ×
-interval); the ×1.2 walk takes over from there for the approach. Shrinking goes straight to
+smoothed efficiency under ``far_aim × target ÷ 1.2``, about 40% of it) the cap is raised: the
+step may go as far as the size that would take ``far_aim`` (half) of the target duration, at
+most ×10 in one decision. A job of 1,000 rows that takes 12 s of a 120 s interval thus asks
+for 4,750 rows next, not 1,200, and one that takes 1 s asks for 10,000: at 1 ms a row, an
+operation of 60,000 rows finishes in three jobs instead of fifteen. Such a step still plans
+the next job at half the target at most, so the time per row would have to be twice as bad as
+measured for that job to overrun the target (three times for it to reach its time budget, 1.5
+× interval); the ×1.2 walk takes over from there for the approach. Shrinking goes straight to
 the estimate (down to ``min_batch_size``): for a database, a job that is too big holds locks
 and bloats longer, so the safe error is the small one. A job at least ``slowdown_reset`` (1.5)
 times slower per row than the average restarts the average from that job: a slowdown that
-large is a change of regime (contention, a cold cache, wider rows), not noise, and waiting
-for the EMA to catch up would run several oversized jobs. A one-off slow job therefore costs
-a few smaller jobs while the average recovers — the cheap direction.
+large is a change of regime (contention, a cold cache, wider rows), not noise, and waiting for
+the EMA to catch up would run several oversized jobs. A one-off slow job therefore costs a few
+smaller jobs while the average recovers — the cheap direction.
 
 **The guarantee.** Say the start size is ``S``, the optimum is ``N* = target ÷ time per
 row`` (stationary), and the measured time per row varies by at most ±5%. Then every size the
 formula sets is within ``N*·[0.952, 1.053]`` once the ×1.2 walk reaches it, a size set by a
-large step is at most ``0.263·N*``, and a size held inside the band is within
+large step is at most ``0.526·N*``, and a size held inside the band is within
 ``N*·[0.902, 1.053]`` (band 0.90–0.95 around a 0.95 target, times the noise): no job is
 planned above the target by more than the noise. The expected duration of a job (its size ×
 the true time per row) is within ±10% of the target duration from job
 ``jobs_needed(S, N*)`` on (job 1 being the one at ``S``), and for every job after it:
-1,000 → 3,000 takes 7 jobs, 1,000 → 10,000 takes 10 and 1,000 → 100,000 takes 11 (at ×1.2
-alone: 7, 14 and 26). Any optimum below the start is reached by the second job. Measured
+1,000 → 3,000 and 1,000 → 10,000 take 6 jobs, 1,000 → 100,000 takes 7 (at ×1.2 alone: 7,
+14 and 26). Any optimum below the start is reached by the second job. Measured
 durations add their own noise on top of that. Clamps win over the target: an optimum outside
 [min, max] converges to the bound.
 
 **The target.** With an interval, the target duration is ``target_efficiency × interval``
 (0.95 × interval, as in the rule above). With ``interval == 0`` there is no efficiency; the
 caller passes ``target_duration_seconds`` and the efficiencies reported are relative to
-``target_duration_seconds ÷ target_efficiency``, so the same band applies. Note that the
-default job budget (0.9 × interval) is below a 0.95 target: such jobs end by budget
-at a checkpoint. The estimate stays right (it uses rows processed), but a runner that wants
-jobs to finish on their own should pass a ``target_efficiency`` at or under its budget.
+``target_duration_seconds ÷ target_efficiency``, so the same band applies (the pipeline's
+runner passes half of ``min_job_budget_seconds``: :func:`target_duration`). The default job
+budget (``job_budget_fraction``, 1.5 × interval) is above the target: a job ends by budget, at
+a checkpoint, only when it went slow; the estimate stays right then too (it uses the rows
+processed).
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ BAND_HIGH = 0.95
 TARGET_EFFICIENCY = 0.95
 MAX_GROWTH = 1.2
 #: far below the target, a step may plan the next job at this fraction of the target...
-FAR_AIM = 0.25
+FAR_AIM = 0.5
 #: ...growing the size at most this much in one decision
 MAX_FAST_GROWTH = 10.0
 ALPHA = 0.4
@@ -191,7 +192,7 @@ def jobs_needed(start: int, optimum: int, *, max_growth: float = MAX_GROWTH) -> 
     """The job (1-based) from which the expected duration is within ±10% of the target.
 
     The growth caps alone decide it (a noise-free replay of the rule); see the module
-    docstring. ``jobs_needed(1000, 3000)`` is 7, ``jobs_needed(1000, 10_000)`` is 10;
+    docstring. ``jobs_needed(1000, 3000)`` is 6, ``jobs_needed(1000, 10_000)`` is 6 too;
     anything at or below ``start`` is 1 or 2.
     """
     if optimum * 0.9 <= start:
