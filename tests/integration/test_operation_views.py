@@ -12,7 +12,12 @@ import psycopg
 import pytest
 
 import dramatiq_bbo as bbo
-from dramatiq_bbo.errors import InvalidArgument, InvalidOperationId, OperationNotFound
+from dramatiq_bbo.errors import (
+    InvalidArgument,
+    InvalidOperationId,
+    InvalidTransition,
+    OperationNotFound,
+)
 from dramatiq_bbo.operate.summaries import (
     FailedJob,
     JobSummary,
@@ -519,7 +524,7 @@ def test_the_pipeline_stages_leave_the_same_view_of_a_finished_and_a_failed_oper
 
 
 @pytest.mark.usefixtures("no_broker")
-def test_a_cancel_before_the_orchestrator_ends_the_walked_operation_is_a_finish(
+def test_on_the_pipeline_the_last_job_finishes_the_walked_operation_before_any_cancel(
     configured: str, items: str, conn: psycopg.Connection[Any]
 ) -> None:
     operation_id = enqueue(TouchItems, "organization")
@@ -528,5 +533,8 @@ def test_a_cancel_before_the_orchestrator_ends_the_walked_operation_is_a_finish(
         outcome = run_one_job(operation_id)
         assert outcome is not None and outcome.status == bbo.JobStatus.SUCCEEDED
         walked += outcome.rows
-    assert bbo.cancel(operation_id).status == bbo.OperationStatus.FINISHED
+    # no window left for a cancel between the last row and the end: the runner ended it
+    assert bbo.get_operation(operation_id).status == bbo.OperationStatus.FINISHED
+    with pytest.raises(InvalidTransition, match="finished"):
+        bbo.cancel(operation_id)
     assert view_row(conn, operation_id)["status"] == "finished"
