@@ -39,11 +39,11 @@ QUEUE = "bbo_demo"
 WORKER_THREADS = 2
 
 #: The demo's sizes. Sub-batches of 2,000 rows keep the per-transaction overhead small; the
-#: first job is small (10,000 rows) so the optimizer visibly grows it towards its target, a
+#: first job is small (2,000 rows) so the optimizer visibly grows it towards its target, a
 #: job of 0.95 × the interval; a short interval gives it a target within a few seconds and
 #: gives the run many jobs to adapt over; no pause between sub-batches (a quiet database).
 SIZES: dict[str, Any] = {
-    "batch_size": 10_000,
+    "batch_size": 2_000,
     "sub_batch_size": 2_000,
     "pause_ms": 0,
     "interval_seconds": 0.5,
