@@ -40,6 +40,7 @@ from dramatiq_bbo.pipeline.broker import default_middleware
 from dramatiq_bbo.pipeline.runtime import current, install
 from dramatiq_bbo.state.records import OperationStatus
 from tests.helpers import wait_until
+from tests.integration.pipeline_support import drive
 
 SATURDAY_3AM = pendulum.datetime(2024, 1, 6, 3, 0, tz="UTC")
 SUNDAY_3AM = pendulum.datetime(2024, 1, 7, 3, 0, tz="UTC")
@@ -292,6 +293,24 @@ def test_a_second_firing_of_the_slot_after_the_operation_finished_yields_no_new_
     later = declared.fire()
     assert not later.duplicate and later.operation.id != first.operation.id
     assert len(operations(emails)) == 2
+
+
+def test_the_next_firing_starts_from_the_batch_size_the_last_one_learned(
+    broker: PostgresBroker, purge: type[bbo.BaseOperation], emails: psycopg.Connection[Any]
+) -> None:
+    declared = bbo.schedule(purge, "emails", "id", cron="0 * * * *")
+    first = declared.fire()
+    assert first.operation.batch_size == 1_000  # the default: nothing learned yet
+    final, _ = drive(first.operation.id)  # the pipeline's stages, as a worker runs them
+    assert final.status == OperationStatus.FINISHED and final.batch_size > 1_000
+
+    emails.execute(  # the next slot, an hour later
+        "UPDATE bbo.background_operation_workers_cell_local"
+        " SET created_at = created_at - interval '1 hour'"
+    )
+    later = declared.fire()
+    assert not later.duplicate
+    assert later.operation.batch_size == final.batch_size
 
 
 def test_a_firing_that_finds_its_operation_still_running_logs_it_at_debug_only(
