@@ -1,0 +1,105 @@
+"""A worker set up by ``bbo.setup(broker)`` refills a freed prefetch slot at once, burst after
+burst (dramatiq_bbo.pipeline.broker.PromptConsumer).
+
+dramatiq-pg's own consumer, after a first burst, waits 0.5–1 s each time its prefetch is full
+(a backoff whose miss counter is never reset), and a whole ``worker_timeout`` for messages whose
+NOTIFY its connection check had already buffered: 20 messages of 10 ms on 2 threads take about
+4 s a few seconds after a first burst, against about 0.15 s with the prompt consumer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import dramatiq
+import pytest
+from dramatiq_pg import PostgresBroker
+from dramatiq_pg.broker import PostgresConsumer
+
+import dramatiq_bbo as bbo
+from dramatiq_bbo.pipeline import runner
+from dramatiq_bbo.pipeline.broker import PromptConsumer, default_middleware, refill_promptly
+from tests.helpers import wait_until
+
+QUEUE = "prompt_consumer_test"
+THREADS = 2  # dramatiq's default prefetch: 2 × threads = 4
+BURST = 20
+JOB_MS = 10
+#: a later burst's deadline: about 0.15 s prompt, about 4 s (≥ 1 s with one of the two
+#: waits left) with dramatiq-pg's consumer
+LATER_BURST_SECONDS = 0.9
+
+
+@pytest.fixture
+def broker(configured: str) -> Iterator[PostgresBroker]:
+    broker = PostgresBroker(url=configured, results=False, middleware=default_middleware())
+    yield broker
+    broker.close()
+
+
+def test_a_later_burst_runs_back_to_back_on_a_worker_set_up_by_bbo(
+    broker: PostgresBroker,
+) -> None:
+    bbo.setup(broker)
+    done: set[str] = set()
+    lock = threading.Lock()
+
+    @dramatiq.actor(broker=broker, queue_name=QUEUE, max_retries=0)
+    def work(key: str) -> None:
+        time.sleep(JOB_MS / 1000)
+        with lock:
+            done.add(key)
+
+    def burst(tag: str) -> float:
+        keys = [f"{tag}{i}" for i in range(BURST)]
+        sent = time.monotonic()
+        for key in keys:
+            work.send(key)
+        wait_until(lambda: done.issuperset(keys), timeout=15, interval=0.005)
+        return time.monotonic() - sent
+
+    worker = dramatiq.Worker(broker, queues={QUEUE}, worker_threads=THREADS)
+    worker.start()
+    try:
+        assert worker.queue_prefetch == 2 * THREADS
+        burst("first")  # fills the prefetch again and again
+        time.sleep(0.5)  # the consumer goes back to waiting for a NOTIFY
+        elapsed = burst("later")
+        consumers = [thread.consumer for thread in worker.consumers.values()]
+    finally:
+        worker.stop()
+        runner.shutting_down.clear()  # set by the worker's stop (WorkerShutdown)
+    assert elapsed < LATER_BURST_SECONDS, f"{BURST} × {JOB_MS} ms took {elapsed:.2f} s"
+    assert consumers and all(isinstance(c, PromptConsumer) for c in consumers)
+    assert all(c.misses == 0 for c in consumers)  # dramatiq-pg's backoff never ran
+
+
+def test_setup_wraps_consume_once_and_leaves_an_applications_own_consumer(
+    broker: PostgresBroker, configured: str
+) -> None:
+    refill_promptly(broker)
+    wrapped = broker.consume
+    bbo.setup(broker)
+    assert broker.consume is wrapped  # idempotent: setup again does not wrap twice
+    consumer = broker.consume("q", prefetch=3, timeout=250)
+    assert type(consumer) is PromptConsumer
+    assert (consumer.prefetch, consumer.timeout, consumer.pool) == (3, 0.25, broker.pool)
+
+    class OwnConsumer(PostgresConsumer):  # type: ignore[misc]
+        pass
+
+    class AppBroker(PostgresBroker):  # type: ignore[misc]
+        def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 30000) -> Any:
+            return OwnConsumer(
+                pool=self.pool, queue_name=queue_name, prefetch=prefetch, timeout=timeout
+            )
+
+    app = AppBroker(url=configured, results=False)
+    try:
+        refill_promptly(app)
+        assert type(app.consume("q")) is OwnConsumer
+    finally:
+        app.close()
