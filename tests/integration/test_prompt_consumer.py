@@ -11,18 +11,24 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dramatiq
+import psycopg
 import pytest
 from dramatiq_pg import PostgresBroker
 from dramatiq_pg.broker import PostgresConsumer
+from psycopg import sql
 
 import dramatiq_bbo as bbo
+from dramatiq_bbo.db import REGISTRY
 from dramatiq_bbo.pipeline import runner
 from dramatiq_bbo.pipeline.broker import PromptConsumer, default_middleware, refill_promptly
 from tests.helpers import wait_until
+from tests.integration.enqueue_support import define_operation
+
+__all__ = ["define_operation"]  # the fixture, re-exported for pytest
 
 QUEUE = "prompt_consumer_test"
 THREADS = 2  # dramatiq's default prefetch: 2 × threads = 4
@@ -31,6 +37,8 @@ JOB_MS = 10
 #: a later burst's deadline: about 0.15 s prompt, about 4 s (≥ 1 s with one of the two
 #: waits left) with dramatiq-pg's consumer
 LATER_BURST_SECONDS = 0.9
+#: 24 small operations' deadline: about 2–3 s prompt, 20–27 s with dramatiq-pg's consumer
+SMALL_OPERATIONS_SECONDS = 8.0
 
 
 @pytest.fixture
@@ -103,3 +111,49 @@ def test_setup_wraps_consume_once_and_leaves_an_applications_own_consumer(
         assert type(app.consume("q")) is OwnConsumer
     finally:
         app.close()
+
+
+def test_many_small_operations_finish_without_consumer_waits(
+    broker: PostgresBroker,
+    configured: str,
+    conn: psycopg.Connection[Any],
+    define_operation: Callable[..., type[bbo.BaseOperation]],
+) -> None:
+    """24 operations of 4 one-sub-batch jobs on one worker × 4 threads: about 2 s with the
+    prompt consumer, 20–27 s with dramatiq-pg's (its prefetch of 8 is full all along)."""
+    count = 24
+    for i in range(count):
+        table = sql.Identifier(f"t{i}")
+        conn.execute(sql.SQL("CREATE TABLE {} (id bigint PRIMARY KEY, done boolean)").format(table))
+        insert = "INSERT INTO {} SELECT g, g % 2 = 0 FROM generate_series(1, 400) AS g"
+        conn.execute(sql.SQL(insert).format(table))
+
+    def perform(self: Any) -> None:
+        for sub_batch in self.each_sub_batch():
+            sub_batch.where(self.table.done == True).delete()  # noqa: E712
+
+    purge = define_operation(perform=perform, pause_ms=0)
+    bbo.configure(dsn=configured, max_running_jobs=100)
+    bbo.setup(broker)
+    worker = dramatiq.Worker(broker, queues={REGISTRY.settings.queue_name}, worker_threads=4)
+    worker.start()
+    try:
+        started = time.monotonic()
+        for i in range(count):
+            bbo.enqueue(
+                purge, f"t{i}", "id", batch_size=100, min_batch_size=100, max_batch_size=100,
+                sub_batch_size=100, interval_seconds=0,
+            )  # fmt: skip
+        wait_until(lambda: finished(conn) == count, timeout=60)
+        elapsed = time.monotonic() - started
+    finally:
+        worker.stop()
+        runner.shutting_down.clear()
+    jobs = conn.execute("SELECT count(*) FROM bbo.jobs").fetchone()
+    assert jobs == (4 * count,)
+    assert elapsed < SMALL_OPERATIONS_SECONDS, f"{count} operations took {elapsed:.1f} s"
+
+
+def finished(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT count(*) FROM bbo.operations WHERE status = 'finished'").fetchone()
+    return int(row[0]) if row else 0
