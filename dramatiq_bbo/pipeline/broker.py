@@ -17,7 +17,7 @@ dramatiq-pg's consumer (0.12) has two waits that leave a worker idle with messag
   follows does not see them: messages sent while it was busy wait a whole ``worker_timeout``.
 
 Measured on 2 worker threads (prefetch 4), bursts of 20 messages of 10 ms a few seconds after
-a first burst: 4.1–4.3 s each as dramatiq-pg ships, 1.1 s with the first wait fixed, 0.2 s with
+a first burst: 3.9–4.3 s each as dramatiq-pg ships, 1.1 s with the first wait fixed, 0.15 s with
 both. :func:`refill_promptly`, called by ``bbo.setup(broker)``, makes the broker build
 :class:`PromptConsumer` instead: docs/pipeline.md ("Prompt consumers") tells the story.
 """
