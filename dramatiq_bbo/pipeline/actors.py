@@ -32,6 +32,7 @@ from ..metrics import PrometheusMetrics
 from ..middleware import Middleware as BBOMiddleware
 from ..reconnect import retrying
 from . import messages, orchestrator, runner, runtime, scheduler, shutdown
+from .broker import refill_promptly
 from .cron import cron_spec
 from .schedules import declare_cron_operations
 from .setup_checks import check_broker, check_middleware, schema_checked
@@ -92,12 +93,13 @@ def setup(
     - ``middleware``: :class:`dramatiq_bbo.Middleware` instances, called in this order
       (default: :func:`default_middleware`; a list replaces the defaults, ``[]`` runs none).
 
-    Called again, it installs a new runtime (broker, queue, outbox databases, middleware);
-    actors already declared on the broker stay as they are. A broker that is not dramatiq-pg's
-    ``PostgresBroker`` is refused (:class:`~dramatiq_bbo.errors.UnsupportedBroker`): the
-    messages are rows of its queue table.
+    Called again, it installs a new runtime; declared actors stay. The broker then builds
+    :class:`~.broker.PromptConsumer` consumers (dramatiq-pg's wait up to 1 s to refill a slot).
+    A broker that is not dramatiq-pg's ``PostgresBroker`` is refused
+    (:class:`~dramatiq_bbo.errors.UnsupportedBroker`): the messages are rows of its queue table.
     """
     check_broker(broker)
+    refill_promptly(broker)
     installed = tuple(default_middleware() if middleware is None else middleware)
     check_middleware(installed)
     queue = queue_name or REGISTRY.settings.queue_name
