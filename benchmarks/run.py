@@ -51,6 +51,15 @@ SECTIONS = {
     "optimizer": "benchmarks.convergence",
     "memory": "benchmarks.memory",
 }
+#: printed under the table: what holds for every figure
+NOTES = (
+    "health indicators autovacuum and wal_rate are off in every section but throttle (the"
+    " benchmark's own fills and full-speed deletes would trip them and the figure would"
+    " measure the hold); throughput fills every side's table before any side runs;"
+    " throttle turns all built-ins off and measures its own indicator",
+    "throughput: medians of the rounds, sides in an order rotated each round; latency p99 is"
+    " nearest-rank; ratios are value ÷ baseline",
+)
 HEADERS = ["section", "measure", "value", "unit", "baseline", "baseline is", "÷ baseline", "goal"]
 
 
@@ -70,6 +79,7 @@ def markdown(rows: Sequence[Row], about: dict[str, str], header: str) -> str:
 
     lines = [header, "", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     lines += ["| " + " | ".join(text(c) for c in cells(r)) + " |" for r in rows]
+    lines += ["", *[f"- {note}" for note in NOTES]]
     lines += ["", "| machine | |", "|---|---|"]
     lines += [f"| {key} | {value} |" for key, value in about.items()]
     return "\n".join(lines) + "\n"
@@ -126,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     header = f"dramatiq-bbo benchmarks ({about['run']}; Postgres {about['Postgres']})"
     print(f"\n{header}\n")
     print_table(HEADERS, [cells(r) for r in rows], left=(0, 1, 3, 5, 7))
+    print("", *[f"note: {note}" for note in NOTES], sep="\n")
     print("\n" + "  ".join(f"{key}: {value}" for key, value in about.items()))
     if args.markdown:
         args.markdown.write_text(markdown(rows, about, header))
