@@ -27,7 +27,7 @@ START = 1_000
 
 
 def section(ctx: Context) -> list[Row]:
-    interval, wanted, rows = ctx.pick((0.25, 16, 300_000), (1.0, 30, 2_000_000))
+    interval, wanted, rows = ctx.pick((0.25, 24, 500_000), (1.0, 32, 3_000_000))
     with bench_database(ctx, "bbo_bench_opt") as dsn:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("CREATE TABLE opt_rows (id bigint PRIMARY KEY, visits int DEFAULT 0)")

@@ -359,7 +359,7 @@ def section(ctx: Any) -> list[Any]:
     from benchmarks.common import Row, bench_database, progress
 
     args = argparse.Namespace(
-        rows=ctx.pick(20_000, 100_000), sub_batch=500, stop_after=10, cache=0.1,
+        rows=100_000, sub_batch=500, stop_after=10, cache=0.1,
         trials=ctx.pick(3, 5),
     )  # fmt: skip
     logging.getLogger("dramatiq_bbo").addHandler(logging.NullHandler())

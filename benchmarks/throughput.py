@@ -186,7 +186,7 @@ def measure(ctx: Context, dsn: str, rows: int, sub_batch: int) -> dict[str, list
 
 
 def section(ctx: Context) -> list[Row]:
-    rows = ctx.pick(50_000, 500_000)
+    rows = ctx.pick(200_000, 500_000)
     result = []
     with bench_database(ctx, "bbo_bench_tp") as dsn, Workers(dsn, threads=ctx.threads):
         make_table(dsn, "bench_warm_up", 2_000)  # the worker's imports, pools, reflection
