@@ -1,5 +1,8 @@
 """Optimizer convergence: how many jobs until a job's duration is within ±10% of its target
-(0.95 × the interval), on one real worker.
+(0.95 × the interval), on one real worker. A job's duration is the runner's own measure of
+its run (``metrics["duration_seconds"]``, what the optimizer sizes with); the longest job is
+also given from its ``started_at`` to its ``finished_at`` (claim and end bookkeeping
+included).
 
 One operation visits the rows of a large table (``bench.touch_and_notify``, sub-batch 100,
 pause 0) with a short interval, starting at 1,000 rows per job; after enough jobs it is
@@ -48,22 +51,27 @@ def section(ctx: Context) -> list[Row]:
             if bbo.get_operation(operation.id).unfinished:
                 bbo.cancel(operation.id)
     jobs = sorted(done, key=lambda j: j.started_at)  # type: ignore[arg-type, return-value]
-    durations = [(j.finished_at - j.started_at).total_seconds() for j in jobs]  # type: ignore[operator]
+    # the runner's own measure of a run (what the optimizer sizes with), and the job's wall span
+    durations = [float(j.metrics["duration_seconds"]) for j in jobs]
+    spans = [(j.finished_at - j.started_at).total_seconds() for j in jobs]  # type: ignore[operator]
     target = TARGET_EFFICIENCY * interval
     per_row = statistics.median(
         d / j.processed_tuple_count for d, j in zip(durations[-5:], jobs[-5:], strict=True)
     )
     predicted = jobs_needed(START, round(target / per_row))
     within = next(
-        (n for n, d in enumerate(durations, 1) if all(abs(x / target - 1) <= 0.10
-         for x in durations[n - 1 :])), None,
+        (n for n in range(1, len(durations) + 1)
+         if all(abs(x / target - 1) <= 0.10 for x in durations[n - 1 :])), None,
     )  # fmt: skip
     progress(f"  optimizer: {len(jobs)} jobs, sizes {[j.batch_size for j in jobs]}")
+    progress(f"  optimizer: durations {[round(d, 3) for d in durations]}")
     label = f"interval {interval:g} s, start {START:,} rows, {len(jobs)} jobs"
     return [
-        Row(SECTION, f"{label}: first job from which every job is within ±10% of the target",
+        Row(SECTION, f"{label}: first job from which every job runs within ±10% of the target",
             within if within is not None else f"not within {len(jobs)}", "jobs",
             predicted, "the ×1.2 rule's promise", within / predicted if within else None),
-        Row(SECTION, f"{label}: longest job ÷ interval", max(durations) / interval, "",
-            goal="≤ 0.95"),
+        Row(SECTION, f"{label}: longest job run (the runner's duration) ÷ interval",
+            max(durations) / interval, "", goal="≤ 0.95"),
+        Row(SECTION, f"{label}: longest job, started → finished ÷ interval",
+            max(spans) / interval, "", goal="≤ 0.95"),
     ]  # fmt: skip
