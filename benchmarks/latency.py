@@ -1,143 +1,106 @@
-"""Latency: from ``enqueue()`` returning to the operation's first sub-batch committed.
+"""Latency: from ``enqueue()`` returning to the operation's first sub-batch committed, against
+one bare dramatiq-pg message hop measured in the same run.
 
-The goal: p50 ≤ 100 ms, p99 ≤ 1 s.
+The goals: p50 ≤ 1.5 × the hop's p50, p99 ≤ 30 ms, with a warm worker.
 
-A real ``dramatiq`` worker process (``benchmarks.app``, ``--threads`` threads) runs the
-pipeline on the dramatiq-pg broker; this process plays the web application: it configured
-bbo and called ``setup(broker)``, so ``enqueue`` wakes the pipeline when it commits (an
-orchestrator message written with the operation's stage lease). The operation
+A real ``dramatiq`` worker process (``benchmarks.app``, 4 threads) runs the pipeline on the
+dramatiq-pg broker; this process plays the web application: it configured bbo and called
+``setup(broker)``, so ``enqueue`` wakes the pipeline when it commits. The operation
 (:class:`benchmarks.operations.TouchAndNotify`) runs ``pg_notify`` inside each sub-batch's
 transaction; Postgres delivers a notification exactly when its transaction commits, so the
 time this process receives the first one for an operation is the time its first sub-batch
-committed (plus the delivery, well under a millisecond on one host).
+committed. The hop (:mod:`benchmarks.hop`): a message sent to an actor that only notifies,
+timed from ``send()`` to the notification, the same way.
 
-Path measured: enqueue's commit → wake (outbox message + NOTIFY) → worker consumer →
-orchestrator (claim, job, runner message) → worker consumer → runner → first sub-batch commit.
-
-``--warmup`` operations run first (imports, reflection, connection pools of the worker) and
-are not counted; then ``--operations`` are measured one after the other, each waited for until
-it finished so they do not overlap.
-
-Usage::
-
-    python benchmarks/latency.py                  # embedded Postgres, 50 operations
-    python benchmarks/latency.py --dsn postgresql://postgres@127.0.0.1:5432/postgres -n 200
+Warm-up operations and hops run first (imports, reflection, connection pools of the worker) and
+are not counted; then operations and hops alternate, each waited for (operations until they
+finished) so they never overlap. p99 is the nearest-rank percentile.
 """
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import sys
 import time
-from pathlib import Path
+import uuid
 from typing import Any
 
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import dramatiq_bbo as bbo  # noqa: E402
-from benchmarks.common import (  # noqa: E402
+import dramatiq_bbo as bbo
+from benchmarks import hop
+from benchmarks.common import (
+    Context,
+    Row,
     Workers,
-    fresh_database,
+    bench_database,
     make_broker,
     percentile,
-    postgres,
-    print_table,
-    server_version,
+    progress,
+    wait_finished,
 )
-from benchmarks.operations import NOTIFY_CHANNEL, TouchAndNotify  # noqa: E402
-from dramatiq_bbo.state.records import OperationStatus  # noqa: E402
+from benchmarks.operations import NOTIFY_CHANNEL, TouchAndNotify
+from dramatiq_bbo.state.records import OperationStatus
 
+SECTION = "latency"
 TABLE = "latency_rows"
+ROWS = 1_000
+TIMEOUT = 30.0
 
 
-def make_table(dsn: str, rows: int) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE TABLE {TABLE} (id bigint PRIMARY KEY, visits int NOT NULL DEFAULT 0)")
-        conn.execute(f"INSERT INTO {TABLE} (id) SELECT generate_series(1, %s)", [rows])
-        conn.execute(f"VACUUM ANALYZE {TABLE}")
-
-
-def measure_one(
-    listener: psycopg.Connection[Any], run: int, args: argparse.Namespace
-) -> tuple[float, float]:
-    """(enqueue duration, enqueue returned → first sub-batch committed), in seconds."""
-    started = time.perf_counter()
-    operation = bbo.enqueue(
-        TouchAndNotify,
-        TABLE,
-        "id",
-        arguments={"run": run},  # a new configuration each time: never a duplicate
-        batch_size=args.rows,
-        sub_batch_size=args.sub_batch,
-        pause_ms=0,
-        interval_seconds=0,
-        min_batch_size=min(args.rows, 1000),
-    ).operation
-    enqueued = time.perf_counter()
-    wanted = str(operation.id)
-    committed = None
-    for notification in listener.notifies(timeout=args.timeout):
+def first_notification(listener: psycopg.Connection[Any], wanted: str) -> float:
+    for notification in listener.notifies(timeout=TIMEOUT):
         if notification.payload == wanted:
-            committed = time.perf_counter()
-            break
-    if committed is None:
-        raise RuntimeError(f"no sub-batch of operation {wanted} committed in {args.timeout}s")
-    deadline = time.monotonic() + args.timeout
-    while bbo.get_operation(operation.id).unfinished:  # let it end: runs never overlap
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"operation {wanted} did not finish in {args.timeout}s")
-        time.sleep(0.005)
-    assert bbo.get_operation(operation.id).status == OperationStatus.FINISHED
-    return enqueued - started, committed - enqueued
+            return time.perf_counter()
+    raise RuntimeError(f"no notification {wanted} in {TIMEOUT}s")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dsn", help="admin DSN of a server (default: embedded Postgres)")
-    parser.add_argument("-n", "--operations", type=int, default=50)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--rows", type=int, default=1_000, help="rows each operation visits")
-    parser.add_argument("--sub-batch", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=4, help="worker threads")
-    parser.add_argument("--timeout", type=float, default=30.0)
-    args = parser.parse_args(argv)
+def one_operation(listener: psycopg.Connection[Any], run: int) -> float:
+    """Seconds from enqueue() returned to the first sub-batch committed."""
+    operation = bbo.enqueue(
+        TouchAndNotify, TABLE, "id",
+        arguments={"run": run},  # a new configuration each time: never a duplicate
+        batch_size=ROWS, sub_batch_size=100, pause_ms=0, interval_seconds=0,
+        min_batch_size=ROWS,
+    ).operation  # fmt: skip
+    enqueued = time.perf_counter()
+    committed = first_notification(listener, str(operation.id))
+    final = wait_finished(operation.id, TIMEOUT, poll=0.005)  # runs never overlap
+    assert final.status == OperationStatus.FINISHED, final
+    return committed - enqueued
 
-    with postgres(args.dsn) as admin_dsn, fresh_database(admin_dsn) as dsn:
-        bbo.configure(dsn=dsn)
-        bbo.setup(make_broker(dsn))  # as a web process does: enqueue wakes the pipeline
-        make_table(dsn, args.rows)
-        with (
-            Workers(dsn, threads=args.threads),
-            psycopg.connect(dsn, autocommit=True) as listener,
-        ):
+
+def one_hop(listener: psycopg.Connection[Any], actor: Any) -> float:
+    """Seconds from send() to the actor's notification."""
+    token = uuid.uuid4().hex
+    started = time.perf_counter()
+    actor.send(token)
+    return first_notification(listener, token) - started
+
+
+def section(ctx: Context) -> list[Row]:
+    count, warmup = ctx.pick(30, 200), 5
+    with bench_database(ctx, "bbo_bench_lat") as dsn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"CREATE TABLE {TABLE} (id bigint PRIMARY KEY, visits int DEFAULT 0)")
+            conn.execute(f"INSERT INTO {TABLE} (id) SELECT generate_series(1, %s)", [ROWS])
+            conn.execute(f"VACUUM ANALYZE {TABLE}")
+        actor = hop.declare(make_broker(dsn), dsn)
+        with Workers(dsn, threads=ctx.threads), psycopg.connect(dsn, autocommit=True) as listener:
             listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
-            for run in range(args.warmup):
-                measure_one(listener, -1 - run, args)
-            results = [measure_one(listener, run, args) for run in range(args.operations)]
-        version = server_version(dsn)
-        bbo.reset()
-
-    enqueue_s = [r[0] * 1000 for r in results]
-    latency = [r[1] * 1000 for r in results]
-    print(
-        f"\nLatency: enqueue() returned → first sub-batch committed; {args.operations} operations"
-        f" after {args.warmup} warm-up; 1 dramatiq worker process × {args.threads} threads;"
-        f" Postgres {version}\n"
-    )
-    rows = [
-        [name, percentile(v, 0.5), percentile(v, 0.99), min(v), max(v), statistics.fmean(v)]
-        for name, v in (
-            ("enqueue → first sub-batch committed", latency),
-            ("enqueue() itself (for reference)", enqueue_s),
-        )
-    ]
-    print_table(["milliseconds", "p50", "p99", "min", "max", "mean"], rows)
-    print("\ngoal: p50 <= 100 ms, p99 <= 1,000 ms")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+            listener.execute(f"LISTEN {hop.CHANNEL}")
+            for run in range(warmup):
+                one_operation(listener, -1 - run)
+                one_hop(listener, actor)
+            operations, hops = [], []
+            for run in range(count):
+                operations.append(one_operation(listener, run) * 1000)
+                hops.append(one_hop(listener, actor) * 1000)
+        actor.broker.close()
+    progress(f"  latency: {count} operations and hops after {warmup} warm-up")
+    hop50, hop99 = percentile(hops, 0.5), percentile(hops, 0.99)
+    label = f"enqueue → first sub-batch committed ({count} runs)"
+    return [
+        Row(SECTION, f"{label}, p50", percentile(operations, 0.5), "ms", round(hop50, 2),
+            "bare dramatiq-pg hop p50", percentile(operations, 0.5) / hop50, "≤ 1.5"),
+        Row(SECTION, f"{label}, p99", percentile(operations, 0.99), "ms", round(hop99, 2),
+            "bare dramatiq-pg hop p99", percentile(operations, 0.99) / hop99, "≤ 30 ms"),
+    ]  # fmt: skip

@@ -35,3 +35,17 @@ class TouchAndNotify(bbo.BaseOperation):
         for sub_batch in self.each_sub_batch():
             sub_batch.update(visits=self.table.visits + 1)
             sub_batch.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, str(self.operation.id)])
+
+
+class Small(bbo.BaseOperation):
+    """A small job that only walks its rows (one trivial statement per sub-batch): the
+    many-small-operations benchmark measures the pipeline's dispatch, not the work."""
+
+    name = "bench.small"
+    operation_name = "small"
+    feature_category = "benchmarks"
+    pause_ms = 0
+
+    def perform(self) -> None:
+        for sub_batch in self.each_sub_batch():
+            sub_batch.execute("SELECT 1")

@@ -350,3 +350,39 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# -- the section of benchmarks.run ------------------------------------------------------------
+def section(ctx: Any) -> list[Any]:
+    """Reaction and resume (the cost runs stay in ``python benchmarks/throttle.py``): the
+    app's indicator alone decides, the built-ins are off."""
+    from benchmarks.common import Row, bench_database, progress
+
+    args = argparse.Namespace(
+        rows=100_000, sub_batch=500, stop_after=10, cache=0.1,
+        trials=ctx.pick(3, 5),
+    )  # fmt: skip
+    logging.getLogger("dramatiq_bbo").addHandler(logging.NullHandler())
+    off = {"disabled_indicators": list(health.BUILTIN_INDICATORS)}
+    with bench_database(
+        ctx, "bbo_bench_throttle", broker=False, health_hold_seconds=1, health=off
+    ) as dsn:
+        reaction = measure_reaction(dsn, args)
+        resume = measure_resume(dsn, args)
+    progress(f"  throttle: {args.trials} trials each")
+    rows = []
+    for label, afters, most, per_sub_batch, stop_to_end in reaction:
+        rows.append(
+            Row("throttle", f"{label}: sub-batches run after the stop (trials: {afters})",
+                most, "", goal="≤ 1 uncached; cached: ≈ cache ÷ sub-batch")
+        )  # fmt: skip
+        rows.append(
+            Row("throttle", f"{label}: stop → job ended (max)", stop_to_end, "ms",
+                round(per_sub_batch, 2), "one sub-batch", stop_to_end / per_sub_batch)
+        )  # fmt: skip
+    dispatched, finished = resume
+    rows.append(
+        Row("throttle", "1 s hold ended → job dispatched (scheduler ticked every 20 ms), median",
+            dispatched[1], "ms", goal="≤ one scheduler pass")
+    )  # fmt: skip
+    return rows
