@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
-from dramatiq_pg import PostgresBroker
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo.jobs import ending
@@ -28,18 +27,6 @@ from tests.acceptance.workers import DramatiqWorkers
 from tests.helpers import job_rows, operation_row, wait_until
 
 ROWS, SUB_BATCH, SLEEP_MS = 2_000, 100, 150
-
-
-@pytest.fixture
-def pipeline(dsn: str) -> Iterator[None]:
-    """The test process as a web process: configured, with the pipeline set up on a broker of
-    this test's database (so enqueue and enable wake the operation at once)."""
-    bbo.configure(dsn=dsn)
-    broker = PostgresBroker(url=dsn, results=False)
-    bbo.setup(broker)
-    yield
-    broker.close()
-    bbo.reset()
 
 
 def processed(conn: psycopg.Connection[Any], operation_id: Any) -> int:
@@ -61,7 +48,7 @@ def ticking(stop: threading.Event) -> None:
 def test_disable_stops_a_running_job_within_one_sub_batch_and_enable_resumes_it(
     dsn: str,
     conn: psycopg.Connection[Any],
-    pipeline: None,
+    web_process: None,
     dramatiq_workers: Callable[..., DramatiqWorkers],
 ) -> None:
     assert SLEEP_MS / 1000 > ending.STATUS_CHECK_SECONDS  # the switch is read at every boundary

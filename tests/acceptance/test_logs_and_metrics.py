@@ -12,13 +12,11 @@ from __future__ import annotations
 import re
 import socket
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
-from dramatiq_pg import PostgresBroker
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo.logs import HEALTH_SIGNAL
@@ -39,18 +37,6 @@ NINE_METRICS = (
     "background_operation_worker_total_tuple_count",
     "background_operation_worker_last_update_time_seconds",
 )
-
-
-@pytest.fixture
-def web_process(dsn: str) -> Iterator[None]:
-    """This process as the application's web process: bbo configured, the pipeline set up
-    on a broker of the test database (enqueue wakes the workers at once)."""
-    bbo.configure(dsn=dsn)
-    broker = PostgresBroker(url=dsn, results=False)
-    bbo.setup(broker)
-    yield
-    broker.close()
-    bbo.reset()
 
 
 def free_port() -> int:

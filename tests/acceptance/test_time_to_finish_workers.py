@@ -5,12 +5,10 @@ size the first one learned (the worker writes the lesson, this process's enqueue
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
-import pytest
-from dramatiq_pg import PostgresBroker
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo.state.records import OperationStatus
@@ -19,17 +17,6 @@ from tests.acceptance.workers import DramatiqWorkers
 from tests.helpers import job_rows, operation_row, wait_until
 
 ROWS = 800  # one job at the default batch size (1,000)
-
-
-@pytest.fixture
-def application(dsn: str) -> Iterator[None]:
-    """This process as a web process: bbo configured, the pipeline set up on its broker."""
-    bbo.configure(dsn=dsn)
-    broker = PostgresBroker(url=dsn, results=False)
-    bbo.setup(broker)
-    yield
-    broker.close()
-    bbo.reset()
 
 
 def finished(conn: psycopg.Connection[Any], operation_id: Any) -> Callable[[], bool]:
@@ -42,7 +29,7 @@ def finished(conn: psycopg.Connection[Any], operation_id: Any) -> Callable[[], b
 
 def test_an_operation_finishes_with_its_last_job_and_teaches_the_next_one(
     conn: psycopg.Connection[Any],
-    application: None,
+    web_process: None,
     dramatiq_workers: Callable[..., DramatiqWorkers],
 ) -> None:
     make_counter_table(conn, "todos", ROWS)
