@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import psycopg
 
@@ -32,24 +32,14 @@ from ..db import REGISTRY
 from ..logs import JOB_TRANSITION, event, logger
 from ..queries import query
 from ..state.records import JobStatus
-from ..state.store import CELL_LOCAL_TABLES, ORGANIZATION_TABLES
 from ..walk.timeouts import set_lock_timeout
 from .handoff import lease_and_send
-
-#: scopes in the order the scheduler serves them
-SCOPES = (("organization", ORGANIZATION_TABLES), ("cell_local", CELL_LOCAL_TABLES))
+from .picking import SCOPES, pick_schedulable
 
 #: operations handed to the orchestrator per transaction
 DISPATCH_GROUP = 10
 #: stale jobs recovered per transaction (a pass loops until none is left)
 RECOVERY_BATCH = 100
-
-
-class _Picked(NamedTuple):
-    """A schedulable operation's row, as the pass picked it."""
-
-    id: Any
-    partition: int
 
 
 @dataclass
@@ -74,11 +64,10 @@ def tick(database: str = "main") -> TickReport:
     recover(database, report)
     budget: int | None = None
     try:
-        for _scope, (operations, jobs) in SCOPES:
-            while budget is None or budget > 0:
-                budget, dispatched = _dispatch_group(database, operations, jobs, budget, report)
-                if not dispatched:
-                    break
+        while budget is None or budget > 0:
+            budget, dispatched = _dispatch_group(database, budget, report)
+            if not dispatched:
+                break
     except psycopg.errors.LockNotAvailable:
         # Another scheduler or an orchestrator held the advisory lock for long: it is
         # dispatching anyway, and the next pass does the rest.
@@ -118,9 +107,7 @@ def recover(database: str, report: TickReport | None = None) -> int:
     return report.recovered
 
 
-def _dispatch_group(
-    database: str, operations: Any, jobs: Any, budget: int | None, report: TickReport
-) -> tuple[int, int]:
+def _dispatch_group(database: str, budget: int | None, report: TickReport) -> tuple[int, int]:
     """One transaction: count jobs in flight under the advisory lock, then hand up to
     ``DISPATCH_GROUP`` schedulable operations (skipping locked rows) to the orchestrator.
     Returns the budget left for this pass, and how many were handed off."""
@@ -134,13 +121,10 @@ def _dispatch_group(
         free = min(budget, int(REGISTRY.settings.max_running_jobs) - in_flight, DISPATCH_GROUP)
         if free <= 0:
             return 0, 0
-        rows = conn.execute(
-            query("pipeline_schedulable_operations", operations=operations, jobs=jobs),
-            {"database_name": database, "limit": free},
-        ).fetchall()
-        for operation_id, partition in rows:
-            lease_and_send(conn, database, _Picked(operation_id, partition))
-            report.dispatched.append(str(operation_id))
+        rows = pick_schedulable(conn, database, free)
+        for picked in rows:
+            lease_and_send(conn, database, picked)
+            report.dispatched.append(str(picked.id))
     return budget - len(rows), len(rows) if len(rows) == free else 0
 
 
