@@ -56,3 +56,14 @@ def job_rows(conn: psycopg.Connection[Any], operation_id: Any) -> list[dict[str,
         return cur.execute(
             f"SELECT * FROM {CELL_LOCAL_JOBS} WHERE worker_id = %s ORDER BY id", [operation_id]
         ).fetchall()
+
+
+def committed_rows(conn: psycopg.Connection[Any], operation_id: Any) -> int:
+    """Rows the operation's committed sub-batches processed, as an operator reads them: its
+    row's counter plus what its jobs counted since their last roll-up (``bbo.operation_rows``)."""
+    row = conn.execute(
+        "SELECT processed_tuple_count FROM bbo.operation_rows WHERE id = %s",
+        [str(operation_id)],
+    ).fetchone()
+    assert row is not None, f"no operation {operation_id}"
+    return int(row[0])

@@ -60,6 +60,7 @@ from .ending import StopCheck, after_run
 from .heartbeat import HEARTBEAT, lease_lost_check
 from .instance import build_operation
 from .outcomes import JobOutcome, as_timeout, class_name, exception_message, job_event
+from .roll_up import roll_up_leftovers
 
 __all__ = [
     "JobOutcome",
@@ -313,6 +314,8 @@ def _end(
         "id": job.id,
         "lease_owner": owner,
     }
+    if engine is not None and engine.unrolled:
+        _roll_up(name, connection, operation, job, owner)
     tries: list[int] = []
     row = retrying(  # Postgres may be restarting: the job is given back once it answers
         f"recording the end of job {job.id}",
@@ -327,6 +330,22 @@ def _end(
     outcome = _outcome(status, final, engine, duration, exception, interrupted)
     current().after_job(operation, outcome)
     return outcome
+
+
+def _roll_up(
+    name: str,
+    connection: psycopg.Connection[Any] | None,
+    operation: OperationRecord,
+    job: JobRecord,
+    owner: str,
+) -> None:
+    """The counts the walk left on the job row, onto the operation (a failure costs only
+    the operation's counters until the job runs again: the views add them meanwhile)."""
+    try:
+        with bookkeeping(name, connection) as conn:
+            roll_up_leftovers(conn, operation, job, owner)
+    except psycopg.Error:
+        logger.warning("rolling job %s's counts up onto its operation failed", job.id)
 
 
 def _outcome(

@@ -1,5 +1,6 @@
--- Named queries of the sub-batch transaction: its guards, the job-row lock that makes one
--- runner the only writer of a job, and the checkpoint that commits with the sub-batch.
+-- Named queries of the sub-batch transaction: its guards, the lease check that makes one
+-- runner the only writer of a job, the checkpoint that commits with the sub-batch, and the
+-- roll-up of a job's counters onto its operation.
 --
 -- {operations} and {jobs} are filled by dramatiq_bbo.queries.query() with the bbo tables of
 -- the operation's scope (dramatiq_bbo.state.store.tables_for); every value is a parameter. Queries
@@ -24,21 +25,32 @@ LEFT JOIN LATERAL ({first}) AS bbo_first ON true
 LEFT JOIN LATERAL ({last}) AS bbo_last ON true
 WHERE j.partition = %s AND j.id = %s;
 
--- name: batching_checkpoint_operation
--- description: With the sub-batch, first (lock order: operation row, then job row): the operation's counters.
-UPDATE {operations}
-SET processed_tuple_count = processed_tuple_count + %(processed)s,
-    affected_tuple_count = affected_tuple_count + %(affected)s,
-    updated_at = now()
-WHERE partition = %(partition)s AND id = %(id)s;
+-- name: batching_session_guards
+-- description: The walk's guards for the whole session, set once per job before its first sub-batch (outside any transaction, so a rolled-back sub-batch keeps them), with the values they replace so the walk's end restores them (batching_restore_guards). Between sub-batches the connection runs only the walk's own statements, so this is equivalent to SET LOCAL in every sub-batch, one statement fewer each time.
+SELECT current_setting('statement_timeout') AS statement_timeout,
+       current_setting('lock_timeout') AS lock_timeout,
+       current_setting('idle_in_transaction_session_timeout') AS idle_timeout,
+       set_config('statement_timeout', %(statement_timeout)s, false),
+       set_config('lock_timeout', %(lock_timeout)s, false),
+       set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, false);
+
+-- name: batching_restore_guards
+-- description: At the walk's end: the session's timeouts as they were before batching_session_guards.
+SELECT set_config('statement_timeout', %(statement_timeout)s, false),
+       set_config('lock_timeout', %(lock_timeout)s, false),
+       set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, false);
 
 -- name: batching_checkpoint_job
--- description: With the sub-batch, then: the job's checkpoint, counters and lease, only while this runner holds the lease; otherwise an error (SQLSTATE LEASE) aborts the transaction, so the COMMIT queued behind it never runs.
+-- description: With the sub-batch: the job's checkpoint, counters and lease, only while this runner holds the lease; otherwise an error (SQLSTATE LEASE, raised only then: the function is not called on the common path) aborts the transaction, so the COMMIT queued behind it never runs. The job row is the only bbo row a sub-batch writes; its counters reach the operation row at most once a second (batching_roll_up_counters). updated_at is set here, so the table's touch trigger (WHEN updated_at is unchanged) does not fire.
 WITH job AS (
     UPDATE {jobs}
     SET checkpoint_cursor = %(checkpoint)s::jsonb,
         processed_tuple_count = processed_tuple_count + %(processed)s,
         affected_tuple_count = affected_tuple_count + %(affected)s,
+        unrolled_processed = CASE WHEN %(roll_up)s THEN 0
+                                  ELSE unrolled_processed + %(processed)s END,
+        unrolled_affected = CASE WHEN %(roll_up)s THEN 0
+                                 ELSE unrolled_affected + %(affected)s END,
         heartbeat_at = now(),
         lease_expires_at = greatest(lease_expires_at, now() + make_interval(secs => %(lease_seconds)s)),
         updated_at = now()
@@ -46,4 +58,54 @@ WITH job AS (
       AND status = 1 AND lease_owner = %(lease_owner)s
     RETURNING id
 )
-SELECT bbo.assert_lease_held(EXISTS (SELECT 1 FROM job), %(job_id)s::text);
+SELECT CASE WHEN EXISTS (SELECT 1 FROM job) THEN true
+            ELSE bbo.assert_lease_held(false, %(job_id)s::text) END;
+
+-- name: batching_roll_up_counters
+-- description: First (lock order: operation row, then job row): add to the operation's counters what its job counted and the operation does not have yet, plus this sub-batch's (processed, affected; 0 at a job's end); the job's statement then records them as rolled up. Run at most once a second by a walk, at its end, and at the end of a job.
+UPDATE {operations} AS o
+SET processed_tuple_count = o.processed_tuple_count + d.processed,
+    affected_tuple_count = o.affected_tuple_count + d.affected,
+    updated_at = now()
+FROM (
+    SELECT j.unrolled_processed + %(processed)s AS processed,
+           j.unrolled_affected + %(affected)s AS affected
+    FROM {jobs} AS j
+    WHERE j.partition = %(job_partition)s AND j.id = %(job_id)s
+) AS d
+WHERE o.partition = %(partition)s AND o.id = %(id)s
+  AND (d.processed <> 0 OR d.affected <> 0);
+
+-- name: batching_mark_rolled_up
+-- description: After batching_roll_up_counters at a job's end (outside a sub-batch): the job's counters are all on the operation now.
+UPDATE {jobs}
+SET unrolled_processed = 0, unrolled_affected = 0, updated_at = now()
+WHERE partition = %(job_partition)s AND id = %(job_id)s
+  AND (unrolled_processed <> 0 OR unrolled_affected <> 0);
+
+-- name: batching_lock_operation
+-- description: The operation row locked first (the one lock order), before its job's leftover counts are taken.
+SELECT 1 FROM {operations} WHERE partition = %(partition)s AND id = %(id)s FOR UPDATE;
+
+-- name: batching_take_unrolled
+-- description: At the end of a job whose walk stopped between two roll-ups (its perform() raised): take the counts its job row holds that the operation lacks, only while this runner holds the job's lease; the old values are returned for batching_add_counters.
+WITH old AS (
+    SELECT partition, id, unrolled_processed, unrolled_affected
+    FROM {jobs}
+    WHERE partition = %(job_partition)s AND id = %(job_id)s AND lease_owner = %(lease_owner)s
+      AND (unrolled_processed <> 0 OR unrolled_affected <> 0)
+    FOR UPDATE
+)
+UPDATE {jobs} AS j
+SET unrolled_processed = 0, unrolled_affected = 0, updated_at = now()
+FROM old
+WHERE j.partition = old.partition AND j.id = old.id
+RETURNING old.unrolled_processed, old.unrolled_affected;
+
+-- name: batching_add_counters
+-- description: What batching_take_unrolled took, onto the operation.
+UPDATE {operations}
+SET processed_tuple_count = processed_tuple_count + %(processed)s,
+    affected_tuple_count = affected_tuple_count + %(affected)s,
+    updated_at = now()
+WHERE partition = %(partition)s AND id = %(id)s;

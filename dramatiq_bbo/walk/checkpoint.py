@@ -2,23 +2,27 @@
 
 ``each_sub_batch()`` returns the generator of :class:`SubBatchEngine`. For each sub-batch it
 opens a transaction on the peewee database's connection for this thread — the connection the
-author's peewee queries on ``self.table`` use too — sets ``statement_timeout``,
-``lock_timeout`` and an idle timeout locally, checks that this runner holds the job's lease,
-finds the sub-batch's first and last row and its row count, and yields a :class:`SubBatch`.
-When the loop asks for the next one, it writes the counters on the operation and job rows and
-the checkpoint — only if this runner still holds the job's lease — and commits, all in that
-one transaction. A crash therefore never re-applies a committed sub-batch and never skips
-one. The job row is not kept locked during the sub-batch, so the heartbeat can renew the lease
-of a long one (:mod:`dramatiq_bbo.jobs.heartbeat`).
+author's peewee queries on ``self.table`` use too — under the walk's guards (statement, lock
+and idle timeouts, set for the session once per walk and put back at its end), checks that
+this runner holds the job's lease, finds the sub-batch's first and last row and its row count,
+and yields a :class:`SubBatch`. When the loop asks for the next one, it runs the stop checks,
+then writes the checkpoint on the job row — only if this runner still holds the job's lease —
+and commits, in that one transaction. A crash therefore never re-applies a committed
+sub-batch and never skips one. The job row is not kept locked during the sub-batch, so the
+heartbeat can renew the lease of a long one (:mod:`dramatiq_bbo.jobs.heartbeat`).
 
-Round trips. ``BEGIN``, the guards (``SET LOCAL``), and one statement that reads the job's lease
-owner and probes the sub-batch's first and last rows (``batching_begin_sub_batch``) go in one
-round trip (a psycopg pipeline; see :mod:`dramatiq_bbo.walk.statements`). The checkpoint (one
-statement for the operation, one for the job) goes with the ``COMMIT`` in another. So a
-sub-batch costs two round trips besides the author's own statements (one more for the short
-last sub-batch of a job). A ``COMMIT`` queued behind a failed checkpoint never runs: the
-pipeline skips everything after an error. The sub-batch's rows stay in Postgres: ``ids()``,
-iteration and ``dicts()`` read them when the author asks (:mod:`dramatiq_bbo.walk.sub_batch`).
+One row per sub-batch. Only the job row is written with the sub-batch; its counters are added
+to the operation's row at most once a second (``ROLL_UP_SECONDS``) and when the walk ends, in
+the same transaction as a checkpoint (operation row first, the one lock order). Views add what
+a killed runner left on its job row alone (``bbo.operation_rows``).
+
+Round trips (:mod:`dramatiq_bbo.walk.round_trips`): one per sub-batch besides the author's own
+statements — the checkpoint, ``COMMIT``, the next ``BEGIN`` and the statement that checks the
+lease and probes the next sub-batch go together — unless the job paces its sub-batches
+(``pause_ms``) or peewee holds ``after_commit`` callbacks (they run between the two
+transactions). The stop checks therefore run just before the commit instead of just after it.
+The sub-batch's rows stay in Postgres: ``ids()``, iteration and ``dicts()`` read them when the
+author asks (:mod:`dramatiq_bbo.walk.sub_batch`).
 
 An exception in the loop body leaves the generator suspended with its transaction open (Python
 does not resume a generator on an exception in the consumer; it only closes it when collected).
@@ -34,27 +38,26 @@ sees in :mod:`dramatiq_bbo.walk.sub_batch`, timeouts in :mod:`dramatiq_bbo.walk.
 from __future__ import annotations
 
 import contextlib
-import json
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
-from ..errors import ConfigurationError, LeaseLost, OperationDefinitionError
+from ..errors import ConfigurationError, OperationDefinitionError
 from ..logs import logger
-from ..queries import query
 from ..reconnect import heal, is_broken, is_connection_error
 from ..settings import Settings
-from ..state.records import JobRecord, JobStatus, OperationRecord
+from ..state.records import JobRecord, OperationRecord
 from ..state.store import tables_for
 from .catalog import json_values
 from .keyset import Keyset, next_batch_bounds, split_range
-from .statements import Compiled, pipelined, slots
+from .round_trips import Checkpoint, Found, RoundTrips
+from .statements import Compiled, slots
 from .sub_batch import SubBatch
 from .timeouts import timeout_kind, translate_timeouts
+from .transaction_stack import drop_connection, end_transaction
 
 __all__ = [
     "JobCheck",
@@ -80,6 +83,13 @@ def sub_batch_guards(settings: Settings) -> dict[str, str]:
         "lock_timeout": f"{int(settings.lock_timeout_ms)}ms",
         "idle_timeout": f"{int(float(settings.sub_batch_idle_timeout_seconds) * 1000)}ms",
     }
+
+
+#: the most seconds a walk's counts stay on its job row before they reach the operation's row
+ROLL_UP_SECONDS = 1.0
+
+#: a sub-batch opened: (connection, peewee transaction, what the begin found, when it began)
+Opened = tuple[psycopg.Connection[Any], Any, Found, float]
 
 
 class SubBatchEngine:
@@ -110,7 +120,6 @@ class SubBatchEngine:
         self.stop_check = stop_check
         self.job_check = job_check
         self._sleep = sleep
-        self._operations, self._jobs = tables_for(operation)
         self.checkpoint: list[Any] | None = job.checkpoint_cursor
         self.exhausted = self.checkpoint is not None and self.checkpoint == job.max_cursor
         self.interrupted_reason: str | None = None
@@ -119,10 +128,23 @@ class SubBatchEngine:
         self.processed = 0
         self.affected = 0
         self.current_token: object | None = None
+        self.connection: psycopg.Connection[Any] | None = None
         self._pending_affected = 0
         self._active: Iterator[SubBatch] | None = None
-        self._guards = sub_batch_guards(settings)
-        self._sql: dict[str, str] = {}
+        self._rolled_at = time.monotonic()
+        # counts on the job row the operation lacks: an earlier run's (killed between two
+        # roll-ups), until this walk rolls up; then this walk's since its last roll-up
+        self.unrolled = bool(job.processed_tuple_count)
+        guards = sub_batch_guards(settings)
+        self._trips = RoundTrips(
+            keyset,
+            operation,
+            job,
+            lease_owner,
+            guards,
+            float(settings.lease_seconds),
+            tables_for(operation),
+        )
 
     def iterate(self) -> Iterator[SubBatch]:
         """The generator behind ``each_sub_batch()``; one at a time per job."""
@@ -151,73 +173,128 @@ class SubBatchEngine:
             active.close()  # type: ignore[attr-defined]
         except Exception:
             logger.exception("rolling back the open sub-batch failed; dropping the connection")
-            database, conn = self.database, getattr(self.database._state, "conn", None)
-            database._state.reset()
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn.close()
+            self._drop_connection()
 
     def count_affected(self, count: int) -> None:
         self._pending_affected += count
 
     def _walk(self) -> Iterator[SubBatch]:
         try:
-            first = True
-            while not self.exhausted:
-                if not first:
-                    reason = self.stop_check() if self.stop_check is not None else None
-                    if not reason and self.job_check is not None:
-                        reason = self.job_check(self.operation, self.job)
-                    if reason:
-                        self.interrupted_reason = str(reason)
-                        return
-                    if self.job.pause_ms > 0:
-                        self._sleep(self.job.pause_ms / 1000)
-                first = False
-                yield from self._sub_batch()
+            opened = None if self.exhausted else self._open()
+            while opened is not None:
+                opened = yield from self._sub_batch(*opened)
         finally:
             self._active = None
             self.current_token = None
+            self._restore_guards()
 
-    def _sub_batch(self) -> Iterator[SubBatch]:
-        """One sub-batch: begin, yield, checkpoint, commit (or roll back on any exit).
-
-        The transaction is peewee's as far as the author's code can tell (it is pushed on the
-        database's transaction stack, so ``db.atomic()`` inside a sub-batch is a savepoint and
-        ``after_commit`` hooks run at its commit), but its ``BEGIN`` and ``COMMIT`` travel
-        with our own statements instead of costing two round trips of their own."""
-        job = self.job
-        started = time.monotonic()
-        conn, transaction, found = self._open()
+    def _sub_batch(
+        self, conn: psycopg.Connection[Any], transaction: Any, found: Found, started: float
+    ) -> Generator[SubBatch, None, Opened | None]:
+        """One sub-batch: yield it, then the checkpoint and the commit (with the next
+        sub-batch's begin when the walk goes on), then the stop checks; what the next one
+        opened, if the walk goes on."""
+        if found is None:
+            self.exhausted = True
+            self._end_empty(conn, transaction)
+            return None
+        first, last, count = found
+        token = self.current_token = object()
+        self._pending_affected, self.connection = 0, conn
         committed = False
         try:
-            if found is None:
-                self.exhausted = True
-                return
-            first, last, count = found
-            token = self.current_token = object()
-            self._pending_affected = 0
             yield SubBatch(self, first, last, count, token)
             self.current_token = None
-            checkpoint = json_values(last)
-            affected = self._pending_affected
+            cursor, affected = json_values(last), self._pending_affected
+            last_one = count < self.job.sub_batch_size or cursor == self.job.max_cursor
+            go_on = not last_one and self._may_pipeline()
+            roll_up = not go_on or time.monotonic() - self._rolled_at >= ROLL_UP_SECONDS
             with translate_timeouts("writing the checkpoint"):
-                self._commit(conn, checkpoint, count, affected)
+                checkpoint = Checkpoint(cursor, count, affected, roll_up)
+                _, row, after = self._trips.commit_then_begin(conn, checkpoint, begin_next=go_on)
             committed = True
         finally:
             self.current_token = None
             self._end_transaction(conn, transaction, committed)
-        # committed: only now is the sub-batch part of the job's progress
-        self.checkpoint = checkpoint
-        self.processed += count
-        self.affected += affected
-        self.durations.append(time.monotonic() - started)
-        if count < job.sub_batch_size or checkpoint == job.max_cursor:
+        self._committed(checkpoint, started)  # only now is it part of the job's progress
+        if last_one:
             self.exhausted = True
+            return None
+        opened = None
+        if after is not None:
+            self._clean_after(conn, after)
+        elif go_on:
+            opened = self._continue(conn, row)
+        if self._stopped(opened):
+            return None
+        if opened is not None:
+            return opened
+        if self.job.pause_ms > 0:
+            self._sleep(self.job.pause_ms / 1000)
+        return self._open()
 
-    def _open(self) -> tuple[psycopg.Connection[Any], Any, Any]:
-        """Begin a sub-batch on this thread's peewee connection: ``(connection, peewee
-        transaction, what _begin found)``, the transaction pushed on peewee's stack.
+    def _stopped(self, opened: Opened | None) -> bool:
+        """The stop checks, between two sub-batches (the next one may have begun in the
+        commit's round trip: it holds no row lock yet, and is rolled back on a stop)."""
+        try:
+            reason = self.stop_check() if self.stop_check is not None else None
+            if not reason and self.job_check is not None:
+                reason = self.job_check(self.operation, self.job)
+        except BaseException:
+            if opened is not None:
+                self._end_transaction(opened[0], opened[1], False)
+            raise
+        if not reason:
+            return False
+        if opened is not None:
+            self._end_transaction(opened[0], opened[1], False)
+        self.interrupted_reason = str(reason)
+        return True
+
+    def _may_pipeline(self) -> bool:
+        """Whether the next sub-batch may begin in the commit's round trip: not when the job
+        pauses between sub-batches, nor when peewee must run ``after_commit`` callbacks first."""
+        return self.job.pause_ms <= 0 and not self.database._state.commit_callbacks
+
+    def _committed(self, checkpoint: Checkpoint, started: float) -> None:
+        now = time.monotonic()
+        self.checkpoint = checkpoint.cursor
+        self.processed += checkpoint.processed
+        self.affected += checkpoint.affected
+        self.durations.append(now - started)
+        self.unrolled = not checkpoint.roll_up
+        if checkpoint.roll_up:
+            self._rolled_at = now
+
+    def _continue(self, conn: psycopg.Connection[Any], row: Any) -> Opened:
+        """The next sub-batch, begun in the commit's round trip: its transaction on peewee's
+        stack, what its begin statement found."""
+        transaction = self.database.transaction()
+        self.database.push_transaction(transaction)
+        try:
+            with translate_timeouts("starting a sub-batch"):
+                found = self._trips.found(conn, row, self.checkpoint)
+        except BaseException:
+            self._end_transaction(conn, transaction, False)
+            raise
+        return conn, transaction, found, time.monotonic()
+
+    def _clean_after(self, conn: psycopg.Connection[Any], error: BaseException) -> None:
+        """The sub-batch committed but the next one's begin failed in the same round trip:
+        roll that back; a lost connection is left for :meth:`_open` to replace (it begins
+        again), any other error is the job's."""
+        if is_broken(conn):
+            return
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()
+        if not is_connection_error(error):
+            with translate_timeouts("starting a sub-batch"):
+                raise error
+
+    def _open(self) -> Opened:
+        """Begin a sub-batch on this thread's peewee connection, its transaction pushed on
+        peewee's stack.
 
         A connection found dead here (terminated while idle, or by a restart since the last
         sub-batch) is replaced and the begin tried once more on a new one: nothing of the
@@ -231,128 +308,45 @@ class SubBatchEngine:
             database.push_transaction(transaction)
             try:
                 with translate_timeouts("starting a sub-batch"):
-                    return conn, transaction, self._begin(conn)
+                    found = self._trips.begin(conn, self.checkpoint)
+                return conn, transaction, found, time.monotonic()
             except Exception as exc:
                 self._end_transaction(conn, transaction, False)
                 if last_try or not is_connection_error(exc):
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _begin(
-        self, conn: psycopg.Connection[Any]
-    ) -> tuple[tuple[Any, ...], tuple[Any, ...], int] | None:
-        """BEGIN, the guards, then one statement for the job-row lock and the probes for the
-        sub-batch's first and last rows, in one round trip: ``(first row, last row, row
-        count)``, or None when no row is left in the job's range. A sub-batch shorter than
-        ``sub_batch_size`` (the end of the range) costs one more round trip to find its last
-        row and count."""
-        job = self.job
-        size = job.sub_batch_size
-        after = self.checkpoint is not None
-        first_probe, last_probe, tail = self.keyset.sub_batch_probes(after=after)
-        lower = self.checkpoint if self.checkpoint is not None else job.min_cursor
-        cursors = [*lower, *job.max_cursor]
-        params = [
-            *first_probe.params(cursors),
-            *last_probe.params([*cursors, size - 1]),
-            job.partition,
-            job.id,
-        ]
-        with pipelined(conn):
-            self.database.begin()
-            conn.execute(self._text(conn, "batching_sub_batch_guards"), self._guards)
-            begun = conn.execute(self._begin_text(conn, after), params)
-        row = begun.fetchone()
-        if row is None or row[0] != JobStatus.RUNNING or row[1] != self.lease_owner:
-            raise LeaseLost(
-                f"job {job.id} is no longer held by this runner ({self.lease_owner}): "
-                f"status {row[0] if row else 'deleted'}, lease owner {row[1] if row else None!r};"
-                " another runner recovered it after its lease expired, so this one stops"
-            )
-        width = len(self.keyset.fields)
-        first_row, last_row = row[2 : 2 + width], row[2 + width :]
-        if first_row[0] is None:  # cursor columns are NOT NULL: no row left
-            return None
-        if last_row[0] is not None:
-            return tuple(first_row), tuple(last_row), size
-        rows = conn.execute(tail.text, tail.params([*cursors, size])).fetchall()
-        if not rows:
-            return None
-        return tuple(rows[0][:width]), tuple(rows[-1][:width]), int(rows[0][width])
+    def _end_empty(self, conn: psycopg.Connection[Any], transaction: Any) -> None:
+        """No row left: the open transaction rolls the job's leftover counts up and commits."""
+        committed = False
+        try:
+            with translate_timeouts("writing the checkpoint"):
+                self._trips.end_empty(conn)
+            committed = True
+        finally:
+            self._end_transaction(conn, transaction, committed)
 
-    def _begin_text(self, conn: psycopg.Connection[Any], after: bool) -> str:
-        """``batching_begin_sub_batch`` with this walk's probes, composed once per job."""
-        name = f"begin_after={after}"
-        text = self._sql.get(name)
-        if text is None:
-            first, last, _ = self.keyset.sub_batch_probes(after=after)
-            composed = query(
-                "batching_begin_sub_batch",
-                jobs=self._jobs,
-                first=sql.SQL(first.text),  # type: ignore[arg-type]
-                last=sql.SQL(last.text),  # type: ignore[arg-type]
-            )
-            text = self._sql[name] = composed.as_string(conn)
-        return text
+    def _restore_guards(self) -> None:
+        """Put the session's timeouts back at the walk's end (a connection that cannot take
+        it is dropped: the next user of this thread's connection gets a fresh one)."""
+        conn = self.connection or getattr(self.database._state, "conn", None)
+        if self._trips.restore is None or conn is None or is_broken(conn):
+            return
+        try:
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.rollback()
+            self._trips.restore_guards(conn)
+        except Exception:
+            logger.warning("could not put the session's timeouts back; dropping the connection")
+            self._drop_connection()
 
-    def _commit(
-        self, conn: psycopg.Connection[Any], checkpoint: list[Any], processed: int, affected: int
-    ) -> None:
-        """The counters on both rows and the checkpoint on the job, and COMMIT: one round
-        trip; the COMMIT is skipped if the checkpoint fails, which it does when this runner
-        no longer holds the job's lease (SQLSTATE ``LEASE``)."""
-        params = {
-            "checkpoint": json.dumps(checkpoint),
-            "processed": processed,
-            "affected": affected,
-            "lease_seconds": float(self.settings.lease_seconds),
-            "lease_owner": self.lease_owner,
-            "job_partition": self.job.partition,
-            "job_id": self.job.id,
-            "partition": self.operation.partition,
-            "id": self.operation.id,
-        }
-        with pipelined(conn):  # operation row, then job row: the one lock order
-            conn.execute(self._text(conn, "batching_checkpoint_operation"), params)
-            conn.execute(self._text(conn, "batching_checkpoint_job"), params)
-            self.database.commit()
+    def _drop_connection(self) -> None:
+        drop_connection(self.database)
 
     def _end_transaction(
         self, conn: psycopg.Connection[Any], transaction: Any, committed: bool
     ) -> None:
-        """Take the sub-batch's transaction off peewee's stack; roll it back unless it
-        committed, and run or drop peewee's ``after_commit`` callbacks accordingly.
-
-        On a lost connection there is nothing to roll back (the server did): the connection
-        is discarded so the next sub-batch, or the next job on this thread, opens a new one.
-        Whether a ``COMMIT`` lost with the connection happened is not guessed: the checkpoint
-        committed with the sub-batch or not at all, and the job resumes from the one stored
-        in its row."""
-        database = self.database
-        if database.top_transaction() is transaction:
-            database.pop_transaction()
-        if committed:
-            database._run_commit_callbacks()
-            return
-        database._clear_commit_callbacks()
-        if is_broken(conn):
-            heal(database)
-            return
-        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            try:
-                conn.rollback()
-            except Exception as exc:
-                if not is_connection_error(exc):
-                    raise
-                heal(database)
-
-    def _text(self, conn: psycopg.Connection[Any], name: str) -> str:
-        """A named query of the sub-batch, composed for this job's tables once."""
-        text = self._sql.get(name)
-        if text is None:
-            composed = query(name, operations=self._operations, jobs=self._jobs)
-            text = self._sql[name] = composed.as_string(conn)
-        return text
+        end_transaction(self.database, conn, transaction, committed)
 
     def range_condition(self, first: Sequence[Any], last: Sequence[Any]) -> Any:
         """The peewee condition of the scoped rows between two cursors, inclusive."""

@@ -10,7 +10,7 @@ round trip of its own; issue everything first, read the cursors afterwards.
 :class:`Compiled` is a peewee query turned into SQL text once, with :class:`Slot` markers where
 per-call values go (cursor bounds), so a statement run every sub-batch is not rebuilt and
 re-compiled by peewee every time. The text is identical from call to call, which also lets
-psycopg prepare it server-side after a few executions.
+psycopg prepare it server-side (at once where the hot path asks for it with ``prepare=True``).
 """
 
 from __future__ import annotations
@@ -75,3 +75,10 @@ def pipelined(conn: psycopg.Connection[Any]) -> Iterator[None]:
         return
     with conn.pipeline():
         yield
+
+
+def eager(conn: psycopg.Connection[Any]) -> bool | None:
+    """``prepare=`` for a hot-path statement: prepared at its first run, unless the
+    application turned preparing off on its connections (``prepare_threshold=None``, as a
+    transaction-pooling PgBouncer before 1.21 requires)."""
+    return None if conn.prepare_threshold is None else True

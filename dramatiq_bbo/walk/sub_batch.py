@@ -17,7 +17,7 @@ from psycopg import sql
 from ..errors import OperationDefinitionError
 from .catalog import json_values
 from .keyset import Keyset
-from .statements import Compiled
+from .statements import Compiled, eager
 from .timeouts import translate_timeouts
 
 
@@ -28,6 +28,7 @@ class Walk(Protocol):
 
     keyset: Keyset
     database: Any
+    connection: psycopg.Connection[Any] | None
     current_token: object | None
 
     def range_condition(self, first: Sequence[Any], last: Sequence[Any]) -> Any: ...
@@ -140,11 +141,11 @@ class SubBatch:
         with translate_timeouts("deleting in the sub-batch"):
             if self._conditions:
                 count = int(self.table.delete().where(self.condition()).execute())
-            else:  # the common case, compiled once per job
+            else:  # the common case: compiled once per job, sent by psycopg directly
                 statement = self._engine.range_delete()
-                cursor = self._engine.database.execute_sql(
-                    statement.text, statement.params([*self._first, *self._last])
-                )
+                params = statement.params([*self._first, *self._last])
+                conn = self.connection
+                cursor = conn.execute(statement.text, params, prepare=eager(conn))
                 count = int(cursor.rowcount)
         self._engine.count_affected(count)
         return count
@@ -163,7 +164,8 @@ class SubBatch:
     def connection(self) -> psycopg.Connection[Any]:
         """The psycopg connection holding the sub-batch's transaction (do not commit on it)."""
         self._check_open()
-        return self._engine.database.connection()  # type: ignore[no-any-return]
+        conn = self._engine.connection
+        return conn if conn is not None else self._engine.database.connection()
 
     def execute(
         self, statement: Any, params: Any = None, *, count_affected: bool = False

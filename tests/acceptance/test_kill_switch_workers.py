@@ -24,14 +24,13 @@ from dramatiq_bbo.pipeline import scheduler
 from dramatiq_bbo.state.records import JobStatus, OperationStatus
 from tests.acceptance.pipeline_operations import PipelineVisit, make_counter_table
 from tests.acceptance.workers import DramatiqWorkers
-from tests.helpers import job_rows, operation_row, wait_until
+from tests.helpers import committed_rows, job_rows, operation_row, wait_until
 
 ROWS, SUB_BATCH, SLEEP_MS = 2_000, 100, 150
 
 
 def processed(conn: psycopg.Connection[Any], operation_id: Any) -> int:
-    """Rows committed by the operation's checkpoints (each sub-batch adds its own)."""
-    return int(operation_row(conn, operation_id)["processed_tuple_count"])
+    return committed_rows(conn, operation_id)
 
 
 def running(conn: psycopg.Connection[Any], operation_id: Any) -> bool:

@@ -40,7 +40,7 @@ from tests.acceptance.pipeline_operations import (
     make_counter_table,
 )
 from tests.acceptance.workers import DramatiqWorkers
-from tests.helpers import CELL_LOCAL_OPERATIONS, wait_until
+from tests.helpers import committed_rows, wait_until
 from tests.helpers import job_rows as jobs
 from tests.helpers import operation_row as operation
 
@@ -111,11 +111,7 @@ def running_jobs(conn: psycopg.Connection[Any], operation_id: Any) -> list[dict[
 
 
 def processed(conn: psycopg.Connection[Any], operation_id: Any) -> int:
-    row = conn.execute(
-        f"SELECT processed_tuple_count FROM {CELL_LOCAL_OPERATIONS} WHERE id = %s", [operation_id]
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
+    return committed_rows(conn, operation_id)
 
 
 def status(conn: psycopg.Connection[Any], operation_id: Any) -> OperationStatus:

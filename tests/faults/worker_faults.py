@@ -22,6 +22,7 @@ from dramatiq_bbo.pipeline import scheduler
 from dramatiq_bbo.pipeline.broker import default_middleware
 from dramatiq_bbo.state.records import OperationStatus
 from tests.acceptance.workers import DramatiqWorkers
+from tests.helpers import committed_rows
 
 APP = "tests.faults.fault_app"
 OPERATIONS = "bbo.background_operation_workers_cell_local"
@@ -106,11 +107,7 @@ def ended(conn: psycopg.Connection[Any], operation_id: Any) -> Callable[[], bool
 
 
 def processed(conn: psycopg.Connection[Any], operation_id: Any) -> int:
-    row = conn.execute(
-        f"SELECT processed_tuple_count FROM {OPERATIONS} WHERE id = %s", [operation_id]
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
+    return committed_rows(conn, operation_id)
 
 
 def visits(conn: psycopg.Connection[Any], table: str) -> dict[int, int]:

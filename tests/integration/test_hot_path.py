@@ -1,0 +1,125 @@
+"""The sub-batch hot path: one bbo row written per sub-batch, the operation's counters rolled
+up from its job, the session's timeouts put back after a walk, and the views whole meanwhile."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+import dramatiq_bbo as bbo
+from dramatiq_bbo.db import REGISTRY, database_for
+from dramatiq_bbo.jobs.run import run_job
+from dramatiq_bbo.state.records import JobStatus
+
+from .test_batching import enqueue, first_job, job_row, make_items
+
+SEEN: list[tuple[int, int, int]] = []
+
+
+def operation_counts(operation_id: Any) -> tuple[int, int]:
+    """The operation row's own counters, and those the bbo.operations view shows."""
+    with psycopg.connect(REGISTRY.get("main").dsn, autocommit=True) as conn:
+        own = conn.execute(
+            "SELECT processed_tuple_count FROM bbo.background_operation_workers_cell_local"
+            " WHERE id = %s",
+            [operation_id],
+        ).fetchone()
+        shown = conn.execute(
+            "SELECT processed_tuple_count FROM bbo.operations WHERE id = %s", [str(operation_id)]
+        ).fetchone()
+    assert own is not None and shown is not None
+    return int(own[0]), int(shown[0])
+
+
+class Counting(bbo.BaseOperation):
+    """Records, in each sub-batch, the operation row's counter and what the view shows."""
+
+    name = "test_hot_path.counting"
+    pause_ms = 0
+
+    def perform(self) -> None:
+        for sub_batch in self.each_sub_batch():
+            own, shown = operation_counts(self.operation.id)
+            SEEN.append((own, shown, sub_batch.delete()))
+            if self.arguments.get("fail_at") == len(SEEN):
+                raise RuntimeError("boom")
+
+
+def test_a_walk_writes_its_job_row_alone_and_rolls_its_counts_up_at_its_end(
+    configured: str, conn
+) -> None:
+    SEEN.clear()
+    make_items(conn, 60)
+    operation = enqueue(Counting, batch_size=60, sub_batch_size=10)
+    job = first_job(operation)
+
+    outcome = run_job(operation.id, job.id)
+
+    assert outcome.status == JobStatus.SUCCEEDED
+    # six sub-batches well within a second: the operation row is not written until the end,
+    # while the view adds the job's committed counts at every step
+    assert [own for own, _, _ in SEEN] == [0] * 6
+    assert [shown for _, shown, _ in SEEN] == [0, 10, 20, 30, 40, 50]
+    assert operation_counts(operation.id) == (60, 60)
+    row = job_row(conn, job.id)
+    assert (row["processed_tuple_count"], row["unrolled_processed"]) == (60, 0)
+    assert (row["affected_tuple_count"], row["unrolled_affected"]) == (60, 0)
+
+
+def test_a_failed_walk_rolls_the_counts_it_left_up_at_the_end_of_its_job(
+    configured: str, conn
+) -> None:
+    SEEN.clear()
+    make_items(conn, 60)
+    operation = enqueue(Counting, arguments={"fail_at": 4}, batch_size=60, sub_batch_size=10)
+    job = first_job(operation)
+
+    outcome = run_job(operation.id, job.id)
+
+    assert outcome.status == JobStatus.FAILED
+    assert operation_counts(operation.id) == (30, 30)  # three sub-batches committed
+    row = job_row(conn, job.id)
+    assert (row["processed_tuple_count"], row["unrolled_processed"]) == (30, 0)
+
+
+def test_what_a_killed_runner_left_on_its_job_row_shows_in_the_views_and_rolls_up_later(
+    configured: str, conn
+) -> None:
+    SEEN.clear()
+    make_items(conn, 40)
+    operation = enqueue(Counting, batch_size=40, sub_batch_size=10)
+    job = first_job(operation)
+    # as a runner killed after two sub-batches committed between two roll-ups leaves it
+    conn.execute(
+        "UPDATE bbo.background_operation_jobs_cell_local SET checkpoint_cursor = '[20]',"
+        " processed_tuple_count = 20, affected_tuple_count = 20, unrolled_processed = 20,"
+        " unrolled_affected = 20 WHERE id = %s",
+        [job.id],
+    )
+    conn.execute("DELETE FROM items WHERE id <= 20")
+    assert operation_counts(operation.id) == (0, 20)
+
+    final = bbo.run_to_completion(operation.id)
+
+    assert (final.processed_tuple_count, final.affected_tuple_count) == (40, 40)
+    assert operation_counts(operation.id) == (40, 40)
+
+
+def test_a_walk_puts_the_sessions_timeouts_back(configured: str, conn) -> None:
+    SEEN.clear()
+    make_items(conn, 30)
+    operation = enqueue(Counting, batch_size=30, sub_batch_size=10)
+    job = first_job(operation)
+    database = database_for("main")
+    before = database.execute_sql("SHOW statement_timeout").fetchone()[0]
+    database.execute_sql("SET lock_timeout = '7s'")
+
+    run_job(operation.id, job.id)
+
+    after = database.connection().execute(
+        "SELECT current_setting('statement_timeout'), current_setting('lock_timeout'),"
+        " current_setting('idle_in_transaction_session_timeout')"
+    )
+    assert after.fetchone() == (before, "7s", "0")
+    assert bbo.get_operation(operation.id).processed_tuple_count == 30
