@@ -50,6 +50,7 @@ from dramatiq_bbo.jobs import run as job_run
 from dramatiq_bbo.jobs.ending import end_operation, status_stop_check
 from dramatiq_bbo.jobs.heartbeat import HEARTBEAT, release_stage, take_stage
 from dramatiq_bbo.jobs.optimizer import CEILING
+from dramatiq_bbo.jobs.outcomes import JobOutcome
 from dramatiq_bbo.pipeline.runner import chain
 from dramatiq_bbo.queries import query
 from dramatiq_bbo.state.records import OperationRecord, OperationStatus
@@ -173,7 +174,9 @@ def _jobs(conn: psycopg.Connection[Any], operation: OperationRecord, clock: Simu
             return "time_budget" if clock.monotonic() - began >= budget else None
 
         check = status_stop_check(name, current, over_budget)
+        skipped = clock.skipped
         outcome = job_run.run_next_job(conn, current, stop_check=check, database=name)
+        _check_clock(outcome, clock.skipped - skipped)
         if outcome is None:  # nothing left to cut: the orchestrator finishes it when due
             end_operation(name, current, int(REGISTRY.settings.max_attempts))
             run.finished_at = start
@@ -184,6 +187,18 @@ def _jobs(conn: psycopg.Connection[Any], operation: OperationRecord, clock: Simu
         run.durations.append(outcome.duration)
         run.finished_at = start + outcome.duration
         start += max(run.interval, outcome.duration)
+
+
+def _check_clock(outcome: JobOutcome | None, skipped: float) -> None:
+    """Fail loudly if the job runner stopped reading the simulated clock (the figures would
+    then be the work without its pauses) or the engine stopped taking its sleep from it."""
+    if outcome is None or outcome.rows <= outcome.job.sub_batch_size:
+        return
+    assert skipped > 0, "the sub-batch engine no longer sleeps through SubBatchEngine's `sleep`"
+    assert outcome.duration >= skipped, (
+        f"job {outcome.job.id} lasted {outcome.duration:.3f} s with {skipped:.1f} s of pauses:"
+        " dramatiq_bbo.jobs.run no longer times jobs with time.monotonic (simulated_pauses)"
+    )
 
 
 def _activate(conn: psycopg.Connection[Any], operation_id: Any) -> OperationRecord:
