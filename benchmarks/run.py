@@ -10,7 +10,8 @@ the worker's memory after warm-up) and the goal it is held to. Sections, in orde
 4. ``fairness`` — many small operations on one worker × 4 threads (:mod:`.fairness`);
 5. ``throttle`` — how fast a health stop bites and a hold lets go (:mod:`.throttle`);
 6. ``optimizer`` — jobs until the batch size converges (:mod:`.convergence`);
-7. ``memory`` — worker RSS over a long operation (:mod:`.memory`).
+7. ``defaults`` — time to finish at the default settings, simulated clock (:mod:`.defaults`);
+8. ``memory`` — worker RSS over a long operation (:mod:`.memory`).
 
 ``--quick`` runs every section smaller (a few minutes in all); ``--only a,b`` picks sections.
 Each section has its own fresh database, dropped afterwards, on an embedded Postgres started
@@ -49,6 +50,7 @@ SECTIONS = {
     "fairness": "benchmarks.fairness",
     "throttle": "benchmarks.throttle",
     "optimizer": "benchmarks.convergence",
+    "defaults": "benchmarks.defaults",
     "memory": "benchmarks.memory",
 }
 #: printed under the table: what holds for every figure

@@ -1,63 +1,47 @@
 """The batch size optimizer: size each job so it fills its interval without overrunning it.
 
-The rules: efficiency = job duration ÷ interval; target band
-0.90–0.95; new size = old × min(0.95 ÷ efficiency, growth cap), clamped to
-[min_batch_size, max_batch_size]; the growth cap is ×1.2 near the target and larger far below
-it (below); efficiency smoothed by an exponential moving average (α 0.4) of recent successful
-jobs; no change while the smoothed efficiency is in the band. What we smooth is the point of
-this module.
+The rule: **no job may last more than 0.95 × its interval** (``CEILING``). A job's size is
+planned for ``target_efficiency`` (0.90) of the interval at a *conservative* time per row, so
+that the ceiling leaves room for the noise of real jobs:
 
-**Why we smooth time per row, not efficiency.** An EMA of efficiencies measured at
-*different* batch sizes mixes incomparable numbers: while the size grows, the old small jobs
-drag the average down, the formula keeps asking for more, and the size overshoots the target
-and oscillates back (tests/unit/test_optimizer.py shows it). A job's *time per row*
-(duration ÷ rows it actually processed) does not depend on its size, so its EMA is an
-unbiased estimate from the very first job. The smoothed efficiency we compare with the band
-is that estimate at the current size — ``ema(time per row) × old ÷ interval`` — and with it
-the rule's ``old × 0.95 ÷ smoothed`` is exactly ``target duration ÷ ema(time per row)``:
-the size that would have taken the target duration. Rows actually processed (not the batch
-size asked for) also keep a short last batch, or a job cut by its time budget, from looking
-"efficient". A fixed per-job overhead ``c`` does not bias the result either: the fixed point
-of ``n → T·n ÷ (c + r·n)`` is the ``n`` with ``c + r·n = T``.
+- **time per row, not efficiency.** An average of efficiencies measured at different sizes
+  mixes incomparable numbers (while the size grows, the old small jobs drag it down and the
+  size overshoots, tests/unit/test_optimizer.py shows it); a job's time per row (duration ÷
+  the rows it actually processed) does not depend on its size. A fixed per-job overhead ``c``
+  does not bias it either: the fixed point of ``n → T·n ÷ (c + r·n)`` is ``c + r·n = T``.
+- **the slowest recent, not the mean.** The time per row planned with is the slowest of the
+  last ``SLOW_WINDOW`` (10) jobs', and at least an exponential moving average (α 0.4) of it
+  plus ``AVERAGE_MARGIN`` (8%). Planned at 0.90 with it, a job passes 0.95 only if its rows
+  cost 5.5% more than the slowest of the last ten jobs' and 14% more than their average
+  (replayed with ±8% noise per job, none does: tests/unit/test_optimizer.py); a steady
+  operation's jobs last about 0.90 ÷ 1.08 = 0.83 of the interval. The window also caps growth
+  when the previous job came close: after a job that took ``e`` of the interval the next one
+  is at most ``0.90 ÷ e`` times larger (smaller after one above 0.90).
+  A job ``slowdown_reset`` (1.5) times slower per row than the average restarts the average
+  (a change of regime, not noise).
+- **the band**: no change while the planned efficiency (that estimate × the current size ÷
+  interval) is in 0.86–0.90; sizes do not chase noise.
+- **growth is capped, shrinking is not.** Near the target a decision grows the size ×1.2 at
+  most. Far below it (the planned efficiency under about 40% of the target) a step may go as
+  far as the size that would take ``FAR_AIM`` (half) of the target, ×``MAX_FAST_GROWTH``
+  (20) at most: a job of 1,000 rows taking 1 s of a 120 s interval asks for 20,000 rows
+  next. Such a job is planned at 0.45 × interval at most, so its rows would have to cost
+  twice what was measured to reach the target (three times for the job budget, 1.5 ×
+  interval). Shrinking goes straight to the estimate: a job too big holds locks and bloats
+  longer, so the safe error is the small one.
 
-**Growth is capped, shrinking is not.** Near the target, growth per decision is capped at
-×1.2, so a wrong estimate costs at most 20% more load per job. **Far below the target** (the
-smoothed efficiency under ``far_aim × target ÷ 1.2``, about 40% of it) the cap is raised: the
-step may go as far as the size that would take ``far_aim`` (half) of the target duration, at
-most ×10 in one decision. A job of 1,000 rows that takes 12 s of a 120 s interval thus asks
-for 4,750 rows next, not 1,200, and one that takes 1 s asks for 10,000: at 1 ms a row, an
-operation of 60,000 rows finishes in three jobs instead of fifteen. Such a step still plans
-the next job at half the target at most, so the time per row would have to be twice as bad as
-measured for that job to overrun the target (three times for it to reach its time budget, 1.5
-× interval); the ×1.2 walk takes over from there for the approach. Shrinking goes straight to
-the estimate (down to ``min_batch_size``): for a database, a job that is too big holds locks
-and bloats longer, so the safe error is the small one. A job at least ``slowdown_reset`` (1.5)
-times slower per row than the average restarts the average from that job: a slowdown that
-large is a change of regime (contention, a cold cache, wider rows), not noise, and waiting for
-the EMA to catch up would run several oversized jobs. A one-off slow job therefore costs a few
-smaller jobs while the average recovers — the cheap direction.
+**The guarantee** (stationary time per row ``r``): a size set by the ×1.2 walk or held in the
+band is planned at ≤ 0.90 of the interval at the conservative time per row, a size set by a
+large step at ≤ 0.45. The expected duration is within ±10% of the steady one
+(``N* × r``, ``N* = target ÷ (1.08 r)``) from job ``jobs_needed(S, N*)`` on: 1,000 → 3,000
+and 1,000 → 10,000 take 6 jobs, 1,000 → 100,000 takes 7 (×1.2 alone: 7, 14 and 26).
+An optimum below the start is reached by the second job; clamps win over the target.
 
-**The guarantee.** Say the start size is ``S``, the optimum is ``N* = target ÷ time per
-row`` (stationary), and the measured time per row varies by at most ±5%. Then every size the
-formula sets is within ``N*·[0.952, 1.053]`` once the ×1.2 walk reaches it, a size set by a
-large step is at most ``0.526·N*``, and a size held inside the band is within
-``N*·[0.902, 1.053]`` (band 0.90–0.95 around a 0.95 target, times the noise): no job is
-planned above the target by more than the noise. The expected duration of a job (its size ×
-the true time per row) is within ±10% of the target duration from job
-``jobs_needed(S, N*)`` on (job 1 being the one at ``S``), and for every job after it:
-1,000 → 3,000 and 1,000 → 10,000 take 6 jobs, 1,000 → 100,000 takes 7 (at ×1.2 alone: 7,
-14 and 26). Any optimum below the start is reached by the second job. Measured
-durations add their own noise on top of that. Clamps win over the target: an optimum outside
-[min, max] converges to the bound.
-
-**The target.** With an interval, the target duration is ``target_efficiency × interval``
-(0.95 × interval, as in the rule above). With ``interval == 0`` there is no efficiency; the
-caller passes ``target_duration_seconds`` and the efficiencies reported are relative to
-``target_duration_seconds ÷ target_efficiency``, so the same band applies (the pipeline's
-runner passes half of ``min_job_budget_seconds``: :func:`target_duration`). The default job
-budget (``job_budget_fraction``, 1.5 × interval) is above the target: a job ends by budget, at
-a checkpoint, only when it went slow; the estimate stays right then too (it uses the rows
-processed).
+**The target.** ``target_efficiency × interval`` (:func:`target_duration`); with an interval
+of 0 (jobs back to back) the caller passes ``target_duration_seconds`` (half of
+``min_job_budget_seconds``) and efficiencies are relative to ``target ÷ target_efficiency``.
+The job budget (``job_budget_fraction``, 1.5 × interval) is a guard above all this, not the
+sizing rule. docs/sizing.md gives the defaults and their reasons.
 """
 
 from __future__ import annotations
@@ -81,17 +65,26 @@ __all__ = [
     "log_decision",
     "optimize_batch_size",
     "samples_from_jobs",
+    "steady_size",
     "target_duration",
 ]
 
-BAND_LOW = 0.90
-BAND_HIGH = 0.95
-TARGET_EFFICIENCY = 0.95
+#: no job may last longer than this share of its interval
+CEILING = 0.95
+#: jobs are planned for this share of the interval at the slowest recent time per row...
+TARGET_EFFICIENCY = 0.90
+#: ...and left alone while that planned share is in the band
+BAND_LOW = 0.86
+BAND_HIGH = 0.90
+#: the time per row planned with: the slowest of this many recent jobs...
+SLOW_WINDOW = 10
+#: ...and at least the moving average's plus this margin
+AVERAGE_MARGIN = 0.08
 MAX_GROWTH = 1.2
 #: far below the target, a step may plan the next job at this fraction of the target...
 FAR_AIM = 0.5
 #: ...growing the size at most this much in one decision
-MAX_FAST_GROWTH = 10.0
+MAX_FAST_GROWTH = 20.0
 ALPHA = 0.4
 SLOWDOWN_RESET = 1.5
 
@@ -108,10 +101,12 @@ class JobSample:
 class OptimizerDecision:
     """What the optimizer decided, with the numbers that justify it (logged and exported).
 
-    ``efficiency`` is the newest job's own duration ÷ interval; ``smoothed`` is the smoothed
-    efficiency at the ``old`` size (None when there was no usable job). ``reason`` is one of
-    ``no_data``, ``in_band``, ``grow``, ``grow_capped`` (×1.2), ``grow_fast`` (a larger step
-    far below the target), ``shrink``, ``slowdown``, ``at_min``, ``at_max``.
+    ``efficiency`` is the newest job's own duration ÷ interval; ``smoothed`` is the planned
+    efficiency at the ``old`` size — the conservative time per row (the slowest recent, at
+    least the moving average + 8%) × ``old`` ÷ interval — so that ``new = old × min(target ÷
+    smoothed, cap)`` (None when there was no usable job). ``reason`` is one of ``no_data``,
+    ``in_band``, ``grow``, ``grow_capped`` (×1.2), ``grow_fast`` (a larger step far below the
+    target), ``shrink``, ``slowdown``, ``at_min``, ``at_max``.
     """
 
     old: int
@@ -140,6 +135,8 @@ def optimize_batch_size(
     max_fast_growth: float = MAX_FAST_GROWTH,
     alpha: float = ALPHA,
     slowdown_reset: float = SLOWDOWN_RESET,
+    slow_window: int = SLOW_WINDOW,
+    average_margin: float = AVERAGE_MARGIN,
 ) -> OptimizerDecision:
     """The next batch size after ``jobs`` (recent successful jobs, newest last).
 
@@ -157,6 +154,8 @@ def optimize_batch_size(
         return _clamped(old, old, None, None, "no_data", min_batch_size, max_batch_size)
 
     rate, reset = _smoothed_seconds_per_row(usable, alpha, slowdown_reset)
+    recent = (j.duration_seconds / j.rows for j in usable[-max(1, slow_window) :])
+    rate = max(rate * (1 + average_margin), *recent)
     efficiency = usable[-1].duration_seconds / period
     smoothed = rate * old / period
     if band[0] <= smoothed <= band[1]:
@@ -205,8 +204,15 @@ def jobs_needed(start: int, optimum: int, *, max_growth: float = MAX_GROWTH) -> 
     return job
 
 
+def steady_size(target_seconds: float, seconds_per_row: float) -> float:
+    """The size the rule settles at for a steady ``seconds_per_row``: the target at the average
+    time per row plus its margin (jobs of that size last ``target ÷ 1.08``)."""
+    return target_seconds / (seconds_per_row * (1 + AVERAGE_MARGIN))
+
+
 def target_duration(interval_seconds: float, min_job_budget_seconds: float) -> float:
-    """The duration a job is sized to last: ``0.95 × interval``; with an interval of 0 (jobs
+    """The duration a job is sized to last: ``0.90 × interval`` (at the slowest recent time
+    per row, so that none passes 0.95 × interval); with an interval of 0 (jobs
     back to back) half the minimal job budget, well inside the budget that stops such a job."""
     if interval_seconds > 0:
         return TARGET_EFFICIENCY * interval_seconds

@@ -443,7 +443,7 @@ def test_a_batch_size_set_during_a_job_is_the_next_jobs_size_on_the_pipeline(
         arguments={"batch_size": 70},
         batch_size=100,
         sub_batch_size=10,
-        interval_seconds=60,  # jobs of a few ms, far below their target: it grows ×10
+        interval_seconds=60,  # jobs of a few ms, far below their target: it grows ×20
     ).operation.id
 
     run_one_job(operation_id)  # sets 70 mid-job
@@ -451,7 +451,7 @@ def test_a_batch_size_set_during_a_job_is_the_next_jobs_size_on_the_pipeline(
     run_one_job(operation_id)
 
     sizes = [job.batch_size for job in bbo.list_jobs(operation_id)]
-    assert sizes == [100, 70, 700]
+    assert sizes == [100, 70, 1_400]
 
 
 def test_finalize_refuses_an_operation_whose_class_this_process_cannot_import(
