@@ -67,28 +67,39 @@ class RoundTrips:
         self._operations, self._jobs = tables  # (operations, jobs) of the operation's scope
         self._texts: dict[str, str] = {}
         self._guarded: psycopg.Connection[Any] | None = None
+        self.plan_mode: str | None = None  # the session's plan_cache_mode, read with the guards
+        # an unscoped walk's probes are index range scans: planned once (generic), not each
+        # time (the walk's bookkeeping statements always are, between the author's statements)
+        self.generic = keyset._scope is None
 
     # -- beginning a sub-batch ------------------------------------------------------------------
     def begin(self, conn: psycopg.Connection[Any], checkpoint: list[Any] | None) -> Found:
         """``BEGIN`` and the begin statement (plus the session guards, the first time), in one
         round trip; then what it found (one more round trip for a short last sub-batch)."""
         if conn is not self._guarded:  # a new connection (the old one broke): guard it too
-            self.restore, self._guarded = None, conn
+            self.restore, self._guarded, self.plan_mode = None, conn, None
         guards = None
         try:
             with pipelined(conn):
                 if self.restore is None:
                     guards = conn.execute(self.text(conn, "batching_session_guards"), self.guards)
                 conn.execute("BEGIN")
-                text, params = self.begin_text(conn, checkpoint), self.begin_params(checkpoint)
-                begun = conn.execute(text, params, prepare=eager(conn))
+                begun = self._queue_begin(conn, checkpoint)
         finally:  # guards set are guards to put back, whatever failed after them
             if _ran(guards):
                 row = guards.fetchone()  # type: ignore[union-attr]
                 assert row is not None
                 keys = ("statement_timeout", "lock_timeout", "idle_timeout")
                 self.restore = dict(zip(keys, row[:3], strict=True))
+                self.plan_mode = row[3]
         return self.found(conn, begun.fetchone(), checkpoint)
+
+    def _queue_begin(self, conn: psycopg.Connection[Any], checkpoint: list[Any] | None) -> Any:
+        """Queue the begin statement (after a generic-plan switch for an unscoped walk)."""
+        if self.generic and self.plan_mode is not None:  # known: it can be put back
+            conn.execute(self.text(conn, "batching_generic_plans"))
+        text, params = self.begin_text(conn, checkpoint), self.begin_params(checkpoint)
+        return conn.execute(text, params, prepare=eager(conn))
 
     def begin_text(self, conn: psycopg.Connection[Any], checkpoint: list[Any] | None) -> str:
         """``batching_begin_sub_batch`` with this walk's probes, composed once per job."""
@@ -112,6 +123,7 @@ class RoundTrips:
         lower = checkpoint if checkpoint is not None else job.min_cursor
         cursors = [*lower, *job.max_cursor]
         return [
+            self.plan_mode,
             *first_probe.params(cursors),
             *last_probe.params([*cursors, job.sub_batch_size - 1]),
             job.partition,
@@ -123,14 +135,14 @@ class RoundTrips:
     ) -> Found:
         """The begin statement's row read: the lease checked, the sub-batch's bounds."""
         job = self.job
-        if row is None or row[0] != JobStatus.RUNNING or row[1] != self.lease_owner:
+        if row is None or row[1] != JobStatus.RUNNING or row[2] != self.lease_owner:
             raise LeaseLost(
                 f"job {job.id} is no longer held by this runner ({self.lease_owner}): "
-                f"status {row[0] if row else 'deleted'}, lease owner {row[1] if row else None!r};"
+                f"status {row[1] if row else 'deleted'}, lease owner {row[2] if row else None!r};"
                 " another runner recovered it after its lease expired, so this one stops"
             )
         width = len(self.keyset.fields)
-        first_row, last_row = row[2 : 2 + width], row[2 + width :]
+        first_row, last_row = row[3 : 3 + width], row[3 + width :]
         if first_row[0] is None:  # cursor columns are NOT NULL: no row left
             return None
         if last_row[0] is not None:
@@ -155,6 +167,8 @@ class RoundTrips:
         committing = begun = restored = None
         try:
             with pipelined(conn):
+                # the sub-batch's own statements ran: the walk's plan generically until COMMIT
+                conn.execute(self.text(conn, "batching_generic_plans"))
                 if checkpoint.roll_up:
                     conn.execute(self.text(conn, "batching_roll_up_counters"), params)
                 conn.execute(
@@ -163,9 +177,7 @@ class RoundTrips:
                 committing = conn.execute("COMMIT")
                 if begin_next:
                     conn.execute("BEGIN")
-                    next_params = self.begin_params(checkpoint.cursor)
-                    text = self.begin_text(conn, checkpoint.cursor)
-                    begun = conn.execute(text, next_params, prepare=eager(conn))
+                    begun = self._queue_begin(conn, checkpoint.cursor)
                 else:
                     restored = self._queue_restore(conn)
         except Exception as exc:

@@ -42,6 +42,11 @@ CREATE TRIGGER boj_touch_updated_at BEFORE UPDATE
     FOR EACH ROW WHEN (OLD.updated_at IS NOT DISTINCT FROM NEW.updated_at)
     EXECUTE FUNCTION bbo.touch_updated_at();
 
+-- Room on each page for the job row's next version: a checkpoint that changes no indexed column
+-- is then a HOT update (no new index entry per sub-batch).
+ALTER TABLE bbo.background_operation_jobs_cell_local_1 SET (fillfactor = 80);
+ALTER TABLE bbo.background_operation_jobs_1 SET (fillfactor = 80);
+
 -- The operation's counters as its jobs committed them (same columns as in 0006).
 CREATE OR REPLACE VIEW bbo.operation_rows AS
 SELECT 'cell_local'::text AS scope,

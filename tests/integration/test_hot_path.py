@@ -123,3 +123,61 @@ def test_a_walk_puts_the_sessions_timeouts_back(configured: str, conn) -> None:
     )
     assert after.fetchone() == (before, "7s", "0")
     assert bbo.get_operation(operation.id).processed_tuple_count == 30
+
+
+MODES: list[str] = []
+
+
+class PlanModes(bbo.BaseOperation):
+    """Records the plan_cache_mode the author's statements run under, in each sub-batch."""
+
+    name = "test_hot_path.plan_modes"
+    pause_ms = 0
+
+    def perform(self) -> None:
+        for sub_batch in self.each_sub_batch():
+            MODES.append(
+                sub_batch.execute("SELECT current_setting('plan_cache_mode')").fetchone()[0]
+            )
+            sub_batch.delete()
+
+
+def test_the_authors_statements_run_under_the_sessions_plan_cache_mode(
+    configured: str, conn
+) -> None:
+    MODES.clear()
+    make_items(conn, 50)
+    operation = enqueue(PlanModes, batch_size=50, sub_batch_size=10)
+    job = first_job(operation)
+    database_for("main").execute_sql("SET plan_cache_mode = force_custom_plan")
+
+    run_job(operation.id, job.id)
+
+    # the walk's own probes were planned generically in between, and put the mode back
+    assert MODES == ["force_custom_plan"] * 5
+
+
+def test_the_walks_own_statements_are_planned_once_not_at_every_sub_batch(
+    configured: str, conn
+) -> None:
+    MODES.clear()
+    make_items(conn, 200)
+    operation = enqueue(PlanModes, batch_size=200, sub_batch_size=10)
+    job = first_job(operation)
+
+    run_job(operation.id, job.id)
+
+    # the walk ran on this thread's peewee connection: its prepared statements are there
+    plans = (
+        database_for("main")
+        .connection()
+        .execute("SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")
+        .fetchall()
+    )
+    checkpoint = [p for p in plans if "checkpoint_cursor =" in p[0]]
+    probes = [p for p in plans if "bbo_first" in p[0]]
+    assert checkpoint and probes, plans
+    assert [custom for _, _, custom in checkpoint] == [0]
+    assert sum(generic for _, generic, _ in checkpoint) == 20  # one per sub-batch
+    # the first sub-batch's probe runs before the walk read the session's mode: custom once
+    assert sorted((generic, custom) for _, generic, custom in probes) == [(0, 1), (19, 0)]
