@@ -61,7 +61,8 @@ INSERT INTO bbo.tracked_failed_items (
     tracked_operation_id, entity_id, entity_type, entity_name, entity_full_path,
     error_message, error_code
 )
-SELECT %(id)s, item.*
+SELECT %(id)s, item.entity_id, item.entity_type, item.entity_name, item.entity_full_path,
+       item.error_message, item.error_code
 FROM unnest(
     %(entity_ids)s::text[], %(entity_types)s::text[], %(entity_names)s::text[],
     %(entity_full_paths)s::text[], %(error_messages)s::text[], %(error_codes)s::text[]
@@ -119,16 +120,18 @@ WHERE id IN (
     FROM bbo.tracked_operations o
     JOIN bbo.tracked_failed_items f ON f.tracked_operation_id = o.id
     WHERE o.expires_at <= now()
+    ORDER BY f.tracked_operation_id, f.id
     LIMIT %(limit)s
 );
 
 -- name: tracking_purge_operations
--- description: Delete at most limit expired tracked operations (rows locked by a writer are left to the next batch).
+-- description: Delete at most limit expired tracked operations whose failed items are gone (so nothing cascades; rows locked by a writer are left to the next batch).
 DELETE FROM bbo.tracked_operations
 WHERE id IN (
-    SELECT id FROM bbo.tracked_operations
-    WHERE expires_at <= now()
-    ORDER BY expires_at
+    SELECT o.id FROM bbo.tracked_operations o
+    WHERE o.expires_at <= now()
+      AND NOT EXISTS (SELECT 1 FROM bbo.tracked_failed_items f WHERE f.tracked_operation_id = o.id)
+    ORDER BY o.expires_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 );
