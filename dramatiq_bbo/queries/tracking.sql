@@ -37,38 +37,48 @@ DELETE FROM bbo.tracked_operations
 WHERE id = %(id)s
 RETURNING expires_at > now() AS live;
 
--- name: tracking_count
--- description: Add outcomes to a live, unfinished tracked operation, only if they stay within its total; no row otherwise.
-UPDATE bbo.tracked_operations
-SET successful_items = successful_items + %(successful)s,
-    failed_items = failed_items + %(failed)s,
-    status = 'running'
-WHERE id = %(id)s
-  AND expires_at > now()
-  AND status <> 'finished'
-  AND successful_items + failed_items + %(successful)s + %(failed)s <= total_items
-RETURNING id;
+-- name: tracking_record
+-- description: Count outcomes of a live, unfinished tracked operation and insert its failed items, only if they stay within its total (no row otherwise); the update that reaches the total finishes it, and only that one returns finished = true.
+WITH counted AS (
+    UPDATE bbo.tracked_operations
+    SET successful_items = successful_items + %(successful)s,
+        failed_items = failed_items + %(failed)s,
+        status = CASE
+            WHEN successful_items + failed_items + %(successful)s + %(failed)s >= total_items
+            THEN 'finished' ELSE 'running' END,
+        finished_at = CASE
+            WHEN successful_items + failed_items + %(successful)s + %(failed)s >= total_items
+            THEN now() END,
+        notification_claimed_at = CASE
+            WHEN successful_items + failed_items + %(successful)s + %(failed)s >= total_items
+            THEN now() END
+    WHERE id = %(id)s
+      AND expires_at > now()
+      AND status <> 'finished'
+      AND successful_items + failed_items + %(successful)s + %(failed)s <= total_items
+    RETURNING status = 'finished' AS finished
+), items AS (
+    INSERT INTO bbo.tracked_failed_items (
+        tracked_operation_id, entity_id, entity_type, entity_name, entity_full_path,
+        error_message, error_code
+    )
+    SELECT %(id)s, item.entity_id, item.entity_type, item.entity_name, item.entity_full_path,
+           item.error_message, item.error_code
+    FROM unnest(
+        %(entity_ids)s::text[], %(entity_types)s::text[], %(entity_names)s::text[],
+        %(entity_full_paths)s::text[], %(error_messages)s::text[], %(error_codes)s::text[]
+    ) WITH ORDINALITY AS item(entity_id, entity_type, entity_name, entity_full_path,
+                              error_message, error_code, n)
+    WHERE EXISTS (SELECT 1 FROM counted)
+    ORDER BY item.n
+)
+SELECT finished FROM counted;
 
 -- name: tracking_state
 -- description: Why an update found no row: whether the operation exists and is live, and its counts.
 SELECT status, total_items, successful_items + failed_items AS counted, expires_at > now() AS live
 FROM bbo.tracked_operations
 WHERE id = %(id)s;
-
--- name: tracking_add_failed_items
--- description: Record failed items of a tracked operation (arrays of equal length, one element per item).
-INSERT INTO bbo.tracked_failed_items (
-    tracked_operation_id, entity_id, entity_type, entity_name, entity_full_path,
-    error_message, error_code
-)
-SELECT %(id)s, item.entity_id, item.entity_type, item.entity_name, item.entity_full_path,
-       item.error_message, item.error_code
-FROM unnest(
-    %(entity_ids)s::text[], %(entity_types)s::text[], %(entity_names)s::text[],
-    %(entity_full_paths)s::text[], %(error_messages)s::text[], %(error_codes)s::text[]
-) WITH ORDINALITY AS item(entity_id, entity_type, entity_name, entity_full_path,
-                          error_message, error_code, n)
-ORDER BY item.n;
 
 -- name: tracking_set_total
 -- description: Change the total of a live, unfinished tracked operation, never below what is already counted.
@@ -81,7 +91,7 @@ WHERE id = %(id)s
 RETURNING id;
 
 -- name: tracking_finish
--- description: Finish a tracked operation whose outcomes reached its total; exactly one caller gets the row back, and it holds the notification claim.
+-- description: Finish a tracked operation whose outcomes reached its total (after its total changed, or a total of 0); exactly one caller gets the row back, and it holds the notification claim.
 UPDATE bbo.tracked_operations
 SET status = 'finished', finished_at = now(), notification_claimed_at = now()
 WHERE id = %(id)s

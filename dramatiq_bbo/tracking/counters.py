@@ -1,10 +1,13 @@
 """Creating a tracked operation and recording its outcomes: atomic counters, exactly once.
 
-Outcomes move the counters by one conditional UPDATE (``tracking_count``), which also
-refuses, in SQL, anything past the total, an expired or a finished operation: no value is
-read into Python and written back, so concurrent workers never lose an increment. The same
-transaction then asks :func:`~.finalisation.finish` whether it completed the operation; the
-one that did runs :func:`~.finalisation.after_finish` once it committed.
+Outcomes are one statement (``tracking_record``): a conditional UPDATE that moves the
+counters and refuses, in SQL, anything past the total, an expired or a finished operation
+(no value is read into Python and written back, so concurrent workers never lose an
+increment), with the failed items inserted only if it counted. The UPDATE that reaches the
+total also finishes the operation: its condition ``status <> 'finished'`` and the row lock
+make that exactly one caller, which runs :func:`~.finalisation.after_finish` once its
+transaction committed. Being a single statement, it holds the row lock only inside the
+server: 16 racing writers wait on the commit, not on each other's round trips.
 
 :func:`record` works in a caller's transaction (a sub-batch's, see :mod:`.outcomes`); the
 public functions each run one transaction of their own on a pooled connection.
@@ -110,27 +113,25 @@ def record(
     outcomes would exceed its total."""
     if successful == 0 and not failures:
         return False
-    adding = successful + len(failures)
-    counted = {"id": id, "successful": successful, "failed": len(failures)}
-    if conn.execute(query("tracking_count"), counted).fetchone() is None:
-        raise refusal(conn, id, adding=adding)
-    if failures:
-        conn.execute(query("tracking_add_failed_items"), _columns(id, failures))
-    return finish(conn, id)
+    values = {"id": id, "successful": successful, "failed": len(failures), **_columns(failures)}
+    row = conn.execute(query("tracking_record"), values).fetchone()
+    if row is None:
+        raise refusal(conn, id, adding=successful + len(failures))
+    return bool(row[0])
 
 
 def _recorded(id: int, successful: int, failures: Sequence[FailedItem], database: str) -> None:
-    with REGISTRY.connection(database) as conn:
-        with conn.transaction():
-            finished = record(conn, id, successful, failures)
+    with REGISTRY.connection(database) as conn:  # autocommit
+        # one statement, its own transaction: the row lock is held by the server alone,
+        # never across a round trip to this (perhaps busy) client
+        finished = record(conn, id, successful, failures)
     if finished:
         after_finish(id, database=database)
 
 
-def _columns(id: int, failures: Sequence[FailedItem]) -> dict[str, Any]:
-    """``tracking_add_failed_items`` parameters: one array per field."""
+def _columns(failures: Sequence[FailedItem]) -> dict[str, Any]:
+    """The failed items as ``tracking_record`` takes them: one array per field."""
     return {
-        "id": id,
         "entity_ids": [item.entity_id for item in failures],
         "entity_types": [item.entity_type for item in failures],
         "entity_names": [item.entity_name for item in failures],

@@ -1,12 +1,13 @@
 """Finalising a tracked operation: exactly once, decided in SQL, acted on after commit.
 
-The decision is one conditional UPDATE (``tracking_finish``: ``status <> 'finished'`` and the
-outcomes reached the total), run in the transaction that recorded the last outcomes. Row
-locks serialise the racing writers, so exactly one transaction gets the row back, however
-many workers record at once. Its caller, once that transaction committed (never before: a
-rolled-back sub-batch must not notify), calls :func:`after_finish`: the notifier when items
-failed, then the cleanup (the rows are deleted). A notification that could not be sent keeps
-the row, with its reason in ``notification_error``, until it expires.
+The decision is a conditional UPDATE ``... WHERE status <> 'finished'`` that sets
+``finished`` when the outcomes reached the total: the one recording outcomes
+(``tracking_record``, see :mod:`.counters`), or ``tracking_finish`` after the total changed.
+Row locks serialise the racing writers, so exactly one transaction finishes the row,
+however many workers record at once. Its caller, once that transaction committed (never
+before: a rolled-back sub-batch must not notify), calls :func:`after_finish`: the notifier
+when items failed, then the cleanup (the rows are deleted). A notification that could not be
+sent keeps the row, with its reason in ``notification_error``, until it expires.
 
 A finaliser killed between its commit and its notification leaves a finished row claimed
 long ago and never notified; the purge actor claims such rows again after a grace period
