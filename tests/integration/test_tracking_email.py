@@ -136,3 +136,48 @@ def test_no_recipient_is_not_retried_and_is_recorded(
     assert kept.notification_attempts == 1
     assert kept.notification_error and "tracking_recipient" in kept.notification_error
     assert inbox.messages == []
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_credentials_are_used_and_starttls_is_never_skipped(
+    dsn: str, mail_settings: dict[str, Any], conn: psycopg.Connection[Any]
+) -> None:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    logins: list[tuple[bytes, bytes]] = []
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        assert isinstance(data, LoginPassword)
+        logins.append((data.login, data.password))
+        return AuthResult(success=data.password == b"s3cret")
+
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(
+        inbox,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=authenticator,
+        auth_required=True,
+        auth_require_tls=False,
+    )
+    controller.start()
+    try:
+        settings = {**mail_settings, "smtp_host": "127.0.0.1", "smtp_port": port}
+        bbo.configure(dsn=dsn, smtp_username="bbo", smtp_password="s3cret", **settings)
+        tracked = tracking.create_operation("attribute_update", 42, 1)
+        assert tracked is not None
+        tracking.add_failed_item(tracked, **ITEM)
+        assert len(inbox.messages) == 1 and logins == [(b"bbo", b"s3cret")]
+
+        # STARTTLS asked for, the server does not offer it: nothing goes out in clear
+        bbo.configure(dsn=dsn, smtp_starttls=True, **settings)
+        tracked = tracking.create_operation("attribute_update", 42, 1)
+        assert tracked is not None
+        tracking.add_failed_item(tracked, **ITEM)
+        assert len(inbox.messages) == 1
+        error = tracking.get_operation(tracked).notification_error
+        assert error and "STARTTLS" in error.upper()
+    finally:
+        controller.stop()

@@ -223,3 +223,33 @@ def test_settings_are_checked_by_configure(dsn: str) -> None:
         assert bbo.configure(dsn=dsn).tracking_ttl_hours == 72
     finally:
         bbo.reset()
+
+
+def test_setup_declares_the_periodic_purge_which_also_renotifies_a_dead_finaliser(
+    recorder: Recorder, dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    from dramatiq_pg import PostgresBroker
+
+    broker = PostgresBroker(url=dsn, results=False)
+    try:
+        actors = bbo.setup(broker)
+        purge = actors["bbo_tracking_purge"]
+        assert purge.options["periodic"] is not None
+        expired = tracking.create_operation("bulk", 1, 5)
+        orphan = tracking.create_operation("bulk", 1, 2)
+        assert expired is not None and orphan is not None
+        expire(conn, expired)
+        tracking.add_failed_item(orphan, **ITEM)
+        # its finaliser committed, then died before notifying (claimed an hour ago)
+        conn.execute(
+            "UPDATE bbo.tracked_operations SET successful_items = 1, status = 'finished',"
+            " finished_at = now(), notification_claimed_at = now() - interval '1 hour'"
+            " WHERE id = %s",
+            [orphan],
+        )
+        purge.fn()  # what periodiq runs
+        [(operation, items)] = recorder.calls
+        assert operation.id == orphan and len(items) == 1
+        assert rows(conn) == (0, 0, 0)
+    finally:
+        broker.close()
