@@ -9,6 +9,8 @@ FINISHED = "background_operation_tracking_finished"
 NOTIFICATION_RETRY = "background_operation_tracking_notification_retry"
 #: the notification could not be sent at all: kept on the row (notification_error)
 NOTIFICATION_FAILED = "background_operation_tracking_notification_failed"
+#: the finaliser's notification or cleanup hit an error (the purge retries it later)
+FINALISATION_DEFERRED = "background_operation_tracking_finalisation_deferred"
 #: the purge deleted expired tracked operations and failed items
 PURGED = "background_operation_tracking_purged"
 #: tracking of an operation type was turned on or off

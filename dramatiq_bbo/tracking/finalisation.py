@@ -48,7 +48,24 @@ def finish_now(id: int, *, database: str = DEFAULT_DATABASE) -> None:
 
 
 def after_finish(id: int, *, database: str = DEFAULT_DATABASE) -> None:
-    """Notify (when items failed), then clean up; run by the finaliser after its commit."""
+    """Notify (when items failed), then clean up; run by the finaliser after its commit.
+
+    Never raises: the outcomes that finished the operation are committed, and an error here
+    must not make their caller retry them. A database error is logged (the purge notifies
+    the operation later, see :func:`reclaim`)."""
+    try:
+        _notify_and_clean_up(id, database)
+    except Exception as exc:
+        event(
+            events.FINALISATION_DEFERRED,
+            level=logging.ERROR,
+            tracked_operation_id=id,
+            database_name=database,
+            error=notifier.describe(exc),
+        )
+
+
+def _notify_and_clean_up(id: int, database: str) -> None:
     with REGISTRY.connection(database) as conn:
         try:
             operation = read_operation(conn, id)
