@@ -97,7 +97,10 @@ def test_an_expired_entry_is_invisible_at_once_and_purged_in_bounded_batches(
 
 
 def test_the_flag_turns_tracking_off_and_on_per_operation_type(
-    recorder: Recorder, dsn: str, conn: psycopg.Connection[Any]
+    recorder: Recorder,
+    dsn: str,
+    conn: psycopg.Connection[Any],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert tracking.is_enabled("attribute_update")
     assert cli_main(["tracking", "disable", "attribute_update", "--dsn", dsn]) == 0
@@ -114,6 +117,13 @@ def test_the_flag_turns_tracking_off_and_on_per_operation_type(
         ("attribute_update", True),
         ("x", False),
     ]
+    capsys.readouterr()
+    assert cli_main(["tracking", "status", "--dsn", dsn]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[:2] for line in lines] == [["attribute_update", "on"], ["x", "off"]]
+    assert lines[1].endswith("\ttest") and "\tcli:" in lines[0]
+    assert cli_main(["tracking", "disable", "", "--dsn", dsn]) == 1  # a typed error, one line
+    assert "operation_type must be a non-empty string" in capsys.readouterr().err
 
 
 BAD_CREATES: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
