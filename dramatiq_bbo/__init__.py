@@ -18,7 +18,7 @@ from .configure import configure, reset, settings
 from .enqueueing.api import EnqueueResult, enqueue  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import chatops, health
+    from . import chatops, health, tracking
     from .jobs.control import cancel, pause, resume
     from .jobs.inline import run_to_completion
     from .middleware import Middleware
@@ -69,7 +69,7 @@ _LAZY = {
 
 
 #: public submodules, imported on first use: ``bbo.health`` or ``from dramatiq_bbo import chatops``
-_SUBPACKAGES = {"chatops", "health"}
+_SUBPACKAGES = {"chatops", "health", "tracking"}
 
 
 def __getattr__(name: str) -> Any:
@@ -90,6 +90,7 @@ __all__ = [
     "DisabledClass",
     "cancel",
     "chatops",
+    "tracking",
     "disable",
     "disabled_classes",
     "enable",

@@ -213,6 +213,25 @@ class NotAuthorized(BBOError):
     said no for this user, command and operation."""
 
 
+# -- tracked bulk item operations (dramatiq_bbo.tracking) ------------------------------------
+
+
+class TrackedOperationNotFound(BBOError):
+    """No live tracked operation has this id: it never existed, it was cleaned up after it
+    finished, or it expired (expired entries are invisible at once, before the purge)."""
+
+
+class InvalidTrackingInput(ValidationError):
+    """A tracking call got a value it cannot store: a negative or non-integer count, an
+    operation type, user id or parameters of the wrong kind, a failed item without its
+    entity fields, an error message or code too long or malformed. Nothing was written."""
+
+
+class TrackedCountExceeded(InvalidTrackingInput):
+    """Recording these outcomes (or this new total) would make the counted items exceed the
+    tracked operation's total, or the operation already finished. Nothing was written."""
+
+
 # -- setup mistakes --------------------------------------------------------------------------
 
 

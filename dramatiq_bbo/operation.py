@@ -30,6 +30,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _registry: dict[str, type[BaseOperation]] = {}
 _registry_lock = threading.Lock()
+#: what wraps each walk of a job's sub-batches, ``fn(operation, walk) -> walk``: installed by
+#: :func:`wrap_walks` from above (dramatiq_bbo.tracking writes per-item outcomes at each
+#: sub-batch's end), so this module depends on none of them
+_walk_wrappers: list[Callable[[Any, Iterator[Any]], Iterator[Any]]] = []
+
+
+def wrap_walks(wrapper: Callable[[Any, Iterator[Any]], Iterator[Any]]) -> None:
+    """Wrap every walk of sub-batches from now on (once per wrapper)."""
+    if wrapper not in _walk_wrappers:
+        _walk_wrappers.append(wrapper)
 
 
 class BaseOperation:
@@ -90,6 +100,8 @@ class BaseOperation:
         self.table = table
         # Filled by the batching engine while a job runs.
         self._engine: Any = None
+        # The current sub-batch's reported outcomes (dramatiq_bbo.tracking.outcomes).
+        self._outcomes: Any = None
 
     # -- what the author overrides -----------------------------------------------------------
     def scope(self, query: Any) -> Any:
@@ -128,7 +140,33 @@ class BaseOperation:
                 "(from perform(), driven by run_to_completion() or a worker); with process(), "
                 "the framework walks the sub-batches for you"
             )
-        return self._engine.iterate()  # type: ignore[no-any-return]
+        walk: Iterator[SubBatch] = self._engine.iterate()
+        for wrapper in _walk_wrappers:
+            walk = wrapper(self, walk)
+        return walk
+
+    # -- per-item outcomes of a tracked bulk operation (dramatiq_bbo.tracking) --------------------
+    def track_success(self, n: int = 1) -> None:
+        """Count ``n`` items of the current sub-batch as successful in the tracked operation
+        of the ``tracked_operation_id`` argument; written in the sub-batch's transaction, so
+        a rolled-back (and retried) sub-batch counts nothing."""
+        self._current_outcomes("track_success").success(n)
+
+    def track_failure(self, **item: Any) -> None:
+        """Record a failed item of the current sub-batch (``entity_id``, ``entity_type``,
+        ``entity_name``, ``entity_full_path``, ``error_message``, ``error_code``), written
+        like :meth:`track_success`."""
+        self._current_outcomes("track_failure").failure(**item)
+
+    def _current_outcomes(self, caller: str) -> Any:
+        outcomes = getattr(self, "_outcomes", None)
+        if outcomes is None:
+            raise OperationDefinitionError(
+                f"{type(self).__name__}.{caller}() can only be called inside a sub-batch "
+                "(in process(), or in the loop over each_sub_batch() in perform()), in a "
+                "process that imported dramatiq_bbo.tracking (bbo.setup() does)"
+            )
+        return outcomes
 
     @classmethod
     def cursor_columns(cls, column_name: str) -> tuple[str, ...]:

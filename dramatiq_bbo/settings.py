@@ -219,6 +219,35 @@ class Settings:
         default=None, metadata={"callable": True}
     )
 
+    # -- tracked bulk item operations (dramatiq_bbo.tracking, docs/tracking.md) ---------------
+    #: how long a tracked operation and its failed items stay visible, in hours
+    tracking_ttl_hours: float = setting(72.0, low=0, low_open=True, high=24 * 366)
+    #: base URL of the links to failed items in the email (``<base>/<full path>``); "" for none
+    tracking_base_url: str = setting("")
+    #: who gets the failure email: ``fn(user_id) -> email address``; None: nobody (recorded)
+    tracking_recipient: Callable[[int], str] | None = field(
+        default=None, metadata={"callable": ("user_id",)}
+    )
+    #: what is told about a finished operation with failures: ``fn(operation, failed_items)``
+    #: or an object with ``notify(operation, failed_items)``; None: the email over SMTP
+    tracking_notifier: Any = field(
+        default=None, metadata={"callable": ("operation", "failed_items"), "method": "notify"}
+    )
+    #: attempts at sending one notification, and the first delay between two (doubling)
+    tracking_notification_attempts: int = setting(3, low=1, high=100)
+    tracking_notification_backoff_seconds: float = setting(1.0, low=0, high=3_600.0)
+    #: rows the purge deletes per statement, and statements per purge run
+    tracking_purge_batch_size: int = setting(1_000, low=1, high=1_000_000)
+    tracking_purge_max_batches: int = setting(100, low=1, high=1_000_000)
+    #: SMTP server of the default notifier (STARTTLS and login only when asked for)
+    smtp_host: str = setting("localhost")
+    smtp_port: int = setting(25, low=1, high=65_535)
+    smtp_starttls: bool = False
+    smtp_username: str = setting("")
+    smtp_password: str = field(default="", repr=False, metadata={"bounds": Bounds(str)})
+    smtp_timeout_seconds: float = setting(30.0, low=0, low_open=True, high=3_600.0)
+    mail_from: str = setting("dramatiq-bbo@localhost")
+
     # -- health thresholds (see dramatiq_bbo.health) ---------------------------------------------
     #: typed and frozen; ``configure(health={...})`` replaces thresholds by name
     health: HealthSettings = field(default_factory=HealthSettings)
@@ -262,20 +291,31 @@ def _checked(name: str, value: Any, default: Any) -> Any:
     return value
 
 
+_COUNTS = {1: "one argument", 2: "two arguments", 3: "three arguments"}
+
+
 def _checked_hook(name: str, value: Any) -> Any:
-    """A hook setting: None, or a callable taking three positional arguments."""
+    """A hook setting: None, or a callable taking its declared positional arguments (by
+    default the three of ``chatops_authorize``), or an object with its declared method."""
     if value is None:
         return None
-    if not callable(value):
+    metadata = next(f.metadata for f in dataclasses.fields(Settings) if f.name == name)
+    arguments = metadata["callable"]
+    if not isinstance(arguments, tuple):
+        arguments = ("user", "command", "operation_id")
+    method = metadata.get("method")
+    function = getattr(value, method, None) if method and not callable(value) else value
+    if not callable(function):
+        kind = f"a callable, an object with {method}(), or None" if method else "a callable or None"
         raise ConfigurationError(
-            f"setting {name!r} must be a callable or None, got {type(value).__name__} {value!r}"
+            f"setting {name!r} must be {kind}, got {type(value).__name__} {value!r}"
         )
     try:
-        inspect.signature(value).bind("user", "command", "target")
+        inspect.signature(function).bind(*arguments)
     except TypeError:
         raise ConfigurationError(
-            f"setting {name!r} must take three arguments (user, command, operation_id), "
-            f"got {value!r}"
+            f"setting {name!r} must take {_COUNTS.get(len(arguments), 'more arguments')} "
+            f"({', '.join(arguments)}), got {value!r}"
         ) from None
     except ValueError:  # a builtin without a readable signature: trust it
         pass

@@ -31,6 +31,7 @@ from ..health.middleware import HealthMiddleware
 from ..metrics import PrometheusMetrics
 from ..middleware import Middleware as BBOMiddleware
 from ..reconnect import retrying
+from ..tracking.purge import declare_purge as declare_tracking_purge
 from . import messages, orchestrator, runner, runtime, scheduler, shutdown
 from .broker import refill_promptly
 from .cron import cron_spec
@@ -133,7 +134,7 @@ def setup(
             schema_checked(_runner), messages.RUNNER, time_limit=RUNNER_TIME_LIMIT_MS
         ),
     }
-    actors.update(declare_cron_operations(broker, queue))  # bbo.schedule(...) declarations
+    actors.update(declare_cron_operations(broker, queue), **declare_tracking_purge(declare))
     return actors
 
 
