@@ -69,11 +69,12 @@ class Middleware:
         last. The next sub-batch's transaction may already be open on the runner's own
         connection (it began in the same round trip as the commit, and holds no row lock
         yet); a reason to stop rolls it back. Use your own connection here. ``job`` is the
-        job as claimed when it started (its checkpoint is not refreshed between sub-batches). The reason ends the job cleanly:
-        it goes back to pending at its checkpoint, with no attempt spent, and its
-        ``interrupted_reason`` is the reason; the runner chains the operation's next
-        orchestrator message as usual (hold the operation, or answer :meth:`before_job`,
-        to keep it from starting again). Asked between every sub-batch: keep it cheap."""
+        job as claimed when it started (its checkpoint is not refreshed between
+        sub-batches). The reason ends the job cleanly: it goes back to pending at its
+        checkpoint, with no attempt spent, and its ``interrupted_reason`` is the reason;
+        the runner chains the operation's next orchestrator message as usual (hold the
+        operation, or answer :meth:`before_job`, to keep it from starting again).
+        Asked between every sub-batch: keep it cheap."""
         return None
 
     def after_job(self, operation: OperationRecord, outcome: JobOutcome) -> None:
