@@ -24,7 +24,9 @@ reads the index range ``next_run_at`` in the window, in order, stopping after ``
 id). The outer query locks the first ``limit`` of those candidates (``FOR UPDATE SKIP LOCKED``)
 and re-checks them as they are once locked. The work is a few index probes per priority plus
 the candidates read, whether 10 or 100,000 operations are due, and "almost none due" stops at
-the first index entry past ``now()``.
+the first index entry past ``now()``. Planning the statement costs several times running it
+(four references to a partitioned table), so it is prepared on each connection at once:
+Postgres settles on its generic plan, the same index-served plan, after five executions.
 
 The caller holds the capacity advisory lock
 (:func:`dramatiq_bbo.pipeline.scheduler.scheduler_lock_key`) and counts the free slots;
@@ -107,6 +109,7 @@ def pick_schedulable(
                 "limit": limit - len(picked),
                 "candidates": limit - len(picked) + LOCKED_SLACK,
             },
+            prepare=True,  # planning costs several times the run: see the module docstring
         ).fetchall()
         picked.extend(Picked(row[0], row[1]) for row in rows)
     return picked
