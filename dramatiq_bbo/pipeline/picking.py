@@ -24,9 +24,16 @@ reads the index range ``next_run_at`` in the window, in order, stopping after ``
 id). The outer query locks the first ``limit`` of those candidates (``FOR UPDATE SKIP LOCKED``)
 and re-checks them as they are once locked. The work is a few index probes per priority plus
 the candidates read, whether 10 or 100,000 operations are due, and "almost none due" stops at
-the first index entry past ``now()``. Planning the statement costs several times running it
-(four references to a partitioned table), so it is prepared on each connection at once:
-Postgres settles on its generic plan, the same index-served plan, after five executions.
+the first index entry past ``now()``.
+
+Planning the statement costs several times running it (four references to a partitioned
+table, 1-2 ms against 0.2-0.5), and Postgres's own choice between custom and generic plans
+flips with the tables' sizes, so it is prepared on each connection at once and its generic
+plan forced (``plan_cache_mode``, for these statements only: set back before returning). The
+generic plan is the index-served one because nothing in its estimates hangs on a parameter:
+the candidates' count is a literal (a LIMIT parameter is guessed at a tenth of the rows,
+which makes the plan look dear enough for Postgres to JIT-compile it, tens of ms, where JIT is
+on), and the per-row checks are hashed subplans, read once per statement.
 
 The caller holds the capacity advisory lock
 (:func:`dramatiq_bbo.pipeline.scheduler.scheduler_lock_key`) and counts the free slots;
@@ -39,6 +46,7 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import psycopg
+from psycopg import sql
 
 from ..db import REGISTRY
 from ..queries import query
@@ -95,23 +103,31 @@ def pick_schedulable(
     )
     excluded = _excluded(exclude)
     picked: list[Picked] = []
+    conn.execute(query("pipeline_generic_plans"))
     for window in dispatch_windows(wait):
         if len(picked) >= limit:
             break
         operations, jobs = window.tables
+        wanted = limit - len(picked)
+        statement = query(
+            "pipeline_schedulable_operations",
+            operations=operations,
+            jobs=jobs,
+            candidates=sql.Literal(wanted + LOCKED_SLACK),  # an int of ours: see above
+        )
         rows = conn.execute(
-            query("pipeline_schedulable_operations", operations=operations, jobs=jobs),
+            statement,
             {
                 "database_name": database,
                 "due_for_at_least": window.at_least,
                 "due_for_less_than": window.less_than,
                 "exclude": excluded,
-                "limit": limit - len(picked),
-                "candidates": limit - len(picked) + LOCKED_SLACK,
+                "limit": wanted,
             },
             prepare=True,  # planning costs several times the run: see the module docstring
         ).fetchall()
         picked.extend(Picked(row[0], row[1]) for row in rows)
+    conn.execute(query("pipeline_plans_as_before"))  # an error above ends the transaction
     return picked
 
 

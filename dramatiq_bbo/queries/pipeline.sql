@@ -48,9 +48,12 @@ WHERE status IN (0, 1) AND lease_expires_at > now();
 -- loose index scan of the distinct priorities of the scope's unfinished operations (one probe
 -- of the *_schedule index each, highest first); for each, the operations due in the window are
 -- read in next_run_at order from the same index, stopping after "candidates" rows that pass
--- the live-job and disabled-class checks (subqueries, OFFSET 0 keeps them per-row probes, not
--- joins that would lose the index order). The outer query locks the first "limit" candidates,
--- skipping rows locked now, and re-checks the row as it is once locked.
+-- the live-job and disabled-class checks. Those two are arrays read once per statement (the
+-- operations with a live job: at most the jobs in flight; the disabled classes), not per-row
+-- subqueries: a join would lose the index order, and per-row probes would make the estimated
+-- cost large enough for Postgres to JIT-compile the statement (tens of ms) where JIT is on.
+-- The outer query locks the first "limit" candidates, skipping rows locked now, and re-checks
+-- the row as it is once locked.
 WITH RECURSIVE priorities (priority) AS (
     (SELECT o.priority FROM {operations} o
      WHERE o.database_name = %(database_name)s AND o.status IN (0, 1)
@@ -74,22 +77,18 @@ candidates AS MATERIALIZED (
           AND o.next_run_at <= now() - make_interval(secs => %(due_for_at_least)s)
           AND o.next_run_at > coalesce(now() - make_interval(secs => %(due_for_less_than)s),
                                        '-infinity')
-          AND o.id::text <> ALL (%(exclude)s::text[])
-          AND NOT EXISTS (
-              SELECT 1 FROM {jobs} j
-              WHERE j.worker_id = o.id AND j.status IN (0, 1) AND j.lease_expires_at > now()
-              OFFSET 0
+          AND o.id::text NOT IN (SELECT unnest(%(exclude)s::text[]))
+          AND o.id NOT IN (
+              SELECT j.worker_id FROM {jobs} j
+              WHERE j.status IN (0, 1) AND j.lease_expires_at > now()
           )
-          AND NOT EXISTS (
-              SELECT 1 FROM bbo.disabled_classes d WHERE d.job_class_name = o.job_class_name
-              OFFSET 0
-          )
+          AND o.job_class_name NOT IN (SELECT d.job_class_name FROM bbo.disabled_classes d)
         ORDER BY o.next_run_at
-        LIMIT %(candidates)s
+        LIMIT {candidates}
     ) c
     WHERE p.priority IS NOT NULL
     ORDER BY c.priority DESC, c.next_run_at
-    LIMIT %(candidates)s
+    LIMIT {candidates}
 )
 SELECT o.id, o.partition
 FROM candidates c
@@ -213,3 +212,13 @@ UPDATE {operations}
 SET on_hold_until = NULL, hold_reason = NULL
 WHERE partition = %(partition)s AND id = %(id)s
   AND on_hold_until IS NOT NULL AND on_hold_until <= now();
+
+-- name: pipeline_generic_plans
+-- description: Prepared statements of the rest of this transaction run their generic plan, planned once per connection (SET LOCAL plan_cache_mode).
+SELECT set_config('plan_cache_mode', 'force_generic_plan', true);
+
+-- name: pipeline_plans_as_before
+-- description: Back to the session's own plan_cache_mode for the rest of this transaction.
+SELECT set_config('plan_cache_mode',
+                  (SELECT reset_val FROM pg_catalog.pg_settings WHERE name = 'plan_cache_mode'),
+                  true);
