@@ -47,13 +47,13 @@ WHERE status IN (0, 1) AND lease_expires_at > now();
 -- Index-served, nothing sorts the scope (see dramatiq_bbo.pipeline.picking): "priorities" is a
 -- loose index scan of the distinct priorities of the scope's unfinished operations (one probe
 -- of the *_schedule index each, highest first); for each, the operations due in the window are
--- read in next_run_at order from the same index, stopping after "candidates" rows that pass
--- the live-job and disabled-class checks. Those two are arrays read once per statement (the
--- operations with a live job: at most the jobs in flight; the disabled classes), not per-row
--- subqueries: a join would lose the index order, and per-row probes would make the estimated
--- cost large enough for Postgres to JIT-compile the statement (tens of ms) where JIT is on.
--- The outer query locks the first "limit" candidates, skipping rows locked now, and re-checks
--- the row as it is once locked.
+-- read in next_run_at order from the same index, stopping after {candidates} (a literal)
+-- rows that pass the exclusion, live-job and disabled-class checks. Those are hashed subplans
+-- (NOT IN: none of the columns is nullable), each read once per statement (the operations
+-- with a live job are at most the jobs in flight), not per-row probes nor joins: a join would
+-- lose the index order, and per-row probes make the estimated cost large enough for Postgres
+-- to JIT-compile the statement (tens of ms) where JIT is on. The outer query locks the first
+-- "limit" candidates, skipping rows locked now, and re-checks each row as it is once locked.
 WITH RECURSIVE priorities (priority) AS (
     (SELECT o.priority FROM {operations} o
      WHERE o.database_name = %(database_name)s AND o.status IN (0, 1)
