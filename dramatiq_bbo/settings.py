@@ -179,6 +179,12 @@ class Settings:
     #: how often every worker process runs a scheduler pass (expired leases recovered,
     #: operations without a live stage re-driven), in seconds; 0 leaves it to the cron tick
     scheduler_pass_seconds: float = setting(5.0, low=0, high=3_600.0)
+    #: how long a due cell-local operation may wait behind organization-scoped ones, in
+    #: seconds: past it, it takes the next free slot before them (dramatiq_bbo.pipeline.picking).
+    #: 60 s: long beside a small job, so a burst of user work that clears within a minute keeps
+    #: all the capacity; short beside the default 120 s interval, so system work starved by a
+    #: steady stream of user operations runs at most about one minute late per job.
+    max_wait_seconds: float = setting(60.0, low=0, low_open=True, high=_DAY_S)
     #: the server ends a sub-batch's session idle inside its transaction for this long
     #: (idle_in_transaction_session_timeout), releasing the locks of a frozen runner before
     #: its lease expires; keep it under two thirds of lease_seconds; 0 disables it

@@ -43,23 +43,59 @@ FROM {jobs}
 WHERE status IN (0, 1) AND lease_expires_at > now();
 
 -- name: pipeline_schedulable_operations
--- description: Unfinished operations ready for their next job: not paused, hold and interval elapsed, no stage in flight, no live job, class not disabled; highest priority, then least recently run.
+-- description: Up to limit operations of one scope ready for their next job (queued or active, next_run_at — hold, stage lease and interval elapsed — within the given window of due times, no live job, class not disabled, not excluded), highest priority first, then due longest, their rows locked (SKIP LOCKED).
+-- Index-served, nothing sorts the scope (see dramatiq_bbo.pipeline.picking): "priorities" is a
+-- loose index scan of the distinct priorities of the scope's unfinished operations (one probe
+-- of the *_schedule index each, highest first); for each, the operations due in the window are
+-- read in next_run_at order from the same index, stopping after {candidates} (a literal)
+-- rows that pass the exclusion, live-job and disabled-class checks. Those are hashed subplans
+-- (NOT IN: none of the columns is nullable), each read once per statement (the operations
+-- with a live job are at most the jobs in flight), not per-row probes nor joins: a join would
+-- lose the index order, and per-row probes make the estimated cost large enough for Postgres
+-- to JIT-compile the statement (tens of ms) where JIT is on. The outer query locks the first
+-- "limit" candidates, skipping rows locked now, and re-checks each row as it is once locked.
+WITH RECURSIVE priorities (priority) AS (
+    (SELECT o.priority FROM {operations} o
+     WHERE o.database_name = %(database_name)s AND o.status IN (0, 1)
+     ORDER BY o.priority DESC LIMIT 1)
+    UNION ALL
+    SELECT (SELECT o.priority FROM {operations} o
+            WHERE o.database_name = %(database_name)s AND o.status IN (0, 1)
+              AND o.priority < p.priority
+            ORDER BY o.priority DESC LIMIT 1)
+    FROM priorities p
+    WHERE p.priority IS NOT NULL
+),
+candidates AS MATERIALIZED (
+    SELECT c.partition, c.id, c.priority, c.next_run_at
+    FROM priorities p
+    CROSS JOIN LATERAL (
+        SELECT o.partition, o.id, o.priority, o.next_run_at
+        FROM {operations} o
+        WHERE o.database_name = %(database_name)s AND o.status IN (0, 1)
+          AND o.priority = p.priority
+          AND o.next_run_at <= now() - make_interval(secs => %(due_for_at_least)s)
+          AND o.next_run_at > coalesce(now() - make_interval(secs => %(due_for_less_than)s),
+                                       '-infinity')
+          AND o.id::text NOT IN (SELECT unnest(%(exclude)s::text[]))
+          AND o.id NOT IN (
+              SELECT j.worker_id FROM {jobs} j
+              WHERE j.status IN (0, 1) AND j.lease_expires_at > now()
+          )
+          AND o.job_class_name NOT IN (SELECT d.job_class_name FROM bbo.disabled_classes d)
+        ORDER BY o.next_run_at
+        LIMIT {candidates}
+    ) c
+    WHERE p.priority IS NOT NULL
+    ORDER BY c.priority DESC, c.next_run_at
+    LIMIT {candidates}
+)
 SELECT o.id, o.partition
-FROM {operations} o
-WHERE o.database_name = %(database_name)s
-  AND o.status IN (0, 1)
-  AND (o.on_hold_until IS NULL OR o.on_hold_until <= now())
-  AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= now())
-  AND (o.last_run_at IS NULL
-       OR o.last_run_at + make_interval(secs => o.interval_seconds) <= now())
-  AND NOT EXISTS (
-      SELECT 1 FROM {jobs} j
-      WHERE j.worker_id = o.id AND j.status IN (0, 1) AND j.lease_expires_at > now()
-  )
-  AND NOT EXISTS (
-      SELECT 1 FROM bbo.disabled_classes d WHERE d.job_class_name = o.job_class_name
-  )
-ORDER BY o.priority DESC, o.last_run_at NULLS FIRST, o.created_at
+FROM candidates c
+JOIN {operations} o ON o.partition = c.partition AND o.id = c.id
+WHERE o.status IN (0, 1)
+  AND o.next_run_at <= now() - make_interval(secs => %(due_for_at_least)s)
+ORDER BY c.priority DESC, c.next_run_at
 LIMIT %(limit)s
 FOR UPDATE OF o SKIP LOCKED;
 
@@ -176,3 +212,13 @@ UPDATE {operations}
 SET on_hold_until = NULL, hold_reason = NULL
 WHERE partition = %(partition)s AND id = %(id)s
   AND on_hold_until IS NOT NULL AND on_hold_until <= now();
+
+-- name: pipeline_generic_plans
+-- description: Prepared statements of the rest of this transaction run their generic plan, planned once per connection (SET LOCAL plan_cache_mode).
+SELECT set_config('plan_cache_mode', 'force_generic_plan', true);
+
+-- name: pipeline_plans_as_before
+-- description: Back to the session's own plan_cache_mode for the rest of this transaction.
+SELECT set_config('plan_cache_mode',
+                  (SELECT reset_val FROM pg_catalog.pg_settings WHERE name = 'plan_cache_mode'),
+                  true);

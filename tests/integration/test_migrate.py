@@ -35,10 +35,10 @@ PARTITIONED_TABLES = [
 
 INDEXES = [
     "bowcl_unfinished_configuration",
-    "bowcl_schedulable",
+    "bowcl_schedule",
     "bowcl_by_id",
     "bow_unfinished_configuration",
-    "bow_schedulable",
+    "bow_schedule",
     "bow_by_id",
     "bow_by_organization",
     "bojcl_by_worker",
