@@ -22,7 +22,7 @@ from psycopg.rows import dict_row
 from ..db import REGISTRY
 from ..queries import query
 from ..reconnect import is_broken
-from ..state.records import JobRecord
+from ..state.records import JobRecord, OperationRecord
 
 
 @contextlib.contextmanager
@@ -54,8 +54,37 @@ def finish_job(
         row = cur.execute(query("execution_finish_job", jobs=jobs), params).fetchone()
         if row is not None or len(tries) == 1:
             return row
-        mine = {"worker_id": job.worker_id, "id": job.id}
+        return earlier_end(conn, job, jobs, params)
+
+
+def earlier_end(
+    conn: psycopg.Connection[Any], job: JobRecord, jobs: Any, params: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The job row when it already carries the end ``params`` describe — the same status and
+    metrics, no lease: a retried end's earlier try, committed but whose answer was lost with
+    its connection. None otherwise (another runner's end, or another run's)."""
+    mine = {"worker_id": job.worker_id, "id": job.id}
+    with conn.cursor(row_factory=dict_row) as cur:
         done = cur.execute(query("execution_job_by_id", jobs=jobs), mine).fetchone()
     if done is None or done["lease_owner"] is not None or done["status"] != params["status"]:
         return None
     return done if done["metrics"] == json.loads(params["metrics"]) else None
+
+
+def roll_up_counters(
+    conn: psycopg.Connection[Any], operation: OperationRecord, job: JobRecord
+) -> None:
+    """Add ``job``'s processed/affected counts not yet rolled up to its operation's
+    counters, in the caller's transaction, which holds the operation's row lock (taken
+    before the job row's: the one lock order).
+
+    Why at job end: a sub-batch updates the job row alone (one hot row, no trigger work), so
+    the operation's ``processed_tuple_count`` / ``affected_tuple_count`` learn a job's rows
+    when its end is recorded (``execution_roll_up_counters``, which also marks what it rolled
+    up so a retried end never adds them twice).
+
+    For now it does nothing: the sub-batch still updates the operation's counters itself.
+    MERGE POINT (schema 0008): run ``execution_roll_up_counters`` here; it is called by
+    :func:`dramatiq_bbo.jobs.creation.end_and_next` right after the job's end is written.
+    """
+    del conn, operation, job
