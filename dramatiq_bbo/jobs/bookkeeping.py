@@ -23,6 +23,7 @@ from ..db import REGISTRY
 from ..queries import query
 from ..reconnect import is_broken
 from ..state.records import JobRecord, OperationRecord
+from ..state.scopes import tables_for
 
 
 @contextlib.contextmanager
@@ -88,3 +89,20 @@ def roll_up_counters(
     :func:`dramatiq_bbo.jobs.creation.end_and_next` right after the job's end is written.
     """
     del conn, operation, job
+
+
+def finish_if_exhausted(
+    conn: psycopg.Connection[Any], operation: OperationRecord
+) -> OperationRecord | None:
+    """active → finished, in the caller's transaction, when the operation's range is walked
+    and none of its jobs is left to run or failed: right after its last job, rather than one
+    interval later when an orchestrator would find nothing left. None otherwise (the
+    orchestrator's end path covers the rest: a range whose last row vanished, failed jobs).
+    The caller reports the transition (``transitioned``) once it committed."""
+    operations, jobs = tables_for(operation)
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            query("execution_finish_exhausted", operations=operations, jobs=jobs),
+            {"id": operation.id},
+        ).fetchone()
+    return OperationRecord.from_row(row) if row is not None else None

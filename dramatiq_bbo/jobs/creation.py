@@ -40,17 +40,18 @@ from ..queries import query
 from ..state.records import JobRecord, JobStatus, OperationRecord, OperationStatus
 from ..state.store import insert_job, tables_for
 from ..walk.catalog import json_values
-from ..walk.checkpoint import sub_batch_guards
 from ..walk.keyset import Keyset, Range
 from ..walk.statements import pipelined
 from . import retries, sizing
-from .bookkeeping import earlier_end, roll_up_counters
-from .ending import finish_if_exhausted
+from .bookkeeping import earlier_end, finish_if_exhausted, roll_up_counters
 from .instance import build_operation, identity_holds, identity_query
 
 __all__ = ["Chained", "create_next_job", "end_and_next", "prepare_retry", "recover_claimed"]
 
 Cur = psycopg.Cursor[Any]
+#: ``batching_sub_batch_guards`` parameters (``walk.checkpoint.sub_batch_guards``, which the
+#: runner passes in: this module sits below the sub-batch engine)
+Guards = dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -114,9 +115,9 @@ def _keyset_and_identity(
     return keyset, conn.execute(*identity)
 
 
-def _lock(conn: psycopg.Connection[Any], operation: OperationRecord) -> Cur:
+def _lock(conn: psycopg.Connection[Any], operation: OperationRecord, guards: Guards) -> Cur:
     operations, jobs = tables_for(operation)
-    conn.execute(query("batching_sub_batch_guards"), sub_batch_guards(REGISTRY.settings))
+    conn.execute(query("batching_sub_batch_guards"), guards)
     statement = query("operation_by_id_for_update", operations=operations, jobs=jobs)
     return conn.cursor(row_factory=dict_row).execute(statement, {"id": operation.id})
 
@@ -171,7 +172,11 @@ def _hand_out(
 
 
 def create_next_job(
-    conn: psycopg.Connection[Any], operation: OperationRecord, *, claim_for: str | None = None
+    conn: psycopg.Connection[Any],
+    operation: OperationRecord,
+    *,
+    guards: Guards,
+    claim_for: str | None = None,
 ) -> JobRecord | None:
     """Hand the next batch of the operation's range to a new pending job, and advance the
     operation's ``next_cursor`` past it, in one transaction under the operation's row lock
@@ -181,18 +186,18 @@ def create_next_job(
     would claim it (InvalidTransition while another job of the operation runs under a live
     lease). Two round trips when ``operation`` is current (see the module docstring)."""
     try:
-        return _create(conn, operation, claim_for)
+        return _create(conn, operation, guards, claim_for)
     except _TableMoved:
         build_operation(operation, conn=conn)  # resolved again: TableChanged if replaced
-        return _create(conn, operation, claim_for)
+        return _create(conn, operation, guards, claim_for)
 
 
 def _create(
-    conn: psycopg.Connection[Any], operation: OperationRecord, claim_for: str | None
+    conn: psycopg.Connection[Any], operation: OperationRecord, guards: Guards, claim_for: str | None
 ) -> JobRecord | None:
     keyset, identity = _keyset_and_identity(conn, operation)
     with pipelined(conn), conn.transaction():
-        found = _lock(conn, operation)
+        found = _lock(conn, operation, guards)
         live = _live(conn, operation) if claim_for is not None else None
         probe = _Probe(conn, keyset, operation, operation.batch_size)
         locked = _locked(found, operation)
@@ -223,6 +228,7 @@ def end_and_next(
     job: JobRecord,
     finish: dict[str, Any],
     *,
+    guards: Guards,
     claim_for: str | None = None,
     create_next: bool = True,
     retried: bool = False,
@@ -242,7 +248,7 @@ def end_and_next(
     chained = create_next and finish["status"] == JobStatus.SUCCEEDED
     keyset, identity = _keyset_and_identity(conn, operation) if chained else (None, None)
     with pipelined(conn), conn.transaction():
-        found = _lock(conn, operation)
+        found = _lock(conn, operation, guards)
         ended = conn.cursor(row_factory=dict_row).execute(
             query("execution_finish_job", jobs=jobs), finish
         )

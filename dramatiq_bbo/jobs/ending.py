@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
-import psycopg
 from psycopg.rows import dict_row
 
 from ..db import REGISTRY
@@ -26,6 +24,7 @@ from ..pipeline.runtime import transitioned
 from ..queries import query
 from ..state.records import OperationRecord, OperationStatus
 from ..state.store import fetch_operation, tables_for
+from .bookkeeping import finish_if_exhausted as finish_if_exhausted  # the runner's, from here
 
 #: a check between sub-batches: a reason to stop the job at its checkpoint, or None
 StopCheck = Callable[[], str | None]
@@ -64,23 +63,6 @@ def end_operation(
     ended = OperationRecord.from_row(row)
     transitioned(ended, OperationStatus.ACTIVE)
     return ended
-
-
-def finish_if_exhausted(
-    conn: psycopg.Connection[Any], operation: OperationRecord
-) -> OperationRecord | None:
-    """active → finished, in the caller's transaction, when the operation's range is walked
-    and none of its jobs is left to run or failed: right after its last job, rather than one
-    interval later when an orchestrator would find nothing left. None otherwise (the
-    orchestrator's end path covers the rest: a range whose last row vanished, failed jobs).
-    The caller reports the transition (``transitioned``) once it committed."""
-    operations, jobs = tables_for(operation)
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            query("execution_finish_exhausted", operations=operations, jobs=jobs),
-            {"id": operation.id},
-        ).fetchone()
-    return OperationRecord.from_row(row) if row is not None else None
 
 
 def status_stop_check(

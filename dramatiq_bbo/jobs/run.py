@@ -29,7 +29,6 @@ How a run ended (:class:`JobOutcome`, the events logged) is :mod:`dramatiq_bbo.j
 from __future__ import annotations
 
 import functools
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -37,19 +36,21 @@ from typing import Any
 import psycopg
 
 from ..db import DEFAULT_DATABASE, REGISTRY
-from ..errors import IncompleteJob, LeaseLost, TooManyInterruptions
+from ..errors import IncompleteJob, LeaseLost
 from ..logs import logger
 from ..pipeline.runtime import current
 from ..reconnect import connection_lost, is_connection_error, retrying
 from ..state.records import JobRecord, JobStatus, OperationRecord
-from ..walk.checkpoint import JobCheck, SubBatchEngine
+from ..walk.checkpoint import JobCheck, SubBatchEngine, sub_batch_guards
+from . import creation
 from .bookkeeping import bookkeeping
 from .claims import claim, new_owner
-from .creation import Chained, create_next_job, end_and_next, prepare_retry, recover_claimed
+from .creation import Chained, prepare_retry, recover_claimed
 from .ending import StopCheck
 from .heartbeat import HEARTBEAT, lease_lost_check
 from .instance import build_operation
-from .outcomes import JobOutcome, as_timeout, class_name, exception_message, job_event
+from .outcomes import JobOutcome, job_event
+from .verdict import verdict
 
 __all__ = [
     "Chained",
@@ -65,8 +66,27 @@ __all__ = [
 ]
 
 
-#: the interrupted_reason of a job stopped by its worker's shutdown (set by the pipeline)
-WORKER_SHUTDOWN = "worker_shutdown"
+# -- creating jobs (jobs/creation.py, given the sub-batch guards of the settings) -----------
+def create_next_job(
+    conn: psycopg.Connection[Any], operation: OperationRecord, *, claim_for: str | None = None
+) -> JobRecord | None:
+    """:func:`dramatiq_bbo.jobs.creation.create_next_job`: the operation's next job (claimed
+    by ``claim_for``), in two round trips; None when its range is exhausted."""
+    guards = sub_batch_guards(REGISTRY.settings)
+    return creation.create_next_job(conn, operation, guards=guards, claim_for=claim_for)
+
+
+def end_and_next(
+    conn: psycopg.Connection[Any],
+    operation: OperationRecord,
+    job: JobRecord,
+    finish: dict[str, Any],
+    **options: Any,
+) -> Chained:
+    """:func:`dramatiq_bbo.jobs.creation.end_and_next`: the end of ``job`` and the creation
+    of the next one (``claim_for``, ``create_next``, ``retried``) in one transaction."""
+    guards = sub_batch_guards(REGISTRY.settings)
+    return creation.end_and_next(conn, operation, job, finish, guards=guards, **options)
 
 
 # -- running one job ------------------------------------------------------------------------
@@ -268,30 +288,10 @@ def _end(
     """Write how the run ended on the job row, log it, and describe it. A worker shutdown
     (or an interrupt) hands the job over: an interruption, not an attempt."""
     duration = time.monotonic() - started
-    metrics: dict[str, Any] = dict(job.metrics or {})
-    metrics.update(engine.metrics() if engine else {})
-    metrics.update(duration_seconds=round(duration, 6), runs=int(metrics.get("runs", 0)) + 1)
-    interrupted = engine.interrupted_reason if engine else None
-    interruption = int(release or interrupted == WORKER_SHUTDOWN)
-    if exception is None and interruption:
-        exception = _too_many_interruptions(job)
-    exception, status, refund = _ending(exception, release or bool(interrupted), metrics)
-    if release or interrupted:
-        metrics["interrupted_reason"] = interrupted or "released"
-    params = {
-        "status": int(status),
-        "refund": refund,
-        "interruption": interruption,
-        "exception_class": class_name(exception),
-        "exception_message": exception_message(exception),
-        "metrics": json.dumps(metrics, default=str),
-        "partition": job.partition,
-        "id": job.id,
-        "lease_owner": owner,
-    }
-    final = _record_end(name, connection, operation, job, params, chain)
-    job_event(operation, final, JobStatus.RUNNING, interrupted_reason=interrupted)
-    outcome = _outcome(status, final, engine, duration, exception, interrupted)
+    ended = verdict(job, owner, engine, duration, exception, release)
+    final = _record_end(name, connection, operation, job, ended.params, chain)
+    job_event(operation, final, JobStatus.RUNNING, interrupted_reason=ended.interrupted)
+    outcome = ended.outcome(final, engine, duration)
     current().after_job(operation, outcome)
     return outcome
 
@@ -332,49 +332,3 @@ def _record_end(
     if chain is not None:
         chain.result = chained
     return chained.job
-
-
-def _outcome(
-    status: JobStatus,
-    job: JobRecord,
-    engine: SubBatchEngine | None,
-    duration: float,
-    exception: BaseException | None,
-    interrupted: str | None,
-) -> JobOutcome:
-    """What the middleware's after_job hook is told of a run."""
-    return JobOutcome(
-        status=status,
-        job=job,
-        rows=engine.processed if engine else 0,
-        affected=engine.affected if engine else 0,
-        duration=duration,
-        exception=exception,
-        interrupted_reason=interrupted,
-        sub_batch_seconds=tuple(engine.durations) if engine else (),
-    )
-
-
-def _ending(
-    exception: BaseException | None, interrupted: bool, metrics: dict[str, Any]
-) -> tuple[BaseException | None, JobStatus, int]:
-    """How a run ends: failed (a timeout recognised as such, its kind in ``metrics``), given
-    back as pending with the attempt refunded, or succeeded."""
-    if exception is not None:
-        exception = as_timeout(exception)
-        metrics["timeout_kind"] = getattr(exception, "kind", None)
-        return exception, JobStatus.FAILED, 0
-    if interrupted:
-        return None, JobStatus.PENDING, 1
-    return None, JobStatus.SUCCEEDED, 0
-
-
-def _too_many_interruptions(job: JobRecord) -> TooManyInterruptions | None:
-    """Past ``max_interruptions``, one more interruption counts as a failed attempt."""
-    most = int(REGISTRY.settings.max_interruptions)
-    if job.interruptions < most:
-        return None
-    return TooManyInterruptions(
-        f"job {job.id} was interrupted {job.interruptions + 1} times (max_interruptions is "
-        f"{most}): this interruption counts as a failed attempt"
-    )

@@ -18,7 +18,7 @@ from ..db import REGISTRY
 from ..logs import logger
 from ..queries import query
 from ..state.records import JobRecord, OperationRecord
-from ..state.store import tables_for
+from ..state.scopes import tables_for
 from .learned_sizes import remember
 from .optimizer import OptimizerDecision, decide_for_operation, log_decision, target_duration
 

@@ -78,9 +78,7 @@ def test_run_to_completion_chains_jobs_grown_by_the_optimizer(configured: str, c
     assert conn.execute("SELECT count(*) FROM items WHERE visits <> 1").fetchone() == (0,)
     jobs = bbo.list_jobs(finished)
     assert_disjoint_and_complete(jobs, 6000)
-    assert {(j.status, j.attempts, j.lease_owner) for j in jobs} == {
-        (JobStatus.SUCCEEDED, 1, None)
-    }
+    assert {(j.status, j.attempts, j.lease_owner) for j in jobs} == {(JobStatus.SUCCEEDED, 1, None)}
     assert sum(j.processed_tuple_count for j in jobs) == 6000
     assert jobs[0].batch_size == 200 and jobs[1].batch_size > 200  # grown, as in the pipeline
     assert finished.next_cursor == finished.max_cursor
@@ -97,7 +95,10 @@ def test_end_and_next_ends_the_job_and_claims_the_next_range(configured: str, co
             end_and_next(pooled, operation, first, succeeded(first, "someone else"))
         assert bbo.get_operation(operation.id).next_cursor == [10]
         chained = end_and_next(
-            pooled, bbo.get_operation(operation.id), first, succeeded(first, owner),
+            pooled,
+            bbo.get_operation(operation.id),
+            first,
+            succeeded(first, owner),
             claim_for=successor,
         )
     done, following = chained.job, chained.next_job
