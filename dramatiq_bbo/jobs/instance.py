@@ -7,8 +7,9 @@ depend on running one.
 
 **Built once per operation.** Reflecting the table, building its model and the keyset (its
 compiled probes) cost far more than a job's bookkeeping; a run of many jobs of one operation
-builds them once. The cache key is everything they are built from — the operation's id, its
-class (as registered now), its arguments, its table and cursor columns — so an entry is never
+builds them once. The cache key is everything they are built from — the peewee database the
+model is bound to (a new one after ``configure()``), the operation's id, its class (as
+registered now), its arguments, its table (with its oid) and cursor columns — so an entry is never
 reused for anything it was not built for (none of these change after enqueue anyway). Sizes
 (batch, sub-batch, pause) are not part of it: they are read from the operation record each
 job is given, never from the cache. The author's instance itself is made afresh for every
@@ -34,7 +35,7 @@ from ..queries import query
 from ..state.records import JobRecord, OperationRecord
 from ..walk.catalog import TableInfo
 from ..walk.keyset import Keyset
-from ..walk.tables import table_info, table_model
+from ..walk.tables import peewee_database, table_info, table_model
 
 #: operations whose built keyset a process keeps (least recently used dropped first)
 CACHE_SIZE = 256
@@ -55,6 +56,7 @@ _lock = threading.Lock()
 def _key(operation: OperationRecord) -> tuple[Any, ...]:
     arguments = json.dumps(operation.job_arguments, sort_keys=True, default=str)
     return (
+        peewee_database(operation.database_name),  # the model is bound to it (reconfigured?)
         operation.database_name,
         str(operation.id),
         operation.job_class_name,

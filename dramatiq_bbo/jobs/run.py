@@ -7,7 +7,10 @@ job behaves the same whoever runs it.
 Connections. Bookkeeping (claim, finish, job creation) runs on pooled autocommit connections
 (or the one a caller running many jobs passes in) in short transactions of its own, each sent
 in as few round trips as it can (:mod:`dramatiq_bbo.walk.statements`): the claim reads the operation
-and claims the job in one; ``run_to_completion()`` creates a job already claimed. The
+and claims the job in one; a job is created already claimed in two; the end of a job is one
+transaction with what it means for its operation (one round trip), and ``run_to_completion()``
+(:func:`run_job_chain`) ends each job in the transaction that creates and claims the next one
+(two, :mod:`dramatiq_bbo.jobs.creation`). The
 sub-batches run on the peewee database's connection for the running thread (see
 :mod:`dramatiq_bbo.walk.checkpoint`). Because a failed ``perform()`` leaves the sub-batch generator
 suspended with its transaction open and the job row locked, the runner closes it (rolling the
@@ -23,7 +26,8 @@ the old runner, if it was merely slow, finds another owner on the job row at its
 sub-batch, or its checkpoint refuses to commit, and it stops
 (:class:`~dramatiq_bbo.errors.LeaseLost`).
 
-How a run ended (:class:`JobOutcome`, the events logged) is :mod:`dramatiq_bbo.jobs.outcomes`.
+How a run ended is :mod:`dramatiq_bbo.jobs.verdict` (:class:`JobOutcome`, the events logged:
+:mod:`dramatiq_bbo.jobs.outcomes`).
 """
 
 from __future__ import annotations
