@@ -105,14 +105,19 @@ class _Probe:
 
 def _keyset_and_identity(
     conn: psycopg.Connection[Any], operation: OperationRecord
-) -> tuple[Keyset, Cur | None]:
-    """The operation's cached keyset, and the table identity check sent in the caller's
+) -> tuple[Keyset, tuple[Any, dict[str, Any]] | None]:
+    """The operation's cached keyset, and the table identity check to send in the caller's
     pipeline (None when the keyset was just built, which checked it)."""
     identity = identity_query(operation)
     _, keyset = build_operation(operation, conn=conn, verified=identity is not None)
-    if identity is None:
-        return keyset, None
-    return keyset, conn.execute(*identity)
+    return keyset, identity
+
+
+def _identity_holds(
+    conn: psycopg.Connection[Any], operation: OperationRecord, sent: Cur | None
+) -> bool:
+    """Whether the identity check sent (``sent``; None: none needed) still finds the table."""
+    return sent is None or identity_holds(operation, sent.fetchone())
 
 
 def _lock(conn: psycopg.Connection[Any], operation: OperationRecord, guards: Guards) -> Cur:
@@ -199,9 +204,10 @@ def _create(
     with pipelined(conn), conn.transaction():
         found = _lock(conn, operation, guards)
         live = _live(conn, operation) if claim_for is not None else None
+        checked = conn.execute(*identity) if identity is not None else None
         probe = _Probe(conn, keyset, operation, operation.batch_size)
         locked = _locked(found, operation)
-        if identity is not None and not identity_holds(operation, identity.fetchone()):
+        if not _identity_holds(conn, operation, checked):
             raise _TableMoved()
         if live is not None and (row := live.fetchone()) is not None and row[0]:
             raise InvalidTransition(
@@ -254,6 +260,7 @@ def end_and_next(
         )
         roll_up_counters(conn, operation, job)
         cancel = _after_end(conn, operation, finish, operations, jobs)
+        checked = conn.execute(*identity) if identity is not None else None
         if keyset is not None:
             recent = conn.cursor(row_factory=dict_row).execute(*sizing.recent_jobs_query(operation))
             live = _live(conn, operation)
@@ -265,7 +272,7 @@ def end_and_next(
         if row is None:
             raise LeaseLost(f"job {job.id} was taken over by another runner before it finished")
         result = Chained(JobRecord.from_row(row), locked)
-        identity_ok = identity is None or identity_holds(operation, identity.fetchone())
+        identity_ok = _identity_holds(conn, operation, checked)
         if keyset is not None and locked.status == OperationStatus.ACTIVE and identity_ok:
             other = bool((flag := live.fetchone()) and flag[0])
             recent_jobs = [JobRecord.from_row(r) for r in recent.fetchall()]
