@@ -1,6 +1,6 @@
 """Creating jobs: the next batch of an operation's range handed to a new job, alone
 (:func:`create_next_job`) or in the transaction that records the end of the job before it
-(:func:`end_and_next`), and a timed-out job's sub-batch shrunk before it is retried.
+(:func:`end_and_next`).
 
 **Round trips.** A job's bookkeeping is paid once per job, but it is paid in round trips, so
 each step sends its statements together (:func:`~dramatiq_bbo.walk.statements.pipelined`):
@@ -27,7 +27,7 @@ and nothing is written).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -42,11 +42,11 @@ from ..state.store import insert_job, tables_for
 from ..walk.catalog import json_values
 from ..walk.keyset import Keyset, Range
 from ..walk.statements import pipelined
-from . import retries, sizing
+from . import sizing
 from .bookkeeping import earlier_end, finish_if_exhausted, roll_up_counters
 from .instance import build_operation, identity_holds, identity_query
 
-__all__ = ["Chained", "create_next_job", "end_and_next", "prepare_retry", "recover_claimed"]
+__all__ = ["Chained", "create_next_job", "end_and_next"]
 
 Cur = psycopg.Cursor[Any]
 #: ``batching_sub_batch_guards`` parameters (``walk.checkpoint.sub_batch_guards``, which the
@@ -64,6 +64,9 @@ class Chained:
     operation: OperationRecord
     next_job: JobRecord | None = None
     ended: OperationRecord | None = None
+    #: the optimizer's window (recent successful jobs, latest first) after job N: what the
+    #: next end of the same chain passes as ``recent`` instead of reading it again
+    recent: tuple[JobRecord, ...] = ()
 
 
 class _Probe:
@@ -238,6 +241,7 @@ def end_and_next(
     claim_for: str | None = None,
     create_next: bool = True,
     retried: bool = False,
+    recent: tuple[JobRecord, ...] | None = None,
 ) -> Chained:
     """Record the end of ``job`` (``finish``: the parameters of ``execution_finish_job``,
     lease owner included) with what it means for its operation, and — ``create_next``, when
@@ -249,7 +253,8 @@ def end_and_next(
     when the operation is no longer active, another job runs, the table changed, or the range
     is exhausted (the operation then ends here when nothing is left to run). ``operation`` is
     best the record the job was created from: its cursor and size are what the range is
-    probed with before the lock answers."""
+    probed with before the lock answers. ``recent``: the previous end's ``Chained.recent``
+    when no other runner ran a job since (a chain), so the window is not read again."""
     operations, jobs = tables_for(operation)
     chained = create_next and finish["status"] == JobStatus.SUCCEEDED
     keyset, identity = _keyset_and_identity(conn, operation) if chained else (None, None)
@@ -262,7 +267,7 @@ def end_and_next(
         cancel = _after_end(conn, operation, finish, operations, jobs)
         checked = conn.execute(*identity) if identity is not None else None
         if keyset is not None:
-            recent = conn.cursor(row_factory=dict_row).execute(*sizing.recent_jobs_query(operation))
+            window = _read_window(conn, operation) if recent is None else None
             live = _live(conn, operation)
             probe = _Probe(conn, keyset, operation, operation.batch_size)
         locked = _locked(found, operation)
@@ -275,13 +280,28 @@ def end_and_next(
         identity_ok = _identity_holds(conn, operation, checked)
         if keyset is not None and locked.status == OperationStatus.ACTIVE and identity_ok:
             other = bool((flag := live.fetchone()) and flag[0])
-            recent_jobs = [JobRecord.from_row(r) for r in recent.fetchall()]
-            result = _next(conn, keyset, probe, locked, result.job, recent_jobs, claim_for, other)
+            jobs_seen = _window(result.job, window, recent)
+            result = _next(conn, keyset, probe, locked, result.job, jobs_seen, claim_for, other)
+            result = replace(result, recent=tuple(jobs_seen))
     if cancel is not None and (row := cancel.fetchone()) is not None:
         transitioned(OperationRecord.from_row(row), OperationStatus.CANCELLED)
     if result.ended is not None:
         transitioned(result.ended, OperationStatus.ACTIVE)
     return result
+
+
+def _read_window(conn: psycopg.Connection[Any], operation: OperationRecord) -> Cur:
+    return conn.cursor(row_factory=dict_row).execute(*sizing.recent_jobs_query(operation))
+
+
+def _window(
+    done: JobRecord, read: Cur | None, kept: tuple[JobRecord, ...] | None
+) -> list[JobRecord]:
+    """The optimizer's recent successful jobs, latest first: as read in this transaction
+    (``done`` among them), or the chain's ``kept`` window with ``done`` added."""
+    if read is not None:
+        return [JobRecord.from_row(row) for row in read.fetchall()]
+    return [done, *(kept or ())][: sizing.WINDOW]
 
 
 def _after_end(
@@ -362,35 +382,3 @@ def _exhausted(
     if ended is not None and decision is not None:
         sizing.keep_learned(conn, locked, decision)
     return Chained(done, ended or locked, None, ended)
-
-
-def recover_claimed(
-    conn: psycopg.Connection[Any], operation: OperationRecord, owner: str
-) -> JobRecord | None:
-    """The job ``owner`` holds, if an :func:`end_and_next` whose answer was lost with its
-    connection committed it (so the runner goes on with it instead of waiting out its lease)."""
-    _, jobs = tables_for(operation)
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            query("execution_job_by_lease_owner", jobs=jobs),
-            {"worker_id": operation.id, "lease_owner": owner},
-        ).fetchone()
-    return JobRecord.from_row(row) if row is not None else None
-
-
-def prepare_retry(
-    conn: psycopg.Connection[Any], operation: OperationRecord, job: JobRecord
-) -> JobRecord:
-    """Before re-running a job whose last attempt timed out: shrink its sub-batch size."""
-    if job.status != JobStatus.FAILED or not retries.timed_out(job):
-        return job
-    size = retries.shrunk_sub_batch_size(job.sub_batch_size, operation.sub_batch_size)
-    if size == job.sub_batch_size:
-        return job
-    _, jobs = tables_for(operation)
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            query("execution_set_job_sub_batch_size", jobs=jobs),
-            {"sub_batch_size": size, "partition": job.partition, "id": job.id},
-        ).fetchone()
-    return JobRecord.from_row(row) if row else job

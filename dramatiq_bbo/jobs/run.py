@@ -48,8 +48,8 @@ from ..state.records import JobRecord, JobStatus, OperationRecord
 from ..walk.checkpoint import JobCheck, SubBatchEngine, sub_batch_guards
 from . import creation
 from .bookkeeping import bookkeeping
-from .claims import claim, new_owner
-from .creation import Chained, prepare_retry, recover_claimed
+from .claims import claim, new_owner, prepare_retry, recover_claimed
+from .creation import Chained
 from .ending import StopCheck
 from .heartbeat import HEARTBEAT, lease_lost_check
 from .instance import build_operation
@@ -163,12 +163,14 @@ def run_job_chain(
     owner = new_owner()
     job = create_next_job(conn, operation, claim_for=owner)
     outcome = None
+    recent: tuple[JobRecord, ...] | None = None  # the optimizer's window, kept along the chain
     while job is not None:
-        chain = _Chain(new_owner())
+        chain = _Chain(new_owner(), recent=recent)
         outcome = _run_created(conn, operation, job, owner, stop_check, database, chain)
         if chain.result is None or chain.result.next_job is None:
             break
         operation, job, owner = chain.result.operation, chain.result.next_job, chain.owner
+        recent = chain.result.recent or None
     return outcome
 
 
@@ -179,6 +181,7 @@ class _Chain:
 
     owner: str
     result: Chained | None = None
+    recent: tuple[JobRecord, ...] | None = None  # the previous end's window (Chained.recent)
 
 
 def _run_created(
@@ -325,6 +328,7 @@ def _record_end(
                 claim_for=chain.owner if chain else None,
                 create_next=chain is not None,
                 retried=len(tries) > 1,
+                recent=chain.recent if chain and len(tries) == 1 else None,
             )
             if chain is not None and chained.next_job is None and len(tries) > 1:
                 found = recover_claimed(conn, operation, chain.owner)
