@@ -12,7 +12,8 @@ Holding the operation row also makes two rules hold whoever claims (a pipeline r
   another stage holds the operation's live stage lease (``run_to_completion`` took it over).
 
 A running job whose lease expired is taken over: that counts an interruption, not an attempt
-(up to ``max_interruptions``).
+(up to ``max_interruptions``). Also here: a timed-out job's sub-batch shrunk before it is
+claimed again (``prepare_retry``), and the job a lease owner already holds (``recover_claimed``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ..queries import query
 from ..state.records import JobRecord, JobStatus, OperationRecord
 from ..state.store import parse_operation_id, tables_for
 from ..walk.statements import pipelined
+from . import retries
 
 
 def new_owner() -> str:
@@ -131,3 +133,36 @@ def other_job_running(conn: psycopg.Connection[Any], operation: OperationRecord)
         query("execution_other_live_job", jobs=jobs), {"worker_id": operation.id}
     ).fetchone()
     return bool(row and row[0])
+
+
+def recover_claimed(
+    conn: psycopg.Connection[Any], operation: OperationRecord, owner: str
+) -> JobRecord | None:
+    """The job ``owner`` holds, if an ``end_and_next`` (:mod:`dramatiq_bbo.jobs.creation`)
+    whose answer was lost with its connection committed it (so the runner goes on with it
+    instead of waiting out its lease)."""
+    _, jobs = tables_for(operation)
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            query("execution_job_by_lease_owner", jobs=jobs),
+            {"worker_id": operation.id, "lease_owner": owner},
+        ).fetchone()
+    return JobRecord.from_row(row) if row is not None else None
+
+
+def prepare_retry(
+    conn: psycopg.Connection[Any], operation: OperationRecord, job: JobRecord
+) -> JobRecord:
+    """Before re-running a job whose last attempt timed out: shrink its sub-batch size."""
+    if job.status != JobStatus.FAILED or not retries.timed_out(job):
+        return job
+    size = retries.shrunk_sub_batch_size(job.sub_batch_size, operation.sub_batch_size)
+    if size == job.sub_batch_size:
+        return job
+    _, jobs = tables_for(operation)
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            query("execution_set_job_sub_batch_size", jobs=jobs),
+            {"sub_batch_size": size, "partition": job.partition, "id": job.id},
+        ).fetchone()
+    return JobRecord.from_row(row) if row else job

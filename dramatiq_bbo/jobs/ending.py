@@ -4,9 +4,9 @@ and ``run_to_completion``.
 ``end_operation`` moves an active operation to finished (or failed when jobs failed for good);
 ``finish_if_exhausted`` finishes it in the transaction that records its last job, when nothing
 is left to run; ``job_counts`` says how many jobs ran and failed; ``status_stop_check`` stops
-a job at its next checkpoint once the operation was paused or cancelled, or its class disabled;
-``after_run`` keeps a failed attempt's error on the operation row, and reports finished an
-operation cancelled while its last job ran to the end of its range. They sit below both the
+a job at its next checkpoint once the operation was paused or cancelled, or its class disabled
+(what a job's end means for its operation is written with that end:
+:func:`dramatiq_bbo.jobs.creation.end_and_next`). They sit below both the
 inline runner (:mod:`dramatiq_bbo.jobs.inline`) and the pipeline's orchestrator and runner,
 which call them, so neither has to import the other.
 """
@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
-import psycopg
 from psycopg.rows import dict_row
 
 from ..db import REGISTRY
 from ..errors import OperationNotFound
-from ..logs import logger
 from ..pipeline.runtime import transitioned
 from ..queries import query
-from ..state.records import JobRecord, JobStatus, OperationRecord, OperationStatus
+from ..state.records import OperationRecord, OperationStatus
 from ..state.store import fetch_operation, tables_for
-from .bookkeeping import bookkeeping
+from .bookkeeping import finish_if_exhausted as finish_if_exhausted  # the runner's, from here
 
 #: a check between sub-batches: a reason to stop the job at its checkpoint, or None
 StopCheck = Callable[[], str | None]
@@ -66,23 +63,6 @@ def end_operation(
     ended = OperationRecord.from_row(row)
     transitioned(ended, OperationStatus.ACTIVE)
     return ended
-
-
-def finish_if_exhausted(
-    conn: psycopg.Connection[Any], operation: OperationRecord
-) -> OperationRecord | None:
-    """active → finished, in the caller's transaction, when the operation's range is walked
-    and none of its jobs is left to run or failed: right after its last job, rather than one
-    interval later when an orchestrator would find nothing left. None otherwise (the
-    orchestrator's end path covers the rest: a range whose last row vanished, failed jobs).
-    The caller reports the transition (``transitioned``) once it committed."""
-    operations, jobs = tables_for(operation)
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            query("execution_finish_exhausted", operations=operations, jobs=jobs),
-            {"id": operation.id},
-        ).fetchone()
-    return OperationRecord.from_row(row) if row is not None else None
 
 
 def status_stop_check(
@@ -129,51 +109,3 @@ def run_state_stop_reason(name: str, operation: OperationRecord) -> str | None:
     if status != OperationStatus.ACTIVE:
         return status.name.lower()
     return CLASS_DISABLED if class_disabled else None
-
-
-def after_run(
-    name: str,
-    connection: psycopg.Connection[Any] | None,
-    operation: OperationRecord,
-    job: JobRecord,
-) -> None:
-    """What one run of ``job`` means for its operation: a failed attempt's exception kept on
-    the operation row (``last_error_*``); a job that succeeded while its operation was being
-    cancelled, leaving no row unprocessed, makes that cancel a finish. One statement on the
-    runner's bookkeeping connection (``connection``, or a pooled one)."""
-    try:
-        _after_run(name, connection, operation, job)
-    except psycopg.Error as exc:  # the job's own end is recorded: this is only reporting
-        logger.warning("could not record the end of job %s on its operation: %s", job.id, exc)
-
-
-def _after_run(
-    name: str,
-    connection: psycopg.Connection[Any] | None,
-    operation: OperationRecord,
-    job: JobRecord,
-) -> None:
-    operations, jobs = tables_for(operation)
-    with bookkeeping(name, connection) as conn:
-        if job.status == JobStatus.FAILED and job.exception_class:
-            conn.execute(
-                query("execution_record_last_error", operations=operations),
-                {
-                    "exception_class": job.exception_class,
-                    "exception_message": job.exception_message,
-                    "partition": operation.partition,
-                    "id": operation.id,
-                },
-            )
-            return
-        if job.status != JobStatus.SUCCEEDED:
-            return
-        with conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(
-                query(
-                    "execution_finish_cancelled_after_last_row", operations=operations, jobs=jobs
-                ),
-                {"id": operation.id},
-            ).fetchone()
-    if row is not None:
-        transitioned(OperationRecord.from_row(row), OperationStatus.CANCELLED)

@@ -52,7 +52,7 @@ from .ending import (
 )
 from .heartbeat import HEARTBEAT, release_stage, take_stage
 from .planning import split_next
-from .run import StopCheck, prepare_retry, run_job, run_next_job
+from .run import StopCheck, prepare_retry, run_job, run_job_chain
 
 
 @requires_schema
@@ -114,8 +114,8 @@ def _step(
     if current.status != OperationStatus.ACTIVE:
         return current
     try:
-        if job is None:  # a new job, claimed as it is created
-            outcome = run_next_job(conn, current, stop_check=check, database=name)
+        if job is None:  # new jobs, each claimed as it is created (with the previous one's end)
+            outcome = run_job_chain(conn, current, stop_check=check, database=name)
             if outcome is None:
                 return end_operation(name, current, max_attempts)
         else:

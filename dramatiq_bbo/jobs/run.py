@@ -7,7 +7,10 @@ job behaves the same whoever runs it.
 Connections. Bookkeeping (claim, finish, job creation) runs on pooled autocommit connections
 (or the one a caller running many jobs passes in) in short transactions of its own, each sent
 in as few round trips as it can (:mod:`dramatiq_bbo.walk.statements`): the claim reads the operation
-and claims the job in one; ``run_to_completion()`` creates a job already claimed. The
+and claims the job in one; a job is created already claimed in two; the end of a job is one
+transaction with what it means for its operation (one round trip), and ``run_to_completion()``
+(:func:`run_job_chain`) ends each job in the transaction that creates and claims the next one
+(two, :mod:`dramatiq_bbo.jobs.creation`). The
 sub-batches run on the peewee database's connection for the running thread (see
 :mod:`dramatiq_bbo.walk.checkpoint`). Because a failed ``perform()`` leaves the sub-batch generator
 suspended with its transaction open and the job row locked, the runner closes it (rolling the
@@ -23,136 +26,71 @@ the old runner, if it was merely slow, finds another owner on the job row at its
 sub-batch, or its checkpoint refuses to commit, and it stops
 (:class:`~dramatiq_bbo.errors.LeaseLost`).
 
-How a run ended (:class:`JobOutcome`, the events logged) is :mod:`dramatiq_bbo.jobs.outcomes`.
+How a run ended is :mod:`dramatiq_bbo.jobs.verdict` (:class:`JobOutcome`, the events logged:
+:mod:`dramatiq_bbo.jobs.outcomes`).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
 from ..db import DEFAULT_DATABASE, REGISTRY
-from ..errors import (
-    IncompleteJob,
-    InvalidTransition,
-    LeaseLost,
-    OperationNotFound,
-    TooManyInterruptions,
-)
+from ..errors import IncompleteJob, LeaseLost
 from ..logs import logger
 from ..pipeline.runtime import current
-from ..queries import query
 from ..reconnect import connection_lost, is_connection_error, retrying
 from ..state.records import JobRecord, JobStatus, OperationRecord
-from ..state.store import fetch_operation, insert_job, tables_for
 from ..walk.checkpoint import JobCheck, SubBatchEngine, sub_batch_guards
-from ..walk.keyset import next_batch_bounds
-from ..walk.statements import pipelined
-from . import retries
-from .bookkeeping import bookkeeping, finish_job
-from .claims import claim, claim_new, new_owner, other_job_running
-from .ending import StopCheck, after_run
+from . import creation
+from .bookkeeping import bookkeeping
+from .claims import claim, new_owner, prepare_retry, recover_claimed
+from .creation import Chained
+from .ending import StopCheck
 from .heartbeat import HEARTBEAT, lease_lost_check
 from .instance import build_operation
-from .outcomes import JobOutcome, as_timeout, class_name, exception_message, job_event
-from .roll_up import roll_up_leftovers
+from .outcomes import JobOutcome, job_event
+from .verdict import verdict
 
 __all__ = [
+    "Chained",
     "JobOutcome",
     "StopCheck",
     "build_operation",
     "create_next_job",
+    "end_and_next",
     "prepare_retry",
     "run_job",
+    "run_job_chain",
     "run_next_job",
 ]
 
 
-#: the interrupted_reason of a job stopped by its worker's shutdown (set by the pipeline)
-WORKER_SHUTDOWN = "worker_shutdown"
-
-
-# -- creating jobs --------------------------------------------------------------------------
+# -- creating jobs (jobs/creation.py, given the sub-batch guards of the settings) -----------
 def create_next_job(
     conn: psycopg.Connection[Any], operation: OperationRecord, *, claim_for: str | None = None
 ) -> JobRecord | None:
-    """Hand the next batch of the operation's range to a new pending job, and advance the
-    operation's ``next_cursor`` past it, in one transaction under the operation's row lock
-    (so two creators never hand out one range twice). None when the range is exhausted.
-
-    ``claim_for``: a lease owner that claims the new job in the same transaction, as
-    :func:`run_job` would (a caller about to run it saves a transaction of its own).
-
-    Three round trips (pipelined): lock the operation row, probe the range, then insert the
-    job, advance the cursor and commit (four with ``claim_for``)."""
-    _, keyset = build_operation(operation, conn=conn)
-    operations, jobs = tables_for(operation)
-    settings = REGISTRY.settings
-    with pipelined(conn), conn.transaction():
-        conn.execute(query("batching_sub_batch_guards"), sub_batch_guards(settings))
-        locked = fetch_operation(conn, operation.id, for_update=True)
-        if locked is None:
-            raise OperationNotFound(f"operation {operation.id} disappeared")
-        if claim_for is not None and other_job_running(conn, locked):
-            raise InvalidTransition(
-                f"operation {locked.id} already runs a job under a live lease; one at a time"
-            )
-        bounds = next_batch_bounds(
-            conn,
-            keyset,
-            min_cursor=locked.min_cursor,
-            max_cursor=locked.max_cursor,
-            next_cursor=locked.next_cursor,
-            batch_size=locked.batch_size,
-        )
-        if bounds is None:
-            return None
-        inserted = insert_job(
-            conn,
-            locked,
-            partition=locked.partition,
-            batch_size=locked.batch_size,
-            sub_batch_size=locked.sub_batch_size,
-            pause_ms=locked.pause_ms,
-            range_=bounds,
-        )
-        conn.execute(
-            query("execution_advance_operation", operations=operations),
-            {
-                "next_cursor": json.dumps(bounds[1]),
-                "batch_size": locked.batch_size,
-                "partition": locked.partition,
-                "id": locked.id,
-            },
-        )
-        if claim_for is not None:
-            inserted = claim_new(conn, locked, inserted.fetchone(), claim_for)
-    row = inserted.fetchone()
-    assert row is not None
-    return JobRecord.from_row(row)
+    """:func:`dramatiq_bbo.jobs.creation.create_next_job`: the operation's next job (claimed
+    by ``claim_for``), in two round trips; None when its range is exhausted."""
+    guards = sub_batch_guards(REGISTRY.settings)
+    return creation.create_next_job(conn, operation, guards=guards, claim_for=claim_for)
 
 
-def prepare_retry(
-    conn: psycopg.Connection[Any], operation: OperationRecord, job: JobRecord
-) -> JobRecord:
-    """Before re-running a job whose last attempt timed out: shrink its sub-batch size."""
-    if job.status != JobStatus.FAILED or not retries.timed_out(job):
-        return job
-    size = retries.shrunk_sub_batch_size(job.sub_batch_size, operation.sub_batch_size)
-    if size == job.sub_batch_size:
-        return job
-    _, jobs = tables_for(operation)
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            query("execution_set_job_sub_batch_size", jobs=jobs),
-            {"sub_batch_size": size, "partition": job.partition, "id": job.id},
-        ).fetchone()
-    return JobRecord.from_row(row) if row else job
+def end_and_next(
+    conn: psycopg.Connection[Any],
+    operation: OperationRecord,
+    job: JobRecord,
+    finish: dict[str, Any],
+    **options: Any,
+) -> Chained:
+    """:func:`dramatiq_bbo.jobs.creation.end_and_next`: the end of ``job`` and the creation
+    of the next one (``claim_for``, ``create_next``, ``retried``) in one transaction."""
+    guards = sub_batch_guards(REGISTRY.settings)
+    return creation.end_and_next(conn, operation, job, finish, guards=guards, **options)
 
 
 # -- running one job ------------------------------------------------------------------------
@@ -206,10 +144,70 @@ def run_next_job(
     job = create_next_job(conn, operation, claim_for=owner)
     if job is None:
         return None
+    return _run_created(conn, operation, job, owner, stop_check, database, None)
+
+
+def run_job_chain(
+    conn: psycopg.Connection[Any],
+    operation: OperationRecord,
+    *,
+    stop_check: StopCheck | None = None,
+    database: str | None = None,
+) -> JobOutcome | None:
+    """Run the operation's jobs back to back, as :func:`run_next_job` runs one: each success
+    is recorded in the transaction that creates and claims the next job, sized by the
+    optimizer (:func:`~dramatiq_bbo.jobs.creation.end_and_next`). Stops after a job that did
+    not succeed, or when no next job was created (range exhausted — the operation then ended
+    with its last job when nothing was left —, operation no longer active, another job
+    running). The last job's outcome; None when the range was exhausted from the start."""
+    owner = new_owner()
+    job = create_next_job(conn, operation, claim_for=owner)
+    outcome = None
+    recent: tuple[JobRecord, ...] | None = None  # the optimizer's window, kept along the chain
+    while job is not None:
+        chain = _Chain(new_owner(), recent=recent)
+        outcome = _run_created(conn, operation, job, owner, stop_check, database, chain)
+        if chain.result is None or chain.result.next_job is None:
+            break
+        operation, job, owner = chain.result.operation, chain.result.next_job, chain.owner
+        recent = chain.result.recent or None
+    return outcome
+
+
+@dataclass
+class _Chain:
+    """The next job's lease owner, and what ending this job in one transaction with the
+    creation of the next one committed."""
+
+    owner: str
+    result: Chained | None = None
+    recent: tuple[JobRecord, ...] | None = None  # the previous end's window (Chained.recent)
+
+
+def _run_created(
+    conn: psycopg.Connection[Any],
+    operation: OperationRecord,
+    job: JobRecord,
+    owner: str,
+    stop_check: StopCheck | None,
+    database: str | None,
+    chain: _Chain | None,
+) -> JobOutcome:
+    """Run a job created claimed by ``owner`` (its table's identity just checked)."""
     name = database or DEFAULT_DATABASE
     lease = HEARTBEAT.hold(name, operation, job=job, owner=owner)
     try:
-        return _run_claimed(name, conn, operation, job, owner, JobStatus.PENDING, stop_check)
+        return _run_claimed(
+            name,
+            conn,
+            operation,
+            job,
+            owner,
+            JobStatus.PENDING,
+            stop_check,
+            chain=chain,
+            verified=True,
+        )
     finally:
         HEARTBEAT.release(lease)
 
@@ -223,14 +221,19 @@ def _run_claimed(
     previous: JobStatus,
     stop_check: StopCheck | None,
     job_check: JobCheck | None = None,
+    *,
+    chain: _Chain | None = None,
+    verified: bool = False,
 ) -> JobOutcome:
-    """Run ``perform()`` over a job this runner claimed, and record how it ended."""
+    """Run ``perform()`` over a job this runner claimed, and record how it ended (creating
+    the next job in that same transaction when ``chain`` asks for it and the job succeeded);
+    ``verified``: the job was created claimed, its table's identity checked as it was."""
     job_event(operation, job, previous)
     started = time.monotonic()
     engine: SubBatchEngine | None = None
-    end = functools.partial(_end, name, connection, operation, job, owner)
+    end = functools.partial(_end, name, connection, operation, job, owner, chain=chain)
     try:
-        instance, keyset = build_operation(operation, job, connection)
+        instance, keyset = build_operation(operation, job, connection, verified=verified)
         engine = SubBatchEngine(
             keyset=keyset,
             operation=operation,
@@ -285,110 +288,55 @@ def _end(
     engine: SubBatchEngine | None,
     started: float,
     *,
+    chain: _Chain | None = None,
     exception: BaseException | None = None,
     release: bool = False,
 ) -> JobOutcome:
     """Write how the run ended on the job row, log it, and describe it. A worker shutdown
     (or an interrupt) hands the job over: an interruption, not an attempt."""
     duration = time.monotonic() - started
-    metrics: dict[str, Any] = dict(job.metrics or {})
-    metrics.update(engine.metrics() if engine else {})
-    metrics.update(duration_seconds=round(duration, 6), runs=int(metrics.get("runs", 0)) + 1)
-    interrupted = engine.interrupted_reason if engine else None
-    interruption = int(release or interrupted == WORKER_SHUTDOWN)
-    if exception is None and interruption:
-        exception = _too_many_interruptions(job)
-    exception, status, refund = _ending(exception, release or bool(interrupted), metrics)
-    if release or interrupted:
-        metrics["interrupted_reason"] = interrupted or "released"
-    _, jobs = tables_for(operation)
-
-    params = {
-        "status": int(status),
-        "refund": refund,
-        "interruption": interruption,
-        "exception_class": class_name(exception),
-        "exception_message": exception_message(exception),
-        "metrics": json.dumps(metrics, default=str),
-        "partition": job.partition,
-        "id": job.id,
-        "lease_owner": owner,
-    }
-    if engine is not None and engine.unrolled:
-        _roll_up(name, connection, operation, job, owner)
-    tries: list[int] = []
-    row = retrying(  # Postgres may be restarting: the job is given back once it answers
-        f"recording the end of job {job.id}",
-        lambda: finish_job(name, connection, job, jobs, params, tries),
-        settings=REGISTRY.settings,
-    )
-    if row is None:
-        raise LeaseLost(f"job {job.id} was taken over by another runner before it finished")
-    final = JobRecord.from_row(row)
-    job_event(operation, final, JobStatus.RUNNING, interrupted_reason=interrupted)
-    after_run(name, connection, operation, final)
-    outcome = _outcome(status, final, engine, duration, exception, interrupted)
+    ended = verdict(job, owner, engine, duration, exception, release)
+    final = _record_end(name, connection, operation, job, ended.params, chain)
+    job_event(operation, final, JobStatus.RUNNING, interrupted_reason=ended.interrupted)
+    outcome = ended.outcome(final, engine, duration)
     current().after_job(operation, outcome)
     return outcome
 
 
-def _roll_up(
+def _record_end(
     name: str,
     connection: psycopg.Connection[Any] | None,
     operation: OperationRecord,
     job: JobRecord,
-    owner: str,
-) -> None:
-    """The counts the walk left on the job row, onto the operation (a failure costs only
-    the operation's counters until the job runs again: the views add them meanwhile)."""
-    try:
+    params: dict[str, Any],
+    chain: _Chain | None,
+) -> JobRecord:
+    """Write the end (``params``) in one transaction with what it means for the operation,
+    and the next job's creation when ``chain`` asks for it (:func:`end_and_next`). Postgres
+    may be restarting: the end is written once it answers, recognising an earlier try whose
+    answer was lost (and the next job it created, if it did)."""
+    tries: list[int] = []
+
+    def attempt() -> Chained:
+        tries.append(1)
         with bookkeeping(name, connection) as conn:
-            roll_up_leftovers(conn, operation, job, owner)
-    except psycopg.Error:
-        logger.warning("rolling job %s's counts up onto its operation failed", job.id)
+            chained = end_and_next(
+                conn,
+                operation,
+                job,
+                params,
+                claim_for=chain.owner if chain else None,
+                create_next=chain is not None,
+                retried=len(tries) > 1,
+                recent=chain.recent if chain and len(tries) == 1 else None,
+            )
+            if chain is not None and chained.next_job is None and len(tries) > 1:
+                found = recover_claimed(conn, operation, chain.owner)
+                if found is not None:
+                    chained = Chained(chained.job, chained.operation, found)
+        return chained
 
-
-def _outcome(
-    status: JobStatus,
-    job: JobRecord,
-    engine: SubBatchEngine | None,
-    duration: float,
-    exception: BaseException | None,
-    interrupted: str | None,
-) -> JobOutcome:
-    """What the middleware's after_job hook is told of a run."""
-    return JobOutcome(
-        status=status,
-        job=job,
-        rows=engine.processed if engine else 0,
-        affected=engine.affected if engine else 0,
-        duration=duration,
-        exception=exception,
-        interrupted_reason=interrupted,
-        sub_batch_seconds=tuple(engine.durations) if engine else (),
-    )
-
-
-def _ending(
-    exception: BaseException | None, interrupted: bool, metrics: dict[str, Any]
-) -> tuple[BaseException | None, JobStatus, int]:
-    """How a run ends: failed (a timeout recognised as such, its kind in ``metrics``), given
-    back as pending with the attempt refunded, or succeeded."""
-    if exception is not None:
-        exception = as_timeout(exception)
-        metrics["timeout_kind"] = getattr(exception, "kind", None)
-        return exception, JobStatus.FAILED, 0
-    if interrupted:
-        return None, JobStatus.PENDING, 1
-    return None, JobStatus.SUCCEEDED, 0
-
-
-def _too_many_interruptions(job: JobRecord) -> TooManyInterruptions | None:
-    """Past ``max_interruptions``, one more interruption counts as a failed attempt."""
-    most = int(REGISTRY.settings.max_interruptions)
-    if job.interruptions < most:
-        return None
-    return TooManyInterruptions(
-        f"job {job.id} was interrupted {job.interruptions + 1} times (max_interruptions is "
-        f"{most}): this interruption counts as a failed attempt"
-    )
+    chained = retrying(f"recording the end of job {job.id}", attempt, settings=REGISTRY.settings)
+    if chain is not None:
+        chain.result = chained
+    return chained.job

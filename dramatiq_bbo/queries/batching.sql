@@ -96,29 +96,24 @@ SET unrolled_processed = 0, unrolled_affected = 0, updated_at = now()
 WHERE partition = %(job_partition)s AND id = %(job_id)s
   AND (unrolled_processed <> 0 OR unrolled_affected <> 0);
 
--- name: batching_lock_operation
--- description: The operation row locked first (the one lock order), before its job's leftover counts are taken.
-SELECT 1 FROM {operations} WHERE partition = %(partition)s AND id = %(id)s FOR UPDATE;
-
--- name: batching_take_unrolled
--- description: At the end of a job whose walk stopped between two roll-ups (its perform() raised): take the counts its job row holds that the operation lacks, only while this runner holds the job's lease; the old values are returned for batching_add_counters.
+-- name: batching_roll_up_job_end
+-- description: In the transaction that records a job's end, which holds its operation's row lock (taken first, the one lock order): the counts its job row holds that the operation lacks (its walk stopped between two roll-ups: perform() raised, or a runner was killed earlier) move onto the operation. Idempotent: a retried end finds nothing left to move.
 WITH old AS (
     SELECT partition, id, unrolled_processed, unrolled_affected
     FROM {jobs}
-    WHERE partition = %(job_partition)s AND id = %(job_id)s AND lease_owner = %(lease_owner)s
+    WHERE partition = %(job_partition)s AND id = %(job_id)s
       AND (unrolled_processed <> 0 OR unrolled_affected <> 0)
     FOR UPDATE
+), taken AS (
+    UPDATE {jobs} AS j
+    SET unrolled_processed = 0, unrolled_affected = 0, updated_at = now()
+    FROM old
+    WHERE j.partition = old.partition AND j.id = old.id
+    RETURNING old.unrolled_processed AS processed, old.unrolled_affected AS affected
 )
-UPDATE {jobs} AS j
-SET unrolled_processed = 0, unrolled_affected = 0, updated_at = now()
-FROM old
-WHERE j.partition = old.partition AND j.id = old.id
-RETURNING old.unrolled_processed, old.unrolled_affected;
-
--- name: batching_add_counters
--- description: What batching_take_unrolled took, onto the operation.
-UPDATE {operations}
-SET processed_tuple_count = processed_tuple_count + %(processed)s,
-    affected_tuple_count = affected_tuple_count + %(affected)s,
+UPDATE {operations} AS o
+SET processed_tuple_count = o.processed_tuple_count + taken.processed,
+    affected_tuple_count = o.affected_tuple_count + taken.affected,
     updated_at = now()
-WHERE partition = %(partition)s AND id = %(id)s;
+FROM taken
+WHERE o.partition = %(partition)s AND o.id = %(id)s;

@@ -6,18 +6,27 @@
 -- the operation's scope (dramatiq_bbo.state.store.tables_for); every value is a parameter.
 
 -- name: execution_insert_job
--- description: Create a pending job over an inclusive keyset range (a new batch, or half of a split one); {scope_columns}/{scope_values} add the organization_id of an organization-scoped job (dramatiq_bbo.state.store.insert_job).
+-- description: Create a job over an inclusive keyset range (a new batch, or half of a split one): pending, or already claimed by %(lease_owner)s (one attempt, under a lease, as execution_claim_job would; the caller holds the operation's row lock and checked no other job runs); {scope_columns}/{scope_values} add the organization_id of an organization-scoped job (dramatiq_bbo.state.store.insert_job).
 INSERT INTO {jobs} (
     partition, worker_id, worker_partition, status, batch_size, sub_batch_size, pause_ms,
-    min_cursor, max_cursor, metrics{scope_columns}
+    min_cursor, max_cursor, metrics, attempts, lease_owner, lease_expires_at, heartbeat_at,
+    started_at{scope_columns}
 ) VALUES (
-    %(partition)s, %(worker_id)s, %(worker_partition)s, 0, %(batch_size)s, %(sub_batch_size)s,
-    %(pause_ms)s, %(min_cursor)s::jsonb, %(max_cursor)s::jsonb, %(metrics)s::jsonb{scope_values}
+    %(partition)s, %(worker_id)s, %(worker_partition)s,
+    CASE WHEN %(lease_owner)s::text IS NULL THEN 0 ELSE 1 END,
+    %(batch_size)s, %(sub_batch_size)s, %(pause_ms)s, %(min_cursor)s::jsonb,
+    %(max_cursor)s::jsonb, %(metrics)s::jsonb,
+    CASE WHEN %(lease_owner)s::text IS NULL THEN 0 ELSE 1 END,
+    %(lease_owner)s::text,
+    CASE WHEN %(lease_owner)s::text IS NOT NULL
+         THEN now() + make_interval(secs => %(lease_seconds)s::float8) END,
+    CASE WHEN %(lease_owner)s::text IS NOT NULL THEN now() END,
+    CASE WHEN %(lease_owner)s::text IS NOT NULL THEN now() END{scope_values}
 )
 RETURNING *;
 
 -- name: execution_advance_operation
--- description: Move the operation's resume cursor past the range just handed to a job, and refine the size estimate with what that range says: rows remain after a full batch, none after one that ends at max_cursor (one job at a time, so processed_tuple_count counts every earlier job).
+-- description: Move the operation's resume cursor past the range just handed to a job, and refine the size estimate with what that range says: rows remain after a full batch, none after one that ends at max_cursor (one job at a time, so processed_tuple_count counts every earlier job). The same write records a job claimed at creation (last_run_at, %(claimed)s) and the optimizer's new batch size (%(set_batch_size)s, else unchanged).
 UPDATE {operations}
 SET next_cursor = %(next_cursor)s::jsonb,
     total_tuple_count = CASE
@@ -27,8 +36,15 @@ SET next_cursor = %(next_cursor)s::jsonb,
                    processed_tuple_count + %(batch_size)s)
         ELSE greatest(total_tuple_count, processed_tuple_count + %(batch_size)s + 1)
     END,
+    batch_size = coalesce(%(set_batch_size)s::integer, batch_size),
+    last_run_at = CASE WHEN %(claimed)s::boolean THEN now() ELSE last_run_at END,
     updated_at = now()
-WHERE partition = %(partition)s AND id = %(id)s;
+WHERE partition = %(partition)s AND id = %(id)s
+RETURNING *;
+
+-- name: execution_job_by_lease_owner
+-- description: The job a runner's lease owner holds, if any (a job created and claimed in a transaction whose COMMIT answer was lost with the connection).
+SELECT * FROM {jobs} WHERE worker_id = %(worker_id)s AND lease_owner = %(lease_owner)s;
 
 -- name: execution_claim_job
 -- description: Take a job to run (pending, failed, or running with an expired lease) of an existing operation: one more attempt, under a lease. Run after the operation row is locked (lock order: operation, then job).

@@ -71,10 +71,16 @@ def insert_job(
     pause_ms: int,
     range_: tuple[Any, Any],
     metrics: dict[str, Any] | None = None,
+    claim_for: str | None = None,
+    lease_seconds: float = 0.0,
 ) -> psycopg.Cursor[dict[str, Any]]:
     """Insert a pending job of ``operation`` over the inclusive keyset ``range_`` (its row is
     on the returned cursor, not fetched yet: a pipelined caller fetches it when it needs it).
-    One statement serves both scopes; an organization's job also gets its organization_id."""
+    One statement serves both scopes; an organization's job also gets its organization_id.
+
+    ``claim_for``: a lease owner that holds the new job at once (running, one attempt, a lease
+    of ``lease_seconds``), so a creator about to run it needs no claim of its own; the caller
+    holds the operation's row lock and checked that no other job of it runs."""
     scope = scope_of(operation)
     params = {
         "partition": partition,
@@ -87,6 +93,8 @@ def insert_job(
         "min_cursor": json.dumps(range_[0]),
         "max_cursor": json.dumps(range_[1]),
         "metrics": json.dumps(metrics or {}),
+        "lease_owner": claim_for,
+        "lease_seconds": lease_seconds,
     }
     statement = query(
         "execution_insert_job",

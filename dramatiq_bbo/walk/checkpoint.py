@@ -132,9 +132,6 @@ class SubBatchEngine:
         self._pending_affected = 0
         self._active: Iterator[SubBatch] | None = None
         self._rolled_at = time.monotonic()
-        # counts on the job row the operation lacks: an earlier run's (killed between two
-        # roll-ups), until this walk rolls up; then this walk's since its last roll-up
-        self.unrolled = bool(job.processed_tuple_count)
         guards = sub_batch_guards(settings)
         self._trips = RoundTrips(
             keyset,
@@ -262,7 +259,6 @@ class SubBatchEngine:
         self.processed += checkpoint.processed
         self.affected += checkpoint.affected
         self.durations.append(now - started)
-        self.unrolled = not checkpoint.roll_up
         if checkpoint.roll_up:
             self._rolled_at = now
 
