@@ -159,15 +159,18 @@ def _scheduler(database: str) -> None:
     )
 
 
-def _orchestrator(database: str, operation_id: str, token: str | None = None) -> None:
-    if shutdown.refuse(messages.ORCHESTRATOR, (database, operation_id, token)):
+def _orchestrator(
+    database: str, operation_id: str, token: str | None = None, wake: bool = False
+) -> None:
+    args = (database, operation_id, token) + ((True,) if wake else ())
+    if shutdown.refuse(messages.ORCHESTRATOR, args):
         return
     try:
         # Idempotent under its lease token: a try whose COMMIT was lost and then ran again
         # finds the operation leased by the message it wrote, and stops.
         retrying(
             f"orchestrating operation {operation_id}",
-            lambda: orchestrator.orchestrate(database, operation_id, token),
+            lambda: orchestrator.orchestrate(database, operation_id, token, wake),
             settings=REGISTRY.settings,
         )
     except Exception:

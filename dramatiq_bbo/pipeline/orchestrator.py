@@ -14,6 +14,7 @@ transaction.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -31,10 +32,11 @@ from ..state.store import operation_ref, tables_for
 from .handoff import lease_and_send, take_lease
 from .messages import RUNNER
 from .middleware_hold import held_by_middleware
+from .refill import free_slots, refill
 from .runtime import messenger, transitioned
-from .scheduler import jobs_in_flight, scheduler_lock_key
 from .table_hold import hold_for_table
 from .unknown_class import hold_if_unknown
+from .wake import register
 
 
 class Decision(enum.StrEnum):
@@ -46,52 +48,89 @@ class Decision(enum.StrEnum):
     ON_HOLD = "on_hold"
     JOB_IN_FLIGHT = "job_in_flight"
     NO_CAPACITY = "no_capacity"
+    YIELDED = "yielded"
     HELD_BY_CHECK = "held_by_check"
     FINISHED = "finished"
 
 
-def orchestrate(database: str, operation_id: Any, token: str | None = None) -> Decision:
-    """Handle one orchestrator message; idempotent (see the module docstring)."""
-    ref = operation_ref(database, operation_id)  # parsed once: its scope and tables
+@dataclass
+class Started:
+    """What :func:`decide` did in its transaction; :meth:`after_commit` does the rest."""
+
+    decision: Decision
+    operation: OperationRecord | None = None
     activated: OperationRecord | None = None
+    #: the job dispatched, and the stage lease its runner holds
+    job: JobRecord | None = None
+    token: str | None = None
+
+    def after_commit(self, database: str) -> Decision:
+        """Once committed: the queued → active transition told, a finished range ended."""
+        if self.activated is not None:
+            transitioned(self.activated, OperationStatus.QUEUED)
+        if self.decision == Decision.FINISHED and self.operation is not None:
+            end_operation(database, self.operation, int(REGISTRY.settings.max_attempts))
+        return self.decision
+
+
+def orchestrate(
+    database: str, operation_id: Any, token: str | None = None, wake: bool = False
+) -> Decision:
+    """Handle one orchestrator message; idempotent (see the module docstring). ``wake``: sent
+    by a wake-up (an enqueue in the caller's transaction, a resume), which takes a free slot
+    only when no operation is waiting for one (:mod:`.refill`)."""
     with REGISTRY.connection(database) as conn:
         with conn.transaction():
-            with conn.cursor(row_factory=dict_row) as cur:
-                row = cur.execute(
-                    query("pipeline_operation_for_update", operations=ref.operations_table),
-                    {"id": ref.id},
-                ).fetchone()
-            if row is None:
-                return Decision.NOT_FOUND
-            operation = OperationRecord.from_row(row)
-            refusal = _refusal(conn, operation, row, token)
-            if refusal is not None:
-                if refusal in (Decision.ON_HOLD, Decision.HELD_BY_CHECK) and messenger().ready:
-                    _call_back_after_hold(conn, database, operation)
-                elif refusal not in (Decision.LEASED_ELSEWHERE, Decision.JOB_IN_FLIGHT):
-                    _release(conn, operation, token)
-                return refusal
-            if operation.status == OperationStatus.QUEUED:
-                operation = activated = _activate(conn, operation)
-            try:
-                job = _next_job(conn, operation)
-            except (TableChanged, TableNotFound) as exc:  # never run on another table
-                hold_for_table(conn, operation, exc)
-                if messenger().ready:
-                    _call_back_after_hold(conn, database, operation)
-                else:
-                    _release(conn, operation, None)
-                return Decision.HELD_BY_CHECK
-            if job is None:
-                _release(conn, operation, None)
-            else:
-                _dispatch(conn, database, operation, job)
-        if activated is not None:
-            transitioned(activated, OperationStatus.QUEUED)
+            started = decide(conn, database, operation_id, token, wake=wake)
+        return started.after_commit(database)
+
+
+def decide(
+    conn: psycopg.Connection[Any],
+    database: str,
+    operation_id: Any,
+    token: str | None,
+    *,
+    wake: bool = False,
+    send: bool = True,
+) -> Started:
+    """The orchestrator's decision in the caller's transaction: lock the operation row, check
+    it may start a job now, then dispatch its next job (or finish it). Also how an enqueue
+    starts its operation (one hop) and how a job's end goes on with its operation. ``send``:
+    write the runner message (False: the caller runs the job itself, :mod:`.runner`)."""
+    ref = operation_ref(database, operation_id)  # parsed once: its scope and tables
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            query("pipeline_operation_for_update", operations=ref.operations_table),
+            {"id": ref.id},
+        ).fetchone()
+    if row is None:
+        return Started(Decision.NOT_FOUND)
+    operation = OperationRecord.from_row(row)
+    refusal = _refusal(conn, operation, row, token, wake)
+    if refusal is not None:
+        if refusal in (Decision.ON_HOLD, Decision.HELD_BY_CHECK) and messenger().ready:
+            _call_back_after_hold(conn, database, operation)
+        elif refusal not in (Decision.LEASED_ELSEWHERE, Decision.JOB_IN_FLIGHT):
+            release(conn, operation, token)
+        return Started(refusal, operation)
+    activated = None
+    if operation.status == OperationStatus.QUEUED:
+        operation = activated = _activate(conn, operation)
+    try:
+        job = _next_job(conn, operation)
+    except (TableChanged, TableNotFound) as exc:  # never run on another table
+        hold_for_table(conn, operation, exc)
+        if messenger().ready:
+            _call_back_after_hold(conn, database, operation)
+        else:
+            release(conn, operation, None)
+        return Started(Decision.HELD_BY_CHECK, operation, activated)
     if job is None:
-        end_operation(database, operation, int(REGISTRY.settings.max_attempts))
-        return Decision.FINISHED
-    return Decision.DISPATCHED
+        release(conn, operation, None)
+        return Started(Decision.FINISHED, operation, activated)
+    token = _dispatch(conn, database, operation, job, send=send)
+    return Started(Decision.DISPATCHED, operation, activated, job, token)
 
 
 def _refusal(
@@ -99,6 +138,7 @@ def _refusal(
     operation: OperationRecord,
     row: dict[str, Any],
     token: str | None,
+    wake: bool = False,
 ) -> Decision | None:
     """Why this message must not start a job now, or None."""
     if operation.status not in (OperationStatus.QUEUED, OperationStatus.ACTIVE):
@@ -116,9 +156,12 @@ def _refusal(
         return Decision.HELD_BY_CHECK
     # Orchestrators and the scheduler of one database count jobs in flight under one lock,
     # or concurrent orchestrators would each see a free slot and overshoot the capacity.
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", (scheduler_lock_key(operation.database_name),))
-    if jobs_in_flight(conn) >= int(REGISTRY.settings.max_running_jobs):
+    # No slot: released to the pool, where the next job to end finds it (:mod:`.refill`).
+    free = free_slots(conn, operation.database_name)
+    if free <= 0:
         return Decision.NO_CAPACITY
+    if wake and refill(conn, operation.database_name, free, exclude=operation.id) >= free:
+        return Decision.YIELDED  # the operations already waiting took the free slots
     if held_by_middleware(conn, operation):  # health, and the application's middleware
         return Decision.HELD_BY_CHECK
     return None
@@ -151,11 +194,17 @@ def _next_job(conn: psycopg.Connection[Any], operation: OperationRecord) -> JobR
 
 
 def _dispatch(
-    conn: psycopg.Connection[Any], database: str, operation: OperationRecord, job: JobRecord
-) -> None:
+    conn: psycopg.Connection[Any],
+    database: str,
+    operation: OperationRecord,
+    job: JobRecord,
+    *,
+    send: bool = True,
+) -> str:
     _, jobs = tables_for(operation)
     # operation row (locked since the start of this transaction), then job row
     token = take_lease(conn, operation)
+    assert token is not None  # Take.ANY: always taken
     seconds = float(REGISTRY.settings.lease_seconds)
     conn.execute(
         query("pipeline_dispatch_job", jobs=jobs),
@@ -167,7 +216,9 @@ def _dispatch(
             "id": job.id,
         },
     )
-    messenger().send(conn, database, RUNNER, database, str(operation.id), str(job.id), token)
+    if send:
+        messenger().send(conn, database, RUNNER, database, str(operation.id), str(job.id), token)
+    return token
 
 
 def _call_back_after_hold(
@@ -182,12 +233,14 @@ def _call_back_after_hold(
         {"partition": operation.partition, "id": operation.id},
     ).fetchone()
     if row is None or row[0] is None:
-        _release(conn, operation, None)
+        release(conn, operation, None)
         return
     lease_and_send(conn, database, operation, delay=float(row[0]) + 0.05)
 
 
-def _release(conn: psycopg.Connection[Any], operation: OperationRecord, token: str | None) -> None:
+def release(conn: psycopg.Connection[Any], operation: OperationRecord, token: str | None) -> None:
+    """Clear the operation's stage lease (held by ``token``; any when None): it joins the pool
+    of schedulable operations."""
     operations, _ = tables_for(operation)
     conn.execute(
         query("pipeline_release_operation", operations=operations),
@@ -208,3 +261,6 @@ def release_after_failure(database: str, operation_id: Any, token: str | None) -
             )
     except Exception:  # the lease expires by itself; never mask the original error
         logger.exception("releasing the lease of operation %s failed", ref.id)
+
+
+register(decide)  # an enqueue starts its operation with this decision (:mod:`.wake`)

@@ -21,10 +21,8 @@ fill the same free slots; the loser waits (briefly) rather than skipping, so a w
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import psycopg
 
@@ -35,6 +33,9 @@ from ..state.records import JobStatus
 from ..walk.timeouts import set_lock_timeout
 from .handoff import lease_and_send
 from .picking import SCOPES, pick_schedulable
+from .refill import jobs_in_flight, scheduler_lock_key
+
+__all__ = ["TickReport", "jobs_in_flight", "recover", "scheduler_lock_key", "tick"]
 
 #: operations handed to the orchestrator per transaction
 DISPATCH_GROUP = 10
@@ -50,11 +51,6 @@ class TickReport:
     dispatched: list[str] = field(default_factory=list)
     recovered_operations: list[str] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def scheduler_lock_key(database: str) -> int:
-    digest = hashlib.blake2b(f"bbo-scheduler:{database}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 def tick(database: str = "main") -> TickReport:
@@ -126,12 +122,3 @@ def _dispatch_group(database: str, budget: int | None, report: TickReport) -> tu
             lease_and_send(conn, database, picked)
             report.dispatched.append(str(picked.id))
     return budget - len(rows), len(rows) if len(rows) == free else 0
-
-
-def jobs_in_flight(conn: psycopg.Connection[Any]) -> int:
-    """Jobs of this database running or dispatched under a live lease, both scopes."""
-    total = 0
-    for _scope, (_operations, jobs) in SCOPES:
-        row = conn.execute(query("pipeline_jobs_in_flight", jobs=jobs)).fetchone()
-        total += int(row[0]) if row else 0
-    return total
