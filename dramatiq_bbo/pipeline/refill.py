@@ -22,6 +22,7 @@ from ..db import REGISTRY
 from ..queries import query
 from .handoff import lease_and_send
 from .picking import SCOPES, pick_schedulable
+from .runtime import messenger
 
 
 def scheduler_lock_key(database: str) -> int:
@@ -52,7 +53,7 @@ def refill(conn: psycopg.Connection[Any], database: str, free: int, *, exclude: 
     (under the capacity lock, :func:`free_slots`); how many were handed. ``exclude``: the
     caller's own operation, never handed here (it may be among the picked rows: one more is
     asked for so that it never hides a waiting one)."""
-    if free <= 0:
+    if free <= 0 or not messenger().ready:  # no message can be sent: the pass covers it
         return 0
     picked = pick_schedulable(conn, database, free + 1, exclude=exclude)[:free]
     for operation in picked:

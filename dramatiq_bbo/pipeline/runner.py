@@ -58,7 +58,7 @@ from . import shutdown
 from .handoff import Take, send_orchestrator, take_lease
 from .messages import ORCHESTRATOR
 from .orchestrator import Decision, Started, decide, release
-from .refill import first_in_line
+from .refill import first_in_line, free_slots, refill
 from .runtime import current, transitioned
 from .shutdown import shutting_down
 from .unknown_class import hold_before_run
@@ -193,6 +193,8 @@ def chain(
         if ended is None and not fail:
             delay = _next_delay(operation, outcome, started)
             follow = _carry_on(conn, database, operation, delay, held, inline)
+        else:  # the slot this job frees goes to the operations waiting
+            refill(conn, database, free_slots(conn, database))
     if ended is not None:
         transitioned(ended, OperationStatus.ACTIVE)
     if fail:
@@ -217,10 +219,11 @@ def _carry_on(
     left — its next orchestrator message due in ``delay``, or (already due) its next job
     dispatched here (what :func:`~.orchestrator.decide` did, or None)."""
     token = take_lease(conn, operation, delay=delay, take=Take.PASSED, held=held)
-    if token is None:  # another stage holds the operation (run_to_completion) and carries it on
-        return None
-    if shutting_down.is_set():
-        shutdown.defer(database, ORCHESTRATOR, (database, str(operation.id), token), delay)
+    # None: another stage holds the operation (run_to_completion) and carries it on
+    if token is None or shutting_down.is_set():
+        refill(conn, database, free_slots(conn, database))
+        if token is not None:
+            shutdown.defer(database, ORCHESTRATOR, (database, str(operation.id), token), delay)
         return None
     if not first_in_line(conn, database, operation.id):
         release(conn, operation, token)  # due again one interval after this job started
