@@ -14,7 +14,7 @@ transaction.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -32,7 +32,8 @@ from ..state.store import operation_ref, tables_for
 from .handoff import lease_and_send, take_lease
 from .messages import RUNNER
 from .middleware_hold import held_by_middleware
-from .refill import free_slots, refill
+from .picking import pick_schedulable
+from .refill import free_slots
 from .runtime import messenger, transitioned
 from .table_hold import hold_for_table
 from .unknown_class import hold_if_unknown
@@ -63,9 +64,13 @@ class Started:
     #: the job dispatched, and the stage lease its runner holds
     job: JobRecord | None = None
     token: str | None = None
+    #: what the operations waiting before a woken one were started with (:func:`_slot_left`)
+    others: list[Started] = field(default_factory=list)
 
     def after_commit(self, database: str) -> Decision:
         """Once committed: the queued → active transition told, a finished range ended."""
+        for other in self.others:
+            other.after_commit(database)
         if self.activated is not None:
             transitioned(self.activated, OperationStatus.QUEUED)
         if self.decision == Decision.FINISHED and self.operation is not None:
@@ -107,13 +112,14 @@ def decide(
     if row is None:
         return Started(Decision.NOT_FOUND)
     operation = OperationRecord.from_row(row)
-    refusal = _refusal(conn, operation, row, token, wake)
+    others: list[Started] = []
+    refusal = _refusal(conn, operation, row, token, wake, others)
     if refusal is not None:
         if refusal in (Decision.ON_HOLD, Decision.HELD_BY_CHECK) and messenger().ready:
             _call_back_after_hold(conn, database, operation)
         elif refusal not in (Decision.LEASED_ELSEWHERE, Decision.JOB_IN_FLIGHT):
             release(conn, operation, token)
-        return Started(refusal, operation)
+        return Started(refusal, operation, others=others)
     activated = None
     if operation.status == OperationStatus.QUEUED:
         operation = activated = _activate(conn, operation)
@@ -125,12 +131,12 @@ def decide(
             _call_back_after_hold(conn, database, operation)
         else:
             release(conn, operation, None)
-        return Started(Decision.HELD_BY_CHECK, operation, activated)
+        return Started(Decision.HELD_BY_CHECK, operation, activated, others=others)
     if job is None:
         release(conn, operation, None)
-        return Started(Decision.FINISHED, operation, activated)
+        return Started(Decision.FINISHED, operation, activated, others=others)
     token = _dispatch(conn, database, operation, job, send=send)
-    return Started(Decision.DISPATCHED, operation, activated, job, token)
+    return Started(Decision.DISPATCHED, operation, activated, job, token, others)
 
 
 def _refusal(
@@ -138,7 +144,8 @@ def _refusal(
     operation: OperationRecord,
     row: dict[str, Any],
     token: str | None,
-    wake: bool = False,
+    wake: bool,
+    others: list[Started],
 ) -> Decision | None:
     """Why this message must not start a job now, or None."""
     if operation.status not in (OperationStatus.QUEUED, OperationStatus.ACTIVE):
@@ -160,11 +167,48 @@ def _refusal(
     free = free_slots(conn, operation.database_name)
     if free <= 0:
         return Decision.NO_CAPACITY
-    if wake and refill(conn, operation.database_name, free, exclude=operation.id) >= free:
+    if wake and not _slot_left(conn, operation, free, others):
         return Decision.YIELDED  # the operations already waiting took the free slots
     if held_by_middleware(conn, operation):  # health, and the application's middleware
         return Decision.HELD_BY_CHECK
     return None
+
+
+def dispatch_waiting(
+    conn: psycopg.Connection[Any], database: str, free: int, *, exclude: Any = None
+) -> list[Started]:
+    """Capacity refilled at once: up to ``free`` waiting operations, in the one dispatch order
+    (:func:`~.picking.pick_schedulable`), each get their next job dispatched here, runner
+    message included — what their orchestrator would decide (:func:`decide`, same gates),
+    without its message hop, so the slot counts as taken the moment this commits. The caller
+    holds the capacity lock (:func:`~.refill.free_slots`) and calls each ``after_commit``.
+    ``exclude``: the caller's own operation (one more row is asked for, so that it never
+    hides a waiting one)."""
+    if free <= 0 or not messenger().ready:  # no message can be sent: the pass covers it
+        return []
+    picked = pick_schedulable(conn, database, free + 1, exclude=exclude)[:free]
+    return [decide(conn, database, operation.id, None) for operation in picked]
+
+
+def first_in_line(
+    conn: psycopg.Connection[Any], database: str, operation_id: Any
+) -> tuple[bool, list[Started]]:
+    """Take the capacity lock, refill the free slots for the operations waiting; whether a
+    slot is left for ``operation_id`` (False also without any free slot), and what the
+    refill started (call each ``after_commit`` once committed)."""
+    free = free_slots(conn, database)
+    started = dispatch_waiting(conn, database, free, exclude=operation_id)
+    return sum(s.decision == Decision.DISPATCHED for s in started) < free, started
+
+
+def _slot_left(
+    conn: psycopg.Connection[Any], operation: OperationRecord, free: int, others: list[Started]
+) -> bool:
+    """A woken operation's turn: the waiting ones first; True when a slot is left for it.
+    What they started goes to ``others`` (told after commit)."""
+    started = dispatch_waiting(conn, operation.database_name, free, exclude=operation.id)
+    others.extend(started)
+    return sum(s.decision == Decision.DISPATCHED for s in started) < free
 
 
 def _activate(conn: psycopg.Connection[Any], operation: OperationRecord) -> OperationRecord:

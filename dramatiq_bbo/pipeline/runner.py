@@ -57,8 +57,8 @@ from ..state.store import (
 from . import shutdown
 from .handoff import Take, send_orchestrator, take_lease
 from .messages import ORCHESTRATOR
-from .orchestrator import Decision, Started, decide, release
-from .refill import first_in_line, free_slots, refill
+from .orchestrator import Decision, Started, decide, dispatch_waiting, first_in_line, release
+from .refill import free_slots
 from .runtime import current, transitioned
 from .shutdown import shutting_down
 from .unknown_class import hold_before_run
@@ -181,29 +181,45 @@ def chain(
     fail = False
     ended: OperationRecord | None = None
     follow: Started | None = None
+    refilled: list[Started] = []
     with REGISTRY.connection(database) as conn, conn.transaction():
         operation = fetch_operation(conn, operation_id, for_update=True)
-        if operation is None or operation.status != OperationStatus.ACTIVE:
-            return None
-        if outcome.status == JobStatus.SUCCEEDED:
-            ended = _after_success(conn, operation, outcome)
-        if ended is None and retries.failed_for_good(outcome.job, outcome.timed_out, max_attempts):
-            total, failed = job_counts(database, operation, max_attempts)
-            fail = retries.operation_should_fail(total, failed)
-        if ended is None and not fail:
+        active = operation is not None and operation.status == OperationStatus.ACTIVE
+        if operation is not None and active:
+            ended, fail = _judge(conn, database, operation, outcome, max_attempts)
+        if operation is not None and active and ended is None and not fail:
             delay = _next_delay(operation, outcome, started)
-            follow = _carry_on(conn, database, operation, delay, held, inline)
+            follow = _carry_on(conn, database, operation, delay, held, inline, refilled)
         else:  # the slot this job frees goes to the operations waiting
-            refill(conn, database, free_slots(conn, database))
+            refilled = dispatch_waiting(conn, database, free_slots(conn, database))
+    for other in refilled:
+        other.after_commit(database)
     if ended is not None:
         transitioned(ended, OperationStatus.ACTIVE)
-    if fail:
+    if fail and operation is not None:
         end_operation(database, operation, max_attempts, failed=True)
     if follow is not None:
         follow.after_commit(database)
         if follow.decision == Decision.DISPATCHED and not inline:
             follow = None  # its runner message carries it
     return follow
+
+
+def _judge(
+    conn: psycopg.Connection[Any],
+    database: str,
+    operation: OperationRecord,
+    outcome: JobOutcome,
+    max_attempts: int,
+) -> tuple[OperationRecord | None, bool]:
+    """After the job: the operation ended by it (its range done), or whether it fails."""
+    ended = (
+        _after_success(conn, operation, outcome) if outcome.status == JobStatus.SUCCEEDED else None
+    )
+    if ended is None and retries.failed_for_good(outcome.job, outcome.timed_out, max_attempts):
+        total, failed = job_counts(database, operation, max_attempts)
+        return None, retries.operation_should_fail(total, failed)
+    return ended, False
 
 
 def _carry_on(
@@ -213,6 +229,7 @@ def _carry_on(
     delay: float,
     held: str | None,
     inline: bool,
+    refilled: list[Started],
 ) -> Started | None:
     """The operation's next step once its job ended, the capacity lock taken: the freed slot
     first to the operations waiting for one; then this operation back to the pool, or — a slot
@@ -221,11 +238,13 @@ def _carry_on(
     token = take_lease(conn, operation, delay=delay, take=Take.PASSED, held=held)
     # None: another stage holds the operation (run_to_completion) and carries it on
     if token is None or shutting_down.is_set():
-        refill(conn, database, free_slots(conn, database))
+        refilled.extend(dispatch_waiting(conn, database, free_slots(conn, database)))
         if token is not None:
             shutdown.defer(database, ORCHESTRATOR, (database, str(operation.id), token), delay)
         return None
-    if not first_in_line(conn, database, operation.id):
+    first, started = first_in_line(conn, database, operation.id)
+    refilled.extend(started)
+    if not first:
         release(conn, operation, token)  # due again one interval after this job started
         return None
     if delay > 0:

@@ -98,6 +98,13 @@ def deliver_all(conn: psycopg.Connection[Any], limit: int = 100) -> None:
     raise AssertionError("the pipeline never went quiet")
 
 
+def runner_message(operation: Any) -> tuple[str, list[Any]]:
+    """The runner message the operation's dispatched job waits for."""
+    record = bbo.get_operation(operation.id)
+    [job] = [job for job in bbo.list_jobs(operation.id) if job.status == 0]
+    return RUNNER, ["main", str(record.id), str(job.id), record.lease_owner]
+
+
 def visits(conn: psycopg.Connection[Any], n: int) -> list[tuple[int, int]]:
     """(visits, rows with that many) of the n-th operation's table."""
     return conn.execute(  # type: ignore[return-value]
@@ -118,11 +125,9 @@ def test_enqueue_with_a_free_slot_writes_the_runner_message_itself(
     conn: psycopg.Connection[Any], visit: Callable[..., Any]
 ) -> None:
     operation = visit()
-    record = bbo.get_operation(operation.id)
-    assert record.status == OperationStatus.ACTIVE  # started in enqueue's transaction
-    job = bbo.list_jobs(operation.id)[0]
+    assert bbo.get_operation(operation.id).status == OperationStatus.ACTIVE  # started in enqueue
     # one hop: the first job dispatched, its runner message under the stage lease
-    assert messages(conn) == [(RUNNER, ["main", str(record.id), str(job.id), record.lease_owner])]
+    assert messages(conn) == [runner_message(operation)]
     deliver_all(conn)
     assert bbo.get_operation(operation.id).status == OperationStatus.FINISHED
     assert visits(conn, 1) == [(1, ROWS)]  # exactly once
@@ -136,9 +141,7 @@ def test_a_freed_slot_goes_to_the_waiting_operation_when_the_job_ends(
     assert [name for name, _ in messages(conn)] == [RUNNER]
     assert bbo.get_operation(second.id).lease_owner is None
     deliver_one(conn)  # the first's job runs and ends: no scheduler pass in between
-    assert messages(conn) == [
-        (ORCHESTRATOR, ["main", str(second.id), bbo.get_operation(second.id).lease_owner])
-    ]
+    assert messages(conn) == [runner_message(second)]  # its job dispatched with the job's end
     assert bbo.get_operation(first.id).lease_owner is None  # back to the pool, behind it
     deliver_all(conn)
     assert job_starts(conn) == [first.id, second.id] * 3  # one job each, in turn
@@ -170,8 +173,7 @@ def test_a_new_operation_does_not_jump_ahead_of_one_waiting(
     assert bbo.get_operation(late.id).status == OperationStatus.QUEUED
     assert bbo.list_jobs(late.id) == []
     assert bbo.get_operation(late.id).lease_owner is None  # in the pool, behind it
-    woken = bbo.get_operation(waiting.id).lease_owner
-    assert (ORCHESTRATOR, ["main", str(waiting.id), woken]) in messages(conn)
+    assert runner_message(waiting) in messages(conn)
 
 
 def test_a_wake_up_in_the_callers_transaction_yields_to_one_waiting(
@@ -191,5 +193,4 @@ def test_a_wake_up_in_the_callers_transaction_yields_to_one_waiting(
     assert orchestrate("main", late.id, token, True) == Decision.YIELDED
     assert bbo.get_operation(late.id).lease_owner is None
     assert bbo.list_jobs(late.id) == []
-    woken = bbo.get_operation(waiting.id).lease_owner
-    assert (ORCHESTRATOR, ["main", str(waiting.id), woken]) in messages(conn)
+    assert runner_message(waiting) in messages(conn)
