@@ -186,8 +186,14 @@ def dispatch_waiting(
     hides a waiting one)."""
     if free <= 0 or not messenger().ready:  # no message can be sent: the pass covers it
         return []
-    picked = pick_schedulable(conn, database, free + 1, exclude=exclude)[:free]
-    return [decide(conn, database, operation.id, None) for operation in picked]
+    started: list[Started] = []
+    for operation in pick_schedulable(conn, database, free + 1, exclude=exclude)[:free]:
+        try:  # one operation's failure (a middleware's exception) must not undo the caller's
+            with conn.transaction():
+                started.append(decide(conn, database, operation.id, None))
+        except Exception:
+            logger.exception("dispatching waiting operation %s failed", operation.id)
+    return started
 
 
 def first_in_line(
