@@ -180,7 +180,10 @@ def _orchestrator(
         raise
 
 
-def _runner(database: str, operation_id: str, job_id: str, token: str | None = None) -> None:
-    if shutdown.refuse(messages.RUNNER, (database, operation_id, job_id, token)):
+def _runner(
+    database: str, operation_id: str, job_id: str, token: str | None = None, gate: bool = False
+) -> None:
+    args = (database, operation_id, job_id, token) + ((True,) if gate else ())
+    if shutdown.refuse(messages.RUNNER, args):
         return
-    runner.run(database, operation_id, job_id, token)
+    runner.run(database, operation_id, job_id, token, gate)

@@ -98,11 +98,14 @@ def decide(
     *,
     wake: bool = False,
     send: bool = True,
+    gate: bool = False,
 ) -> Started:
     """The orchestrator's decision in the caller's transaction: lock the operation row, check
     it may start a job now, then dispatch its next job (or finish it). Also how an enqueue
     starts its operation (one hop) and how a job's end goes on with its operation. ``send``:
-    write the runner message (False: the caller runs the job itself, :mod:`.runner`)."""
+    write the runner message (False: the caller runs the job itself, :mod:`.runner`).
+    ``gate``: outside a worker (an enqueue), the middleware's ``before_job`` is left to the
+    runner, in the worker whose middleware governs the job (the message says so)."""
     ref = operation_ref(database, operation_id)  # parsed once: its scope and tables
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
@@ -113,10 +116,10 @@ def decide(
         return Started(Decision.NOT_FOUND)
     operation = OperationRecord.from_row(row)
     others: list[Started] = []
-    refusal = _refusal(conn, operation, row, token, wake, others)
+    refusal = _refusal(conn, operation, row, token, wake, others, ask=not gate)
     if refusal is not None:
         if refusal in (Decision.ON_HOLD, Decision.HELD_BY_CHECK) and messenger().ready:
-            _call_back_after_hold(conn, database, operation)
+            call_back_after_hold(conn, database, operation)
         elif refusal not in (Decision.LEASED_ELSEWHERE, Decision.JOB_IN_FLIGHT):
             release(conn, operation, token)
         return Started(refusal, operation, others=others)
@@ -128,14 +131,14 @@ def decide(
     except (TableChanged, TableNotFound) as exc:  # never run on another table
         hold_for_table(conn, operation, exc)
         if messenger().ready:
-            _call_back_after_hold(conn, database, operation)
+            call_back_after_hold(conn, database, operation)
         else:
             release(conn, operation, None)
         return Started(Decision.HELD_BY_CHECK, operation, activated, others=others)
     if job is None:
         release(conn, operation, None)
         return Started(Decision.FINISHED, operation, activated, others=others)
-    token = _dispatch(conn, database, operation, job, send=send)
+    token = _dispatch(conn, database, operation, job, send=send, gate=gate)
     return Started(Decision.DISPATCHED, operation, activated, job, token, others)
 
 
@@ -146,8 +149,10 @@ def _refusal(
     token: str | None,
     wake: bool,
     others: list[Started],
+    *,
+    ask: bool = True,
 ) -> Decision | None:
-    """Why this message must not start a job now, or None."""
+    """Why this message must not start a job now, or None (``ask``: the middleware too)."""
     if operation.status not in (OperationStatus.QUEUED, OperationStatus.ACTIVE):
         return Decision.NOT_RUNNABLE
     if row["lease_live"] and operation.lease_owner not in (None, token):
@@ -167,15 +172,20 @@ def _refusal(
     free = free_slots(conn, operation.database_name)
     if free <= 0:
         return Decision.NO_CAPACITY
-    if wake and not _slot_left(conn, operation, free, others):
+    if wake and not _slot_left(conn, operation, free, others, not ask):
         return Decision.YIELDED  # the operations already waiting took the free slots
-    if held_by_middleware(conn, operation):  # health, and the application's middleware
+    if ask and held_by_middleware(conn, operation):  # health, and the application's middleware
         return Decision.HELD_BY_CHECK
     return None
 
 
 def dispatch_waiting(
-    conn: psycopg.Connection[Any], database: str, free: int, *, exclude: Any = None
+    conn: psycopg.Connection[Any],
+    database: str,
+    free: int,
+    *,
+    exclude: Any = None,
+    gate: bool = False,
 ) -> list[Started]:
     """Capacity refilled at once: up to ``free`` waiting operations, in the one dispatch order
     (:func:`~.picking.pick_schedulable`), each get their next job dispatched here, runner
@@ -183,14 +193,14 @@ def dispatch_waiting(
     without its message hop, so the slot counts as taken the moment this commits. The caller
     holds the capacity lock (:func:`~.refill.free_slots`) and calls each ``after_commit``.
     ``exclude``: the caller's own operation (one more row is asked for, so that it never
-    hides a waiting one)."""
+    hides a waiting one). ``gate``: outside a worker (see :func:`decide`)."""
     if free <= 0 or not messenger().ready:  # no message can be sent: the pass covers it
         return []
     started: list[Started] = []
     for operation in pick_schedulable(conn, database, free + 1, exclude=exclude)[:free]:
         try:  # one operation's failure (a middleware's exception) must not undo the caller's
             with conn.transaction():
-                started.append(decide(conn, database, operation.id, None))
+                started.append(decide(conn, database, operation.id, None, gate=gate))
         except Exception:
             logger.exception("dispatching waiting operation %s failed", operation.id)
     return started
@@ -208,11 +218,16 @@ def first_in_line(
 
 
 def _slot_left(
-    conn: psycopg.Connection[Any], operation: OperationRecord, free: int, others: list[Started]
+    conn: psycopg.Connection[Any],
+    operation: OperationRecord,
+    free: int,
+    others: list[Started],
+    gate: bool,
 ) -> bool:
     """A woken operation's turn: the waiting ones first; True when a slot is left for it.
     What they started goes to ``others`` (told after commit)."""
-    started = dispatch_waiting(conn, operation.database_name, free, exclude=operation.id)
+    database = operation.database_name
+    started = dispatch_waiting(conn, database, free, exclude=operation.id, gate=gate)
     others.extend(started)
     return sum(s.decision == Decision.DISPATCHED for s in started) < free
 
@@ -250,6 +265,7 @@ def _dispatch(
     job: JobRecord,
     *,
     send: bool = True,
+    gate: bool = False,
 ) -> str:
     _, jobs = tables_for(operation)
     # operation row (locked since the start of this transaction), then job row
@@ -267,11 +283,12 @@ def _dispatch(
         },
     )
     if send:
-        messenger().send(conn, database, RUNNER, database, str(operation.id), str(job.id), token)
+        args = (database, str(operation.id), str(job.id), token) + ((True,) if gate else ())
+        messenger().send(conn, database, RUNNER, *args)
     return token
 
 
-def _call_back_after_hold(
+def call_back_after_hold(
     conn: psycopg.Connection[Any], database: str, operation: OperationRecord
 ) -> None:
     """An operation on hold gets its next orchestrator message due when the hold ends (the

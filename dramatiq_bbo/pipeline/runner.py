@@ -57,7 +57,16 @@ from ..state.store import (
 from . import shutdown
 from .handoff import Take, send_orchestrator, take_lease
 from .messages import ORCHESTRATOR
-from .orchestrator import Decision, Started, decide, dispatch_waiting, first_in_line, release
+from .middleware_hold import held_by_middleware
+from .orchestrator import (
+    Decision,
+    Started,
+    call_back_after_hold,
+    decide,
+    dispatch_waiting,
+    first_in_line,
+    release,
+)
 from .refill import free_slots
 from .runtime import current, transitioned
 from .shutdown import shutting_down
@@ -70,12 +79,16 @@ __all__ = ["chain", "run", "shutting_down"]
 
 
 def run(
-    database: str, operation_id: Any, job_id: Any, token: str | None = None
+    database: str, operation_id: Any, job_id: Any, token: str | None = None, gate: bool = False
 ) -> JobOutcome | None:
     """Handle one runner message; a job another runner holds, or an operation whose stage
     lease moved on from ``token`` (run_to_completion took it over), makes it a no-op (None).
-    The next jobs its chain dispatches to this call run here too, within the job's budget."""
+    The next jobs its chain dispatches to this call run here too, within the job's budget.
+    ``gate``: dispatched outside a worker (enqueue's one hop), the job first meets this
+    worker's ``before_job`` (:func:`_held_before_run`)."""
     ref = operation_ref(database, operation_id)  # parsed once: its scope and tables
+    if gate and _held_before_run(database, ref, job_id):
+        return None
     called = time.monotonic()
     outcome: JobOutcome | None = None
     while True:
@@ -86,6 +99,26 @@ def run(
         if follow is None or follow.job is None:
             return outcome
         job_id, token = follow.job.id, follow.token
+
+
+def _held_before_run(database: str, ref: OperationRef, job_id: Any) -> bool:
+    """True (do not run) when this worker's middleware objects to a job an enqueue dispatched:
+    the job goes back to pending without a lease (no attempt spent) and the operation is
+    called back when its hold ends, as an orchestrator holding it would."""
+    if not current().middleware:
+        return False
+    with REGISTRY.connection(database) as conn, conn.transaction():
+        operation = fetch_operation(conn, ref, for_update=True)
+        if operation is None or not operation.unfinished or not held_by_middleware(conn, operation):
+            return False  # the claim decides
+        _, jobs = tables_for(operation)
+        given_back = conn.execute(
+            query("unknown_class_undispatch_job", jobs=jobs),
+            {"worker_id": operation.id, "id": _job_key(job_id)},
+        ).fetchone()
+        if given_back is not None:  # else a stale message: the job is not waiting for us
+            call_back_after_hold(conn, database, operation)
+    return True
 
 
 def _run_one(

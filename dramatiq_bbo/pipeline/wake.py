@@ -6,8 +6,9 @@ it in order.
 ``start_in_transaction``: in enqueue's own transaction, when the operation's database holds
 the broker's queue, the enqueue itself takes the capacity lock, hands the free slots to the
 operations waiting, and — a slot left — starts the operation as an orchestrator would
-(:func:`~.orchestrator.decide`: the same gates, the middleware's ``before_job`` included),
-writing the runner message with the operation row: one hop from enqueue to work. In the
+(:func:`~.orchestrator.decide`: the same checks), writing the runner message with the
+operation row: one hop from enqueue to work. The middleware's ``before_job`` is asked by that
+runner, in the worker (whose middleware governs jobs), before the job runs. In the
 caller's transaction (``connection=``) the capacity lock would be held until the caller
 commits, blocking every job's end meanwhile, so there the orchestrator's first message is
 written instead, flagged as a wake-up: the orchestrator applies the same order when it runs.
@@ -55,7 +56,7 @@ def start_in_transaction(
     if not own or _decide is None:
         lease_and_send(conn, database, operation, take=Take.FREE, wake=True)
         return None
-    return _decide(conn, database, operation.id, None, wake=True)
+    return _decide(conn, database, operation.id, None, wake=True, gate=True)
 
 
 def wake(operation: OperationRecord) -> bool:

@@ -98,11 +98,13 @@ def deliver_all(conn: psycopg.Connection[Any], limit: int = 100) -> None:
     raise AssertionError("the pipeline never went quiet")
 
 
-def runner_message(operation: Any) -> tuple[str, list[Any]]:
-    """The runner message the operation's dispatched job waits for."""
+def runner_message(operation: Any, *, gate: bool = False) -> tuple[str, list[Any]]:
+    """The runner message the operation's dispatched job waits for; ``gate``: dispatched by
+    an enqueue, the worker asks its middleware's ``before_job`` first."""
     record = bbo.get_operation(operation.id)
     [job] = [job for job in bbo.list_jobs(operation.id) if job.status == 0]
-    return RUNNER, ["main", str(record.id), str(job.id), record.lease_owner]
+    args = ["main", str(record.id), str(job.id), record.lease_owner]
+    return RUNNER, args + [True] if gate else args
 
 
 def visits(conn: psycopg.Connection[Any], n: int) -> list[tuple[int, int]]:
@@ -127,7 +129,7 @@ def test_enqueue_with_a_free_slot_writes_the_runner_message_itself(
     operation = visit()
     assert bbo.get_operation(operation.id).status == OperationStatus.ACTIVE  # started in enqueue
     # one hop: the first job dispatched, its runner message under the stage lease
-    assert messages(conn) == [runner_message(operation)]
+    assert messages(conn) == [runner_message(operation, gate=True)]
     deliver_all(conn)
     assert bbo.get_operation(operation.id).status == OperationStatus.FINISHED
     assert visits(conn, 1) == [(1, ROWS)]  # exactly once
@@ -173,7 +175,7 @@ def test_a_new_operation_does_not_jump_ahead_of_one_waiting(
     assert bbo.get_operation(late.id).status == OperationStatus.QUEUED
     assert bbo.list_jobs(late.id) == []
     assert bbo.get_operation(late.id).lease_owner is None  # in the pool, behind it
-    assert runner_message(waiting) in messages(conn)
+    assert runner_message(waiting, gate=True) in messages(conn)  # by the enqueue
 
 
 def test_a_wake_up_in_the_callers_transaction_yields_to_one_waiting(
@@ -194,3 +196,23 @@ def test_a_wake_up_in_the_callers_transaction_yields_to_one_waiting(
     assert bbo.get_operation(late.id).lease_owner is None
     assert bbo.list_jobs(late.id) == []
     assert runner_message(waiting) in messages(conn)
+
+
+class Objecting(bbo.Middleware):
+    def before_job(self, conn: psycopg.Connection[Any], operation: Any) -> str:
+        return "not now"
+
+
+def test_the_worker_asks_before_job_before_running_a_job_an_enqueue_dispatched(
+    broker: PostgresBroker, conn: psycopg.Connection[Any], visit: Callable[..., Any]
+) -> None:
+    bbo.setup(broker, middleware=[Objecting()])
+    operation = visit()
+    assert [name for name, _ in messages(conn)] == [RUNNER]  # enqueue does not ask it
+    deliver_one(conn)  # the worker does
+    held = bbo.get_operation(operation.id)
+    assert held.hold_reason == "not now"
+    [job] = bbo.list_jobs(operation.id)
+    assert (job.status, job.attempts, job.lease_owner) == (0, 0, None)  # given back untouched
+    assert messages(conn) == [(ORCHESTRATOR, ["main", str(held.id), held.lease_owner])]
+    assert visits(conn, 1) == [(0, ROWS)]
