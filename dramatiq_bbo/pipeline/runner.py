@@ -87,30 +87,36 @@ def run(
     ``gate``: dispatched outside a worker (enqueue's one hop), the job first meets this
     worker's ``before_job`` (:func:`_held_before_run`)."""
     ref = operation_ref(database, operation_id)  # parsed once: its scope and tables
-    if gate and _held_before_run(database, ref, job_id):
-        return None
+    operation: OperationRecord | None = None
+    if gate:
+        held, operation = _held_before_run(database, ref, job_id)
+        if held:
+            return None
     called = time.monotonic()
     outcome: JobOutcome | None = None
     while True:
-        ran = _run_one(database, ref, job_id, token, called)
+        ran = _run_one(database, ref, job_id, token, called, operation)
         if ran is None:
             return outcome
         outcome, follow = ran
         if follow is None or follow.job is None:
             return outcome
-        job_id, token = follow.job.id, follow.token
+        job_id, token, operation = follow.job.id, follow.token, follow.operation
 
 
-def _held_before_run(database: str, ref: OperationRef, job_id: Any) -> bool:
+def _held_before_run(
+    database: str, ref: OperationRef, job_id: Any
+) -> tuple[bool, OperationRecord | None]:
     """True (do not run) when this worker's middleware objects to a job an enqueue dispatched:
     the job goes back to pending without a lease (no attempt spent) and the operation is
-    called back when its hold ends, as an orchestrator holding it would."""
+    called back when its hold ends, as an orchestrator holding it would. Also the operation
+    as read (the runner needs no second read)."""
     if not current().middleware:
-        return False
+        return False, None
     with REGISTRY.connection(database) as conn, conn.transaction():
         operation = fetch_operation(conn, ref, for_update=True)
         if operation is None or not operation.unfinished or not held_by_middleware(conn, operation):
-            return False  # the claim decides
+            return False, operation  # the claim decides
         _, jobs = tables_for(operation)
         given_back = conn.execute(
             query("unknown_class_undispatch_job", jobs=jobs),
@@ -118,15 +124,21 @@ def _held_before_run(database: str, ref: OperationRef, job_id: Any) -> bool:
         ).fetchone()
         if given_back is not None:  # else a stale message: the job is not waiting for us
             call_back_after_hold(conn, database, operation)
-    return True
+    return True, operation
 
 
 def _run_one(
-    database: str, ref: OperationRef, job_id: Any, token: str | None, called: float
+    database: str,
+    ref: OperationRef,
+    job_id: Any,
+    token: str | None,
+    called: float,
+    known: OperationRecord | None = None,
 ) -> tuple[JobOutcome, Started | None] | None:
-    """Run one job and chain; the outcome, and the next job when dispatched to this call."""
+    """Run one job and chain; the outcome, and the next job when dispatched to this call.
+    ``known``: the operation as just read in this call (else read here)."""
     key = ref.id
-    operation = retrying(
+    operation = known or retrying(
         f"reading operation {key}",
         lambda: get_operation(key, database=database),
         settings=REGISTRY.settings,
