@@ -5,19 +5,25 @@ The goals: all finish within 3× the time their jobs need back to back; Jain ind
 first 500 jobs ≥ 0.9; no operation waits longer than a configured bound.
 
 The 100 cell-local operations are enqueued first (a cron firing), then the organization ones
-(users arriving), each ``enqueue`` waking the pipeline as a web process's does; each operation
-walks 100 rows in 4 jobs of one 25-row sub-batch (:class:`benchmarks.operations.Small`,
-interval 0, pause 0). The run stops when all finished or at a cap, whichever comes first.
+(users arriving), each ``enqueue`` starting its operation as a web process's does (the first
+``max_running_jobs`` get their first job at once, the others wait in the pool), all before the
+worker starts: every operation is then waiting, so the figures measure the dispatch order, not
+the rate at which this process enqueues (a worker running meanwhile rightly runs the early
+operations to completion while nothing else waits). Each operation walks 100 rows in 4 jobs of
+one 25-row sub-batch (:class:`benchmarks.operations.Small`, interval 0, pause 0). The run
+stops when all finished or at a cap, whichever comes first. The clock starts when the first
+job starts (the worker's boot is not the scheduler's doing).
 
-- **time to finish all**: the first ``created_at`` to the last ``finished_at``; its baseline
+- **time to finish all**: the first job's ``started_at`` to the last ``finished_at``; its baseline
   is the jobs back to back (the sum of every job's duration): the ratio is the goal's.
 - **Jain index** of the jobs each operation got among the first K jobs to finish (K = 500, or
   the jobs there are when fewer), over all operations, divided by the best value K jobs
   allow (K ÷ n when K < n operations: one job each): 1 is a round robin, 4 ÷ n·(K/n) when
   operations are served one after the other to completion.
 - **longest wait**: the longest time an operation was ready (created, or its previous job
-  ended; interval 0) without a job started; an operation still waiting at the end counts
-  until then.
+  ended; interval 0, and not before the first job started) without a job started; an
+  operation still waiting at the end counts until then. Its goal is the ``max_wait_seconds``
+  setting (60 s where this version has none).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import psycopg
 import dramatiq_bbo as bbo
 from benchmarks.common import Context, Row, Workers, bench_database, jain_index, progress
 from benchmarks.operations import Small
+from dramatiq_bbo.db import REGISTRY
 
 SECTION = "many small operations"
 ROWS, JOB_ROWS = 100, 25
@@ -82,9 +89,10 @@ def longest_wait(operations: dict[str, Any], jobs: list[tuple[str, Any, Any]], n
     by_operation = defaultdict(list)
     for worker, started, finished in jobs:
         by_operation[worker].append((started, finished))
+    first = min((started for _w, started, _f in jobs), default=now)
     longest = 0.0
     for id_, (created, finished, _status) in operations.items():
-        ready = created
+        ready = max(created, first)
         for started, ended in sorted(by_operation[id_]):
             longest = max(longest, (started - ready).total_seconds())
             ready = ended
@@ -110,17 +118,18 @@ def section(ctx: Context) -> list[Row]:
             conn.execute("CREATE TABLE small_rows (id bigint PRIMARY KEY)")
             conn.execute("INSERT INTO small_rows SELECT generate_series(1, %s)", [ROWS])
             conn.execute("VACUUM ANALYZE small_rows")
+        enqueue_all(organization, cell_local)
         with Workers(dsn, threads=ctx.threads):
             started = time.monotonic()
-            enqueue_all(organization, cell_local)
             while time.monotonic() - started < cap:
                 operations, jobs, now = snapshot(dsn)
                 if all(f is not None for _c, f, _s in operations.values()):
                     break
                 time.sleep(0.5)
             operations, jobs, now = snapshot(dsn)
+        bound = float(getattr(REGISTRY.settings, "max_wait_seconds", 60.0))
     done = [f for _c, f, _s in operations.values() if f is not None]
-    start = min(c for c, _f, _s in operations.values())
+    start = min((s for _w, s, _f in jobs), default=now)
     back_to_back = sum((f - s).total_seconds() for _w, s, f in jobs)
     label = f"{organization:,} organization + {cell_local:,} cell-local operations × 4 jobs"
     progress(f"  small operations: {len(done)} of {total} finished")
@@ -139,5 +148,6 @@ def section(ctx: Context) -> list[Row]:
         Row(SECTION, f"Jain index over the first {min(first, len(jobs))} jobs (÷ best possible)",
             fairness(operations, jobs, first), "", goal="≥ 0.9"),
         Row(SECTION, "longest wait of an operation ready to run",
-            longest_wait(operations, jobs, now), "s", goal="≤ the configured bound (none yet)"),
+            longest_wait(operations, jobs, now), "s", bound, "max_wait_seconds",
+            goal=f"≤ {bound:g} s"),
     ]  # fmt: skip

@@ -5,7 +5,9 @@ The goals: p50 ≤ 1.5 × the hop's p50, p99 ≤ 30 ms, with a warm worker.
 
 A real ``dramatiq`` worker process (``benchmarks.app``, 4 threads) runs the pipeline on the
 dramatiq-pg broker; this process plays the web application: it configured bbo and called
-``setup(broker)``, so ``enqueue`` wakes the pipeline when it commits. The operation
+``setup(broker)``, so ``enqueue`` starts the operation when it commits: with a free slot and
+nothing waiting (always, here) it dispatches the first job and writes the runner's message in
+its own transaction — one message hop to the worker, like the bare hop below. The operation
 (:class:`benchmarks.operations.TouchAndNotify`) runs ``pg_notify`` inside each sub-batch's
 transaction; Postgres delivers a notification exactly when its transaction commits, so the
 time this process receives the first one for an operation is the time its first sub-batch

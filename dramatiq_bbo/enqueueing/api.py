@@ -20,13 +20,17 @@ Racing enqueues of one configuration therefore queue on the lock and create exac
 
 Transactions. Without ``connection=``, enqueue runs in its own READ COMMITTED transaction on a
 pooled connection, then :func:`after_commit`: the pipeline's wake, then the middleware's
-``after_enqueue``. Inside the transaction, right after the insert, the pipeline writes the
-orchestrator's first message (a transactional outbox, :func:`~dramatiq_bbo.pipeline.wake.
-wake_in_transaction`), so the operation starts on commit. Both wakes are plain code, not
-middleware: they are the pipeline itself, always there once ``setup(broker)`` ran, and do
-nothing without it. With ``connection=`` (a psycopg 3 connection, or a peewee
+``after_enqueue``. Inside the transaction, right after the insert, the pipeline starts the
+operation (a transactional outbox, :func:`~dramatiq_bbo.pipeline.wake.start_in_transaction`):
+when a slot of capacity is free and no operation is waiting for one, enqueue creates the first
+job and writes the runner's message itself, so the job starts on commit (one hop); otherwise
+the operation waits in the pool for the next freed slot, in the dispatch order. Both are plain
+code, not middleware: they are the pipeline itself, always there once ``setup(broker)`` ran,
+and do nothing without it. With ``connection=`` (a psycopg 3 connection, or a peewee
 ``Psycopg3Database`` whose current connection is used), enqueue joins the transaction in
-progress, so the operation — and that first message — exist only if the caller commits;
+progress, writes the orchestrator's first message there (a wake-up, which applies the same
+order when it runs: the capacity lock is not held across the caller's transaction), so the
+operation — and that first message — exist only if the caller commits;
 :func:`after_commit` is then *not* called. A non-autocommit psycopg connection counts as the
 caller's transaction too (the caller commits). An idle autocommit connection gets a
 transaction of ours, committed before returning, and :func:`after_commit` runs. The
@@ -39,8 +43,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -64,7 +68,7 @@ from ..migrations import requires_schema
 from ..operation import BaseOperation, resolve
 from ..pipeline.runtime import current
 from ..pipeline.setup_checks import warn_without_pipeline
-from ..pipeline.wake import wake, wake_in_transaction
+from ..pipeline.wake import start_in_transaction, wake
 from ..queries import query
 from ..state.records import OperationRecord
 from ..state.store import CELL_LOCAL, ORGANIZATION
@@ -84,6 +88,9 @@ from .table_policy import (
     privilege_error,
 )
 
+if TYPE_CHECKING:
+    from ..pipeline.orchestrator import Started
+
 
 @dataclass(frozen=True)
 class EnqueueResult:
@@ -93,6 +100,8 @@ class EnqueueResult:
     duplicate: bool
     #: what enqueue noticed but did not refuse (e.g. a scope no index serves), also logged
     warnings: tuple[str, ...] = ()
+    #: the pipeline's start of the operation in enqueue's own transaction (internal)
+    started: Started | None = field(default=None, repr=False, compare=False)
 
 
 @requires_schema
@@ -152,16 +161,23 @@ def enqueue(
             return result
         result = _enqueue_in_own_transaction(conn, request)
     if not result.duplicate:  # committed (and the pool connection is back)
-        after_commit(result.operation)
+        after_commit(result.operation, result.started)
     return result
 
 
-def after_commit(operation: OperationRecord) -> None:
-    """What follows a committed new operation: the pipeline wakes it (a no-op when the
-    in-transaction wake already sent its message, or without ``setup``), then the
-    middleware's ``after_enqueue`` runs. Neither raises: a failed wake only costs latency
-    (the scheduler's tick re-drives the operation) and a failing hook is logged."""
-    wake(operation)
+def after_commit(operation: OperationRecord, started: Started | None = None) -> None:
+    """What follows a committed new operation: what starting it in the transaction calls for
+    (its queued → active transition), else the pipeline wakes it (its database is not the
+    broker's: no message was written in the transaction; a no-op without ``setup``), then
+    the middleware's ``after_enqueue`` runs. Nothing raises: a failed wake only costs latency
+    (the scheduler's pass re-drives the operation) and a failing hook is logged."""
+    if started is not None:
+        try:
+            started.after_commit(operation.database_name)
+        except Exception:
+            logger.exception("after starting operation %s", operation.id)
+    elif operation.database_name not in current().messenger.outbox_databases:
+        wake(operation)
     current().after_enqueue(operation)
 
 
@@ -173,12 +189,14 @@ def _enqueue_in_own_transaction(
         # Each statement sees what committed before it: after waiting on the advisory lock,
         # the duplicate check sees the operation the lock holder just created.
         conn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-        result = _enqueue(conn, request)
+        result = _enqueue(conn, request, own=True)
     announce(result)
     return result
 
 
-def _enqueue(conn: psycopg.Connection[Any], request: EnqueueRequest) -> EnqueueResult:
+def _enqueue(
+    conn: psycopg.Connection[Any], request: EnqueueRequest, *, own: bool = False
+) -> EnqueueResult:
     """Catalog checks, then lock → duplicate check → insert in a savepoint, twice at most:
     a caller's older snapshot can miss a just-committed twin that the partial unique index
     then catches; the retry (new statement snapshot under READ COMMITTED) finds it."""
@@ -192,7 +210,7 @@ def _enqueue(conn: psycopg.Connection[Any], request: EnqueueRequest) -> EnqueueR
     for _attempt in range(2):
         try:
             with conn.transaction():
-                return _lock_check_insert(conn, request, table)
+                return _lock_check_insert(conn, request, table, own)
         except (pg_errors.UniqueViolation, pg_errors.SerializationFailure) as exc:
             failure = exc
         except pg_errors.InsufficientPrivilege as exc:
@@ -205,7 +223,7 @@ def _enqueue(conn: psycopg.Connection[Any], request: EnqueueRequest) -> EnqueueR
 
 
 def _lock_check_insert(
-    conn: psycopg.Connection[Any], request: EnqueueRequest, table: TableInfo
+    conn: psycopg.Connection[Any], request: EnqueueRequest, table: TableInfo, own: bool
 ) -> EnqueueResult:
     conn.execute(query("operation_lock_configuration"), {"key": lock_key(request, table)})
     scope = ORGANIZATION if request.organization_id is not None else CELL_LOCAL
@@ -248,8 +266,8 @@ def _lock_check_insert(
         row = cur.execute(insert, values).fetchone()
     assert row is not None
     operation = OperationRecord.from_row(row)
-    _wake_in_transaction(conn, operation)
-    return EnqueueResult(operation, duplicate=False, warnings=warnings)
+    started = _start_in_transaction(conn, operation, own)
+    return EnqueueResult(operation, duplicate=False, warnings=warnings, started=started)
 
 
 def _initial_batch_size(
@@ -269,16 +287,20 @@ def _initial_batch_size(
     return default if learned is None else learned
 
 
-def _wake_in_transaction(conn: psycopg.Connection[Any], operation: OperationRecord) -> None:
-    """The orchestrator's first message, committed with the operation; a failure is logged
-    and undone (its own savepoint), never failing the enqueue: the tick covers it."""
+def _start_in_transaction(
+    conn: psycopg.Connection[Any], operation: OperationRecord, own: bool
+) -> Started | None:
+    """The operation's first job and runner message (or the orchestrator's first message),
+    committed with the operation; a failure is logged and undone (its own savepoint), never
+    failing the enqueue: the scheduler's pass covers it."""
     if not current().messenger.ready:  # no setup here: no savepoint for nothing
-        return
+        return None
     try:
         with conn.transaction():
-            wake_in_transaction(conn, operation)
+            return start_in_transaction(conn, operation, own=own)
     except Exception:
-        logger.exception("waking operation %s in the enqueue transaction failed", operation.id)
+        logger.exception("starting operation %s in the enqueue transaction failed", operation.id)
+        return None
 
 
 def lock_key(request: EnqueueRequest, table: TableInfo) -> int:

@@ -160,15 +160,18 @@ def _scheduler(database: str) -> None:
     )
 
 
-def _orchestrator(database: str, operation_id: str, token: str | None = None) -> None:
-    if shutdown.refuse(messages.ORCHESTRATOR, (database, operation_id, token)):
+def _orchestrator(
+    database: str, operation_id: str, token: str | None = None, wake: bool = False
+) -> None:
+    args = (database, operation_id, token) + ((True,) if wake else ())
+    if shutdown.refuse(messages.ORCHESTRATOR, args):
         return
     try:
         # Idempotent under its lease token: a try whose COMMIT was lost and then ran again
         # finds the operation leased by the message it wrote, and stops.
         retrying(
             f"orchestrating operation {operation_id}",
-            lambda: orchestrator.orchestrate(database, operation_id, token),
+            lambda: orchestrator.orchestrate(database, operation_id, token, wake),
             settings=REGISTRY.settings,
         )
     except Exception:
@@ -178,7 +181,10 @@ def _orchestrator(database: str, operation_id: str, token: str | None = None) ->
         raise
 
 
-def _runner(database: str, operation_id: str, job_id: str, token: str | None = None) -> None:
-    if shutdown.refuse(messages.RUNNER, (database, operation_id, job_id, token)):
+def _runner(
+    database: str, operation_id: str, job_id: str, token: str | None = None, gate: bool = False
+) -> None:
+    args = (database, operation_id, job_id, token) + ((True,) if gate else ())
+    if shutdown.refuse(messages.RUNNER, args):
         return
-    runner.run(database, operation_id, job_id, token)
+    runner.run(database, operation_id, job_id, token, gate)

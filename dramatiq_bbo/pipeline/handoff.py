@@ -68,13 +68,19 @@ def take_lease(
 
 
 def send_orchestrator(
-    conn: psycopg.Connection[Any], database: str, operation_id: Any, token: str, delay: float = 0.0
+    conn: psycopg.Connection[Any],
+    database: str,
+    operation_id: Any,
+    token: str,
+    delay: float = 0.0,
+    *,
+    wake: bool = False,
 ) -> None:
-    """The orchestrator message owning ``token``, due in ``delay`` seconds."""
+    """The orchestrator message owning ``token``, due in ``delay`` seconds; ``wake``: a
+    wake-up's, which yields a free slot to the operations already waiting (:mod:`.refill`)."""
     delay_ms = int(delay * 1000) or None
-    messenger().send(
-        conn, database, ORCHESTRATOR, database, str(operation_id), token, delay_ms=delay_ms
-    )
+    args: tuple[Any, ...] = (database, str(operation_id), token) + ((True,) if wake else ())
+    messenger().send(conn, database, ORCHESTRATOR, *args, delay_ms=delay_ms)
 
 
 def lease_and_send(
@@ -84,11 +90,12 @@ def lease_and_send(
     *,
     delay: float = 0.0,
     take: Take = Take.ANY,
+    wake: bool = False,
 ) -> bool:
     """:func:`take_lease` then :func:`send_orchestrator` in ``conn``'s transaction; False when
     the lease was turned away (nothing is sent then)."""
     token = take_lease(conn, operation, delay=delay, take=take)
     if token is None:
         return False
-    send_orchestrator(conn, database, operation.id, token, delay)
+    send_orchestrator(conn, database, operation.id, token, delay, wake=wake)
     return True

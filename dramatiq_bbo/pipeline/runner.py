@@ -10,10 +10,16 @@ Afterwards, in one transaction with the operation row locked: the batch optimize
 next batch size from the recent successful jobs (unless an operator set one during the job),
 an operation whose range that job finished is finished at once (and the size the optimizer
 reached is kept for its configuration's next operation, :mod:`dramatiq_bbo.jobs.learned_sizes`),
-an operation that fails too often is failed, and otherwise the next orchestrator message is written,
-due one interval after this job *started* (so a job that takes 95% of the interval leaves
-the database 5% idle, as the optimizer's efficiency assumes), with a fresh stage lease
-covering the wait.
+an operation that fails too often is failed, and otherwise the slot this job frees is refilled
+in the same transaction, in the dispatch order (:mod:`.refill`): the operations already waiting
+for capacity get it first, and this operation goes back to the pool (its stage lease released),
+due one interval after this job *started* (so a job that takes 95% of the interval leaves the
+database 5% idle, as the optimizer's efficiency assumes). Only when nothing else is waiting does
+it keep the slot: its next orchestrator message is written, due then, under a fresh stage lease
+covering the wait — or, already due, the orchestrator's decision is taken right there
+(:func:`~.orchestrator.decide`, same gates) and the next job is dispatched to this very actor
+call, which runs it without a message hop, as long as the call stays within the job's time
+budget (past it, a runner message is written instead).
 """
 
 from __future__ import annotations
@@ -51,6 +57,17 @@ from ..state.store import (
 from . import shutdown
 from .handoff import Take, send_orchestrator, take_lease
 from .messages import ORCHESTRATOR
+from .middleware_hold import held_by_middleware
+from .orchestrator import (
+    Decision,
+    Started,
+    call_back_after_hold,
+    decide,
+    dispatch_waiting,
+    first_in_line,
+    release,
+)
+from .refill import free_slots
 from .runtime import current, transitioned
 from .shutdown import shutting_down
 from .unknown_class import hold_before_run
@@ -62,13 +79,66 @@ __all__ = ["chain", "run", "shutting_down"]
 
 
 def run(
-    database: str, operation_id: Any, job_id: Any, token: str | None = None
+    database: str, operation_id: Any, job_id: Any, token: str | None = None, gate: bool = False
 ) -> JobOutcome | None:
     """Handle one runner message; a job another runner holds, or an operation whose stage
-    lease moved on from ``token`` (run_to_completion took it over), makes it a no-op (None)."""
+    lease moved on from ``token`` (run_to_completion took it over), makes it a no-op (None).
+    The next jobs its chain dispatches to this call run here too, within the job's budget.
+    ``gate``: dispatched outside a worker (enqueue's one hop), the job first meets this
+    worker's ``before_job`` (:func:`_held_before_run`)."""
     ref = operation_ref(database, operation_id)  # parsed once: its scope and tables
+    operation: OperationRecord | None = None
+    if gate:
+        held, operation = _held_before_run(database, ref, job_id)
+        if held:
+            return None
+    called = time.monotonic()
+    outcome: JobOutcome | None = None
+    while True:
+        ran = _run_one(database, ref, job_id, token, called, operation)
+        if ran is None:
+            return outcome
+        outcome, follow = ran
+        if follow is None or follow.job is None:
+            return outcome
+        job_id, token, operation = follow.job.id, follow.token, follow.operation
+
+
+def _held_before_run(
+    database: str, ref: OperationRef, job_id: Any
+) -> tuple[bool, OperationRecord | None]:
+    """True (do not run) when this worker's middleware objects to a job an enqueue dispatched:
+    the job goes back to pending without a lease (no attempt spent) and the operation is
+    called back when its hold ends, as an orchestrator holding it would. Also the operation
+    as read (the runner needs no second read)."""
+    if not current().middleware:
+        return False, None
+    with REGISTRY.connection(database) as conn, conn.transaction():
+        operation = fetch_operation(conn, ref, for_update=True)
+        if operation is None or not operation.unfinished or not held_by_middleware(conn, operation):
+            return False, operation  # the claim decides
+        _, jobs = tables_for(operation)
+        given_back = conn.execute(
+            query("unknown_class_undispatch_job", jobs=jobs),
+            {"worker_id": operation.id, "id": _job_key(job_id)},
+        ).fetchone()
+        if given_back is not None:  # else a stale message: the job is not waiting for us
+            call_back_after_hold(conn, database, operation)
+    return True, operation
+
+
+def _run_one(
+    database: str,
+    ref: OperationRef,
+    job_id: Any,
+    token: str | None,
+    called: float,
+    known: OperationRecord | None = None,
+) -> tuple[JobOutcome, Started | None] | None:
+    """Run one job and chain; the outcome, and the next job when dispatched to this call.
+    ``known``: the operation as just read in this call (else read here)."""
     key = ref.id
-    operation = retrying(
+    operation = known or retrying(
         f"reading operation {key}",
         lambda: get_operation(key, database=database),
         settings=REGISTRY.settings,
@@ -76,11 +146,12 @@ def run(
     if hold_before_run(database, operation, _job_key(job_id)):  # class unknown here: held
         return None
     started = time.monotonic()
+    budget = _budget(operation)
     try:
         outcome = run_job(
             key,
             _job_key(job_id),
-            stop_check=_stop_check(database, operation, started),
+            stop_check=_stop_check(database, operation, started, budget),
             database=database,
             stage_token=token,
             job_check=current().between_sub_batches,  # health, and the application's middleware
@@ -91,13 +162,14 @@ def run(
     except LeaseLost:
         logger.warning("job %s of operation %s was taken over by another runner", job_id, key)
         return None
+    inline = time.monotonic() - called < budget  # the next job may run in this call
     # at once when Postgres is back, not after the lease and the scheduler's next tick
-    retrying(
+    follow = retrying(
         f"chaining operation {key}",
-        lambda: chain(database, ref, outcome, started, held=token),
+        lambda: chain(database, ref, outcome, started, held=token, inline=inline),
         settings=REGISTRY.settings,
     )
-    return outcome
+    return outcome, follow
 
 
 def _job_key(job_id: Any) -> Any:
@@ -105,10 +177,8 @@ def _job_key(job_id: Any) -> Any:
     return int(text) if text.isdecimal() else text
 
 
-def _stop_check(database: str, operation: OperationRecord, started: float) -> Any:
-    """Worker shutdown and the job's time budget, then the operation's status (see
-    :func:`~dramatiq_bbo.jobs.ending.status_stop_check`); the middleware's
-    ``between_sub_batches`` is asked after these (``run_job``'s ``job_check``)."""
+def _budget(operation: OperationRecord) -> float:
+    """A job's time budget (seconds): its share of the interval, at least one second."""
     settings = REGISTRY.settings
     interval = float(operation.interval_seconds)
     budget = (
@@ -116,7 +186,13 @@ def _stop_check(database: str, operation: OperationRecord, started: float) -> An
         if interval > 0
         else float(settings.min_job_budget_seconds)
     )
-    budget = max(budget, 1.0)
+    return max(budget, 1.0)
+
+
+def _stop_check(database: str, operation: OperationRecord, started: float, budget: float) -> Any:
+    """Worker shutdown and the job's time budget, then the operation's status (see
+    :func:`~dramatiq_bbo.jobs.ending.status_stop_check`); the middleware's
+    ``between_sub_batches`` is asked after these (``run_job``'s ``job_check``)."""
 
     def pipeline_check() -> str | None:
         if shutting_down.is_set():
@@ -135,38 +211,91 @@ def chain(
     started: float,
     *,
     held: str | None = None,
-) -> None:
-    """Optimizer, failure threshold, and the next orchestrator message, in one transaction.
+    inline: bool = False,
+) -> Started | None:
+    """Optimizer, failure threshold, the freed slot refilled, and the operation's next step
+    (:func:`_carry_on`), in one transaction.
 
     The operation's stage lease passes from ``held`` (the runner message's) to the next
-    message only if this stage still holds it (or nobody does): when run_to_completion took
+    stage only if this stage still holds it (or nobody does): when run_to_completion took
     the operation over meanwhile, nothing is sent. In a stopping worker the message is kept
-    and sent once this process stopped consuming (:mod:`.shutdown`)."""
+    and sent once this process stopped consuming (:mod:`.shutdown`). ``inline``: a job
+    dispatched to go on at once gets no runner message; the caller runs it (returned)."""
     settings = REGISTRY.settings
     max_attempts = int(settings.max_attempts)
     fail = False
     ended: OperationRecord | None = None
+    follow: Started | None = None
+    refilled: list[Started] = []
     with REGISTRY.connection(database) as conn, conn.transaction():
         operation = fetch_operation(conn, operation_id, for_update=True)
-        if operation is None or operation.status != OperationStatus.ACTIVE:
-            return
-        if outcome.status == JobStatus.SUCCEEDED:
-            ended = _after_success(conn, operation, outcome)
-        if ended is None and retries.failed_for_good(outcome.job, outcome.timed_out, max_attempts):
-            total, failed = job_counts(database, operation, max_attempts)
-            fail = retries.operation_should_fail(total, failed)
-        if ended is None and not fail:
+        active = operation is not None and operation.status == OperationStatus.ACTIVE
+        if operation is not None and active:
+            ended, fail = _judge(conn, database, operation, outcome, max_attempts)
+        if operation is not None and active and ended is None and not fail:
             delay = _next_delay(operation, outcome, started)
-            token = take_lease(conn, operation, delay=delay, take=Take.PASSED, held=held)
-            # None: another stage holds the operation (run_to_completion) and carries it on
-            if token is not None and shutting_down.is_set():
-                shutdown.defer(database, ORCHESTRATOR, (database, str(operation.id), token), delay)
-            elif token is not None:
-                send_orchestrator(conn, database, operation.id, token, delay)
+            follow = _carry_on(conn, database, operation, delay, held, inline, refilled)
+        else:  # the slot this job frees goes to the operations waiting
+            refilled = dispatch_waiting(conn, database, free_slots(conn, database))
+    for other in refilled:
+        other.after_commit(database)
     if ended is not None:
         transitioned(ended, OperationStatus.ACTIVE)
-    if fail:
+    if fail and operation is not None:
         end_operation(database, operation, max_attempts, failed=True)
+    if follow is not None:
+        follow.after_commit(database)
+        if follow.decision == Decision.DISPATCHED and not inline:
+            follow = None  # its runner message carries it
+    return follow
+
+
+def _judge(
+    conn: psycopg.Connection[Any],
+    database: str,
+    operation: OperationRecord,
+    outcome: JobOutcome,
+    max_attempts: int,
+) -> tuple[OperationRecord | None, bool]:
+    """After the job: the operation ended by it (its range done), or whether it fails."""
+    ended = (
+        _after_success(conn, operation, outcome) if outcome.status == JobStatus.SUCCEEDED else None
+    )
+    if ended is None and retries.failed_for_good(outcome.job, outcome.timed_out, max_attempts):
+        total, failed = job_counts(database, operation, max_attempts)
+        return None, retries.operation_should_fail(total, failed)
+    return ended, False
+
+
+def _carry_on(
+    conn: psycopg.Connection[Any],
+    database: str,
+    operation: OperationRecord,
+    delay: float,
+    held: str | None,
+    inline: bool,
+    refilled: list[Started],
+) -> Started | None:
+    """The operation's next step once its job ended, the capacity lock taken: the freed slot
+    first to the operations waiting for one; then this operation back to the pool, or — a slot
+    left — its next orchestrator message due in ``delay``, or (already due) its next job
+    dispatched here (what :func:`~.orchestrator.decide` did, or None)."""
+    token = take_lease(conn, operation, delay=delay, take=Take.PASSED, held=held)
+    # None: another stage holds the operation (run_to_completion) and carries it on
+    if token is None or shutting_down.is_set():
+        refilled.extend(dispatch_waiting(conn, database, free_slots(conn, database)))
+        if token is not None:
+            shutdown.defer(database, ORCHESTRATOR, (database, str(operation.id), token), delay)
+        return None
+    first, started = first_in_line(conn, database, operation.id)
+    refilled.extend(started)
+    if not first:
+        release(conn, operation, token)  # due again one interval after this job started
+        return None
+    if delay > 0:
+        send_orchestrator(conn, database, operation.id, token, delay)
+        return None
+    return decide(conn, database, operation.id, token, send=not inline)
 
 
 def _after_success(

@@ -23,7 +23,6 @@ fill the same free slots; the loser waits (briefly) rather than skipping, so a w
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +36,9 @@ from ..state.records import JobStatus
 from ..walk.timeouts import set_lock_timeout
 from .handoff import lease_and_send
 from .picking import SCOPES, pick_schedulable
+from .refill import jobs_in_flight, scheduler_lock_key
+
+__all__ = ["TickReport", "jobs_in_flight", "recover", "scheduler_lock_key", "tick"]
 
 #: operations handed to the orchestrator per transaction
 DISPATCH_GROUP = 10
@@ -52,11 +54,6 @@ class TickReport:
     dispatched: list[str] = field(default_factory=list)
     recovered_operations: list[str] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def scheduler_lock_key(database: str) -> int:
-    digest = hashlib.blake2b(f"bbo-scheduler:{database}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 def tick(database: str = "main") -> TickReport:
@@ -155,13 +152,3 @@ def _dispatch_group(
             lease_and_send(conn, database, picked)
             report.dispatched.append(str(picked.id))
     return budget - len(rows), len(rows) if len(rows) == free else 0
-
-
-def jobs_in_flight(conn: psycopg.Connection[Any]) -> int:
-    """Jobs of this database running or dispatched under a live lease, both scopes (both
-    counts sent before either is read: one round trip in pipeline mode)."""
-    cursors = [
-        conn.execute(query("pipeline_jobs_in_flight", jobs=jobs), prepare=True)
-        for _scope, (_operations, jobs) in SCOPES
-    ]
-    return sum(int(row[0]) for row in (cursor.fetchone() for cursor in cursors) if row)

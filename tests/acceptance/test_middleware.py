@@ -65,15 +65,18 @@ def test_a_user_middleware_sees_its_hooks_in_order_on_a_real_worker(
     [worker] = workers.worker_pids()
     recorded = calls(conn)
 
-    assert recorded[0] == (os.getpid(), "after_enqueue", str(operation.id))
-    assert {pid for pid, _, _ in recorded[1:]} == {worker}  # everything else: the worker
-    hooks = [(hook, detail) for _, hook, detail in recorded[1:]]
+    # enqueue started the operation itself (one hop): its transition, then after_enqueue, here
+    assert recorded[:2] == [
+        (os.getpid(), "after_transition", "queued->active"),
+        (os.getpid(), "after_enqueue", str(operation.id)),
+    ]
+    assert {pid for pid, _, _ in recorded[2:]} == {worker}  # everything else: the worker
+    hooks = [(hook, detail) for _, hook, detail in recorded[2:]]
     [job] = bbo.list_jobs(operation)
     gaps = [h for h in hooks if h[0] == "between_sub_batches"]
     assert 3 <= len(gaps) <= 4 and set(gaps) == {("between_sub_batches", str(job.id))}
     assert hooks == [
-        ("before_job", str(operation.id)),
-        ("after_transition", "queued->active"),
+        ("before_job", str(operation.id)),  # asked by the runner before the job it was sent
         *gaps,
         ("after_job", "succeeded"),
         ("after_transition", "active->finished"),  # the runner ends it with its last job

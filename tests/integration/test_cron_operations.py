@@ -244,7 +244,7 @@ def test_firing_enqueues_a_cell_local_operation_and_wakes_the_pipeline(
         "SELECT message -> 'args' FROM dramatiq.queue WHERE message ->> 'actor_name' = %s",
         [messages.ORCHESTRATOR],
     ).fetchall()
-    assert woken == [(["main", str(op_id), operation.lease_owner],)]
+    assert woken == [(["main", str(op_id), operation.lease_owner, True],)]  # True: a wake-up
 
 
 def test_two_firings_at_once_yield_one_operation(

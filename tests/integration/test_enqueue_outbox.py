@@ -1,7 +1,9 @@
-"""With the pipeline set up, enqueue writes the orchestrator's first message in its own
-transaction — even the caller's, when it joined one: the operation and its first hand-off
-commit together or not at all (a transactional outbox), so a web process dying right after
-its commit cannot leave an operation waiting for the scheduler's next tick."""
+"""With the pipeline set up, enqueue writes the operation's first hand-off in its own
+transaction — the runner's message with the first job (one hop), or in the caller's
+transaction, when it joined one, the orchestrator's first message (a wake-up): the operation
+and its first hand-off commit together or not at all (a transactional outbox), so a web
+process dying right after its commit cannot leave an operation waiting for the scheduler's
+next pass."""
 
 from __future__ import annotations
 
@@ -50,7 +52,8 @@ def test_enqueue_in_a_committed_caller_transaction_writes_the_first_message_with
         caller.commit()
     record = bbo.get_operation(result.operation.id)
     assert record.lease_owner is not None
-    assert orchestrator_messages(conn) == [(["main", str(record.id), record.lease_owner],)]
+    woken = [(["main", str(record.id), record.lease_owner, True],)]  # True: a wake-up
+    assert orchestrator_messages(conn) == woken
 
 
 def test_enqueue_in_a_rolled_back_caller_transaction_leaves_no_message(
@@ -80,4 +83,5 @@ def test_a_duplicate_enqueue_writes_no_second_message(
     first = bbo.enqueue(operation_class, "todos", "id")
     second = bbo.enqueue(operation_class, "todos", "id")
     assert second.duplicate and second.operation.id == first.operation.id
-    assert len(orchestrator_messages(conn)) == 1
+    sent = conn.execute("SELECT message->>'actor_name' FROM dramatiq.queue").fetchall()
+    assert sent == [("bbo_runner",)]  # the first job's, written by the first enqueue
