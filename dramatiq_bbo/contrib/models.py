@@ -52,6 +52,11 @@ class GeneratedField(peewee.TextField):
     """A ``GENERATED ALWAYS ... STORED`` column: selected like any column, never written."""
 
 
+class GeneratedDateTimeField(DateTimeTZField, GeneratedField):  # type: ignore[misc]
+    """A generated ``timestamptz`` column (``next_run_at``, schema 0009)."""
+
+
+
 def _jsonb(null: bool = False) -> Any:
     return BinaryJSONField(null=null, index=False)
 
@@ -133,6 +138,8 @@ class OperationBase(_StateModel):
     last_error_class = peewee.TextField(null=True)
     last_error_message = peewee.TextField(null=True)
     last_error_at = DateTimeTZField(null=True)
+    #: when it is next due: Postgres computes it (schema 0009)
+    next_run_at = GeneratedDateTimeField(null=True)
 
 
 class CellLocalOperation(OperationBase):
@@ -180,6 +187,9 @@ class JobBase(_StateModel):
     exception_message = peewee.TextField(null=True)
     created_at = DateTimeTZField()
     updated_at = DateTimeTZField()
+    #: counts the job's operation does not have yet (schema 0008)
+    unrolled_processed = peewee.BigIntegerField()
+    unrolled_affected = peewee.BigIntegerField()
 
 
 class CellLocalJob(JobBase):

@@ -153,7 +153,7 @@ def test_an_organization_scoped_operation_is_found_by_its_uuid(
 def test_show_prints_the_operation_and_its_last_jobs(
     dsn: str, counters: psycopg.Connection[Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    operation_id = enqueue(dsn)
+    operation_id = enqueue(dsn, min_batch_size=100, max_batch_size=100)  # jobs pinned
     run_through(dsn, operation_id)
 
     code, out, _ = cli(capsys, "show", operation_id, "--dsn", dsn)

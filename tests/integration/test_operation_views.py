@@ -83,6 +83,9 @@ SCOPES = {
 
 def enqueue(cls: type[bbo.BaseOperation], scope: str, **kwargs: Any) -> Any:
     kwargs.setdefault("sub_batch_size", 50)
+    # jobs pinned at BATCH rows (run_to_completion grows them as the optimizer would)
+    kwargs.setdefault("min_batch_size", BATCH)
+    kwargs.setdefault("max_batch_size", BATCH)
     result = bbo.enqueue(cls, "items", "id", batch_size=BATCH, **SCOPES[scope], **kwargs)
     return result.operation.id
 
