@@ -56,6 +56,21 @@ def job_running(conn: psycopg.Connection[Any], operation_id: Any) -> bool:
     return bool(row and row[0])
 
 
+def stuck_state(conn: psycopg.Connection[Any], operation_id: Any) -> str:
+    """The operation's and its unfinished jobs' scheduling columns, for a failure message."""
+    operation = conn.execute(
+        "SELECT status, hold_reason, on_hold_until, lease_owner, lease_expires_at, last_run_at,"
+        " next_run_at, now() FROM bbo.background_operation_workers_cell_local WHERE id = %s",
+        [operation_id],
+    ).fetchone()
+    jobs = conn.execute(
+        "SELECT id, status, attempts, interruptions, lease_owner, lease_expires_at"
+        " FROM bbo.background_operation_jobs_cell_local WHERE worker_id = %s AND status <> 3",
+        [operation_id],
+    ).fetchall()
+    return f"operation: {operation}\nunfinished jobs: {jobs}"
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_kill_9_at_20_random_points_of_a_run_leaves_no_row_missed_or_visited_twice(
@@ -98,7 +113,10 @@ def test_kill_9_at_20_random_points_of_a_run_leaves_no_row_missed_or_visited_twi
             )
         conn.execute("UPDATE fault_pace SET sleep_ms = 0")  # the rest at full speed
         start_workers(dramatiq_workers, SETTINGS, operations=OPERATIONS)
-        wait_until(ended(conn, operation_id), timeout=120, interval=0.1)
+        try:
+            wait_until(ended(conn, operation_id), timeout=120, interval=0.1)
+        except AssertionError as exc:  # say what holds it up: a hold, a lease, a job
+            raise AssertionError(f"{exc}\n{stuck_state(conn, operation_id)}") from None
 
     took = time.monotonic() - started
     print(f"{KILLS} kills ({mid_job} mid-job) and the final run took {took:.1f} s")
