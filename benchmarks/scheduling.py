@@ -99,6 +99,9 @@ def section(ctx: Context) -> list[Row]:
             arguments={"n": -1}, connection=None,
         )  # fmt: skip
         clear(dsn)  # the enqueue's own wake-up
+        # its range is empty, so the enqueue (one hop: it starts the operation itself) finished
+        # it at once; the copies must be unfinished, as the operation was when enqueued
+        execute(dsn, f"UPDATE {OPERATIONS} SET status = 0, started_at = NULL, finished_at = NULL")
         for count in COUNTS:
             grow(dsn, count)
             for all_due in (True, False):

@@ -33,15 +33,9 @@ from psycopg.rows import dict_row
 
 from ..db import REGISTRY
 from ..errors import InvalidTransition, LeaseLost
-from ..jobs import retries
+from ..jobs import retries, sizing
 from ..jobs.ending import end_operation, finish_if_exhausted, job_counts, status_stop_check
-from ..jobs.learned_sizes import remember
-from ..jobs.optimizer import (
-    OptimizerDecision,
-    decide_for_operation,
-    log_decision,
-    target_duration,
-)
+from ..jobs.optimizer import OptimizerDecision
 from ..jobs.run import JobOutcome, run_job
 from ..logs import RUNNER_SKIPPED, event, logger
 from ..queries import query
@@ -71,9 +65,6 @@ from .refill import free_slots
 from .runtime import current, transitioned
 from .shutdown import shutting_down
 from .unknown_class import hold_before_run
-
-#: jobs the optimizer looks back on
-OPTIMIZER_WINDOW = 10
 
 __all__ = ["chain", "run", "shutting_down"]
 
@@ -304,26 +295,13 @@ def _after_success(
     """After a successful job: the optimizer's next size, then — when that job was the last
     one, nothing left to run — the end of the operation, now rather than one interval later,
     with the size the optimizer reached kept for its configuration's next operation."""
-    decision = _optimize(conn, operation) if _sized_by_optimizer(operation, outcome) else None
+    decision = None
+    if sizing.sized_by_optimizer(operation, outcome.job):
+        decision = _optimize(conn, operation)
     ended = finish_if_exhausted(conn, operation)
     if ended is not None and decision is not None:
-        target = target_duration(
-            float(operation.interval_seconds), float(REGISTRY.settings.min_job_budget_seconds)
-        )
-        try:
-            with conn.transaction():  # a lesson lost costs speed only: never the finish
-                remember(conn, operation, decision.new, target)
-        except psycopg.Error:
-            logger.exception("keeping the batch size operation %s learned failed", operation.id)
+        sizing.keep_learned(conn, operation, decision)
     return ended
-
-
-def _sized_by_optimizer(operation: OperationRecord, outcome: JobOutcome) -> bool:
-    """Whether the operation's batch size is still the one the job was cut with. An operator
-    who set another one meanwhile (``bbo.update``) gets it for the next job as asked; the
-    optimizer goes on from it after that job (a split half, cut smaller, skips one decision
-    too: harmless)."""
-    return outcome.job.batch_size == operation.batch_size
 
 
 def _next_delay(operation: OperationRecord, outcome: JobOutcome, started: float) -> float:
@@ -343,24 +321,11 @@ def _optimize(
     conn: psycopg.Connection[Any], operation: OperationRecord
 ) -> OptimizerDecision | None:
     """The optimizer's decision after a job, written on the operation (None if it failed)."""
-    _, jobs = tables_for(operation)
+    statement, params = sizing.recent_jobs_query(operation)
     with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            query("pipeline_recent_successful_jobs", jobs=jobs),
-            {"worker_id": operation.id, "limit": OPTIMIZER_WINDOW},
-        ).fetchall()
-    recent = [JobRecord.from_row(row) for row in rows]
-    interval = float(operation.interval_seconds)
-    target = target_duration(interval, float(REGISTRY.settings.min_job_budget_seconds))
-    try:
-        decision = decide_for_operation(
-            operation, recent, target_duration_seconds=None if interval > 0 else target
-        )
-    except Exception:  # the optimizer must never stop an operation
-        logger.exception("batch optimizer failed for operation %s", operation.id)
-        return None
-    log_decision(operation, decision)
-    if decision.changed:
+        recent = [JobRecord.from_row(row) for row in cur.execute(statement, params).fetchall()]
+    decision = sizing.decide(operation, recent)
+    if decision is not None and decision.changed:
         operations, _ = tables_for(operation)
         conn.execute(
             query("pipeline_set_batch_size", operations=operations),
