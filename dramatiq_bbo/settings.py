@@ -180,7 +180,8 @@ class Settings:
     #: operations without a live stage re-driven), in seconds; 0 leaves it to the cron tick
     scheduler_pass_seconds: float = setting(5.0, low=0, high=3_600.0)
     #: how long a due cell-local operation may wait behind organization-scoped ones, in
-    #: seconds: past it, it takes the next free slot before them (dramatiq_bbo.pipeline.picking).
+    #: seconds: from 90% of it on, it takes the next free slot before them, so that it is
+    #: served within the bound (dramatiq_bbo.pipeline.picking).
     #: 60 s: long beside a small job, so a burst of user work that clears within a minute keeps
     #: all the capacity; short beside the default 120 s interval, so system work starved by a
     #: steady stream of user operations runs at most about one minute late per job.
