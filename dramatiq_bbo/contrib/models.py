@@ -56,7 +56,6 @@ class GeneratedDateTimeField(DateTimeTZField, GeneratedField):  # type: ignore[m
     """A generated ``timestamptz`` column (``next_run_at``, schema 0009)."""
 
 
-
 def _jsonb(null: bool = False) -> Any:
     return BinaryJSONField(null=null, index=False)
 
