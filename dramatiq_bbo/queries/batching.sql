@@ -16,11 +16,12 @@ SELECT set_config('statement_timeout', %(statement_timeout)s, true),
 -- description: Read who holds the job (its lease owner) and probe the sub-batch's first and last rows, in one statement; {first} and {last} are the keyset probes (dramatiq_bbo.walk.keyset.Keyset.sub_batch_probes); parameters are positional, in textual order.
 -- The job row is not locked: the heartbeat renews its lease while the sub-batch runs, and the
 -- checkpoint re-checks the lease before the sub-batch commits (batching_checkpoint_job).
--- Its first column puts plan_cache_mode back for the rest of the sub-batch (the author's
--- statements): it is evaluated after this statement was planned (batching_generic_plans);
--- NULL (the session's mode not read yet, so not switched either) leaves it as it is.
-SELECT set_config('plan_cache_mode', coalesce(%s, current_setting('plan_cache_mode')), true)
-           AS bbo_plan_cache_mode,
+-- Its first column puts the application's plan_cache_mode back for the rest of the sub-batch
+-- (the author's statements), for this transaction only: it is evaluated after this statement
+-- was planned, generically (batching_session_guards); the COMMIT ends it.
+SELECT set_config('plan_cache_mode',
+                  coalesce(current_setting('bbo.app_plan_cache_mode', true),
+                           current_setting('plan_cache_mode')), true) AS bbo_plan_cache_mode,
        j.status,
        j.lease_owner,
        bbo_first.*,
@@ -30,25 +31,28 @@ LEFT JOIN LATERAL ({first}) AS bbo_first ON true
 LEFT JOIN LATERAL ({last}) AS bbo_last ON true
 WHERE j.partition = %s AND j.id = %s;
 
--- name: batching_generic_plans
--- description: Generic plans for the walk's own statements, for the rest of the transaction or until batching_begin_sub_batch puts the session's mode back. Postgres otherwise keeps planning them afresh (a custom plan for the checkpoint on a partitioned table, for a range between two parameters) at every sub-batch, which costs more than running them: the checkpoint after the author's statements (COMMIT ends it), and the probes of an unscoped walk, which are range scans of the cursor's index whatever the bounds, before the author's statements (put back in the same statement).
-SELECT set_config('plan_cache_mode', 'force_generic_plan', true);
+-- name: batching_app_plans
+-- description: Before the probes of a scoped walk: the application's plan_cache_mode for this transaction (the scope's conditions may want a plan made for their values).
+SELECT set_config('plan_cache_mode', current_setting('bbo.app_plan_cache_mode'), true);
 
 -- name: batching_session_guards
--- description: The walk's guards for the whole session, set once per job before its first sub-batch (outside any transaction, so a rolled-back sub-batch keeps them), with the values they replace so the walk's end restores them (batching_restore_guards). Between sub-batches the connection runs only the walk's own statements, so this is equivalent to SET LOCAL in every sub-batch, one statement fewer each time.
+-- description: The walk's guards for the whole session, set once per job before its first sub-batch (outside any transaction, so a rolled-back sub-batch keeps them), with the values they replace so the walk's end restores them (batching_restore_guards). Between sub-batches the connection runs only the walk's own statements, so this is equivalent to SET LOCAL in every sub-batch, one statement fewer each time. Also generic plans for the walk's probes: Postgres would otherwise plan them afresh at every sub-batch (it keeps choosing a custom plan for a range between two parameters), which costs more than running them; each sub-batch's begin statement puts the application's mode (kept in bbo.app_plan_cache_mode) back for the author's statements, until its COMMIT.
 SELECT current_setting('statement_timeout') AS statement_timeout,
        current_setting('lock_timeout') AS lock_timeout,
        current_setting('idle_in_transaction_session_timeout') AS idle_timeout,
        current_setting('plan_cache_mode') AS plan_cache_mode,
        set_config('statement_timeout', %(statement_timeout)s, false),
        set_config('lock_timeout', %(lock_timeout)s, false),
-       set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, false);
+       set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, false),
+       set_config('bbo.app_plan_cache_mode', current_setting('plan_cache_mode'), false),
+       set_config('plan_cache_mode', 'force_generic_plan', false);
 
 -- name: batching_restore_guards
 -- description: At the walk's end: the session's timeouts as they were before batching_session_guards.
 SELECT set_config('statement_timeout', %(statement_timeout)s, false),
        set_config('lock_timeout', %(lock_timeout)s, false),
-       set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, false);
+       set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, false),
+       set_config('plan_cache_mode', %(plan_cache_mode)s, false);
 
 -- name: batching_checkpoint_job
 -- description: With the sub-batch: the job's checkpoint, counters and lease, only while this runner holds the lease; otherwise an error (SQLSTATE LEASE, raised only then: the function is not called on the common path) aborts the transaction, so the COMMIT queued behind it never runs. The job row is the only bbo row a sub-batch writes; its counters reach the operation row at most once a second (batching_roll_up_counters). updated_at is set here, so the table's touch trigger (WHEN updated_at is unchanged) does not fire. The lease is extended only once less than half of it is left (the heartbeat renews it anyway): lease_expires_at is indexed, and an indexed column left alone keeps the update HOT — no new index entries for every sub-batch, which would slow every later lookup of the job row until a vacuum.

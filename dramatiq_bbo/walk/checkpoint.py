@@ -3,11 +3,12 @@
 ``each_sub_batch()`` returns the generator of :class:`SubBatchEngine`. For each sub-batch it
 opens a transaction on the peewee database's connection for this thread — the connection the
 author's peewee queries on ``self.table`` use too — under the walk's guards (statement, lock
-and idle timeouts, set for the session once per walk and put back at its end), checks that
+and idle timeouts, and generic plans for its own probes, set for the session once per walk and
+put back at its end; the author's statements run as the application plans them), checks that
 this runner holds the job's lease, finds the sub-batch's first and last row and its row count,
-and yields a :class:`SubBatch`. When the loop asks for the next one, it runs the stop checks,
-then writes the checkpoint on the job row — only if this runner still holds the job's lease —
-and commits, in that one transaction. A crash therefore never re-applies a committed
+and yields a :class:`SubBatch`. When the loop asks for the next one, it writes the checkpoint
+on the job row — only if this runner still holds the job's lease — and commits, in that one
+transaction, then runs the stop checks. A crash therefore never re-applies a committed
 sub-batch and never skips one. The job row is not kept locked during the sub-batch, so the
 heartbeat can renew the lease of a long one (:mod:`dramatiq_bbo.jobs.heartbeat`).
 
@@ -20,7 +21,8 @@ Round trips (:mod:`dramatiq_bbo.walk.round_trips`): one per sub-batch besides th
 statements — the checkpoint, ``COMMIT``, the next ``BEGIN`` and the statement that checks the
 lease and probes the next sub-batch go together — unless the job paces its sub-batches
 (``pause_ms``) or peewee holds ``after_commit`` callbacks (they run between the two
-transactions). The stop checks therefore run just before the commit instead of just after it.
+transactions). The stop checks run after the commit, with the next sub-batch begun (it holds
+no row lock yet; a stop rolls it back).
 The sub-batch's rows stay in Postgres: ``ids()``, iteration and ``dicts()`` read them when the
 author asks (:mod:`dramatiq_bbo.walk.sub_batch`).
 

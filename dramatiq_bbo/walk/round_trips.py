@@ -67,9 +67,8 @@ class RoundTrips:
         self._operations, self._jobs = tables  # (operations, jobs) of the operation's scope
         self._texts: dict[str, str] = {}
         self._guarded: psycopg.Connection[Any] | None = None
-        self.plan_mode: str | None = None  # the session's plan_cache_mode, read with the guards
-        # an unscoped walk's probes are index range scans: planned once (generic), not each
-        # time (the walk's bookkeeping statements always are, between the author's statements)
+        # an unscoped walk's probes are index range scans: planned once (generic), like the
+        # walk's other statements (batching_session_guards); a scoped walk's as the app plans
         self.generic = keyset._scope is None
 
     # -- beginning a sub-batch ------------------------------------------------------------------
@@ -77,7 +76,7 @@ class RoundTrips:
         """``BEGIN`` and the begin statement (plus the session guards, the first time), in one
         round trip; then what it found (one more round trip for a short last sub-batch)."""
         if conn is not self._guarded:  # a new connection (the old one broke): guard it too
-            self.restore, self._guarded, self.plan_mode = None, conn, None
+            self.restore, self._guarded = None, conn
         guards = None
         try:
             with pipelined(conn):
@@ -89,15 +88,14 @@ class RoundTrips:
             if _ran(guards):
                 row = guards.fetchone()  # type: ignore[union-attr]
                 assert row is not None
-                keys = ("statement_timeout", "lock_timeout", "idle_timeout")
-                self.restore = dict(zip(keys, row[:3], strict=True))
-                self.plan_mode = row[3]
+                keys = ("statement_timeout", "lock_timeout", "idle_timeout", "plan_cache_mode")
+                self.restore = dict(zip(keys, row[:4], strict=True))
         return self.found(conn, begun.fetchone(), checkpoint)
 
     def _queue_begin(self, conn: psycopg.Connection[Any], checkpoint: list[Any] | None) -> Any:
-        """Queue the begin statement (after a generic-plan switch for an unscoped walk)."""
-        if self.generic and self.plan_mode is not None:  # known: it can be put back
-            conn.execute(self.text(conn, "batching_generic_plans"))
+        """Queue the begin statement (after the application's plan mode, for a scoped walk)."""
+        if not self.generic:  # a scoped walk's probes: planned as the application plans
+            conn.execute(self.text(conn, "batching_app_plans"))
         text, params = self.begin_text(conn, checkpoint), self.begin_params(checkpoint)
         return conn.execute(text, params, prepare=eager(conn))
 
@@ -123,7 +121,6 @@ class RoundTrips:
         lower = checkpoint if checkpoint is not None else job.min_cursor
         cursors = [*lower, *job.max_cursor]
         return [
-            self.plan_mode,
             *first_probe.params(cursors),
             *last_probe.params([*cursors, job.sub_batch_size - 1]),
             job.partition,
@@ -167,8 +164,6 @@ class RoundTrips:
         committing = begun = restored = None
         try:
             with pipelined(conn):
-                # the sub-batch's own statements ran: the walk's plan generically until COMMIT
-                conn.execute(self.text(conn, "batching_generic_plans"))
                 if checkpoint.roll_up:
                     conn.execute(self.text(conn, "batching_roll_up_counters"), params)
                 conn.execute(
