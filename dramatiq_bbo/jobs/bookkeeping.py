@@ -6,7 +6,8 @@ the pool. Either can break under them (a restart, ``pg_terminate_backend``): a b
 connection is set aside for a pooled one, and the steps are retried
 (:func:`dramatiq_bbo.reconnect.retrying`). A retried step must recognise its own earlier
 try whose ``COMMIT`` happened but whose answer was lost with the connection; for the claim
-that is the lease owner on the job row, for the end of the run :func:`finish_job` below.
+that is the lease owner on the job row, for the end of the run :func:`earlier_end` below
+(which :func:`dramatiq_bbo.jobs.creation.end_and_next` asks when it is a retry).
 """
 
 from __future__ import annotations
@@ -36,26 +37,6 @@ def bookkeeping(
         return
     with REGISTRY.connection(name) as conn:
         yield conn
-
-
-def finish_job(
-    name: str,
-    connection: psycopg.Connection[Any] | None,
-    job: JobRecord,
-    jobs: Any,
-    params: dict[str, Any],
-    tries: list[int],
-) -> dict[str, Any] | None:
-    """``execution_finish_job`` with ``params``: the job row, or None when another runner
-    holds the job. ``tries`` counts the calls for one run's end: from the second on (after a
-    lost connection), a job row already carrying this run's end — the same status and
-    metrics, no lease — is the earlier try's write, whose answer was lost."""
-    tries.append(1)
-    with bookkeeping(name, connection) as conn, conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(query("execution_finish_job", jobs=jobs), params).fetchone()
-        if row is not None or len(tries) == 1:
-            return row
-        return earlier_end(conn, job, jobs, params)
 
 
 def earlier_end(

@@ -107,34 +107,6 @@ def _refusal(
     return text + ", and another job of the operation runs under a live lease"
 
 
-def claim_new(
-    conn: psycopg.Connection[Any],
-    operation: OperationRecord,
-    new: dict[str, Any] | None,
-    owner: str,
-) -> psycopg.Cursor[Any]:
-    """Claim a job just created in this transaction (see ``execution_claim_job``); the
-    caller holds the operation's row lock and checked that no other job runs."""
-    assert new is not None
-    operations, jobs = tables_for(operation)
-    params = claim_params(operation.id, new["id"], owner)
-    claimed = conn.cursor(row_factory=dict_row).execute(
-        query("execution_claim_job", operations=operations, jobs=jobs), params
-    )
-    touch = query("execution_touch_claimed_operation", operations=operations, jobs=jobs)
-    conn.execute(touch, params)
-    return claimed
-
-
-def other_job_running(conn: psycopg.Connection[Any], operation: OperationRecord) -> bool:
-    """Whether a job of the operation runs under a live lease (call under its row lock)."""
-    _, jobs = tables_for(operation)
-    row = conn.execute(
-        query("execution_other_live_job", jobs=jobs), {"worker_id": operation.id}
-    ).fetchone()
-    return bool(row and row[0])
-
-
 def recover_claimed(
     conn: psycopg.Connection[Any], operation: OperationRecord, owner: str
 ) -> JobRecord | None:

@@ -79,7 +79,7 @@ SELECT CASE WHEN EXISTS (SELECT 1 FROM job) THEN true
             ELSE bbo.assert_lease_held(false, %(job_id)s::text) END;
 
 -- name: batching_roll_up_counters
--- description: First (lock order: operation row, then job row): add to the operation's counters what its job counted and the operation does not have yet, plus this sub-batch's (processed, affected; 0 at a job's end); the job's statement then records them as rolled up. Run at most once a second by a walk, at its end, and at the end of a job.
+-- description: First (lock order: operation row, then job row): add to the operation's counters what its job counted and the operation does not have yet, plus this sub-batch's (processed, affected; 0 when the walk ends on no row left); the job's statement then records them as rolled up (batching_checkpoint_job with roll_up, or batching_mark_rolled_up). Run by a walk at most once a second and at its end; the end of a job has its own (batching_roll_up_job_end).
 UPDATE {operations} AS o
 SET processed_tuple_count = o.processed_tuple_count + d.processed,
     affected_tuple_count = o.affected_tuple_count + d.affected,
@@ -94,7 +94,7 @@ WHERE o.partition = %(partition)s AND o.id = %(id)s
   AND (d.processed <> 0 OR d.affected <> 0);
 
 -- name: batching_mark_rolled_up
--- description: After batching_roll_up_counters at a job's end (outside a sub-batch): the job's counters are all on the operation now.
+-- description: After batching_roll_up_counters when a walk ends on no row left (no checkpoint to carry it): the job's counters are all on the operation now.
 UPDATE {jobs}
 SET unrolled_processed = 0, unrolled_affected = 0, updated_at = now()
 WHERE partition = %(job_partition)s AND id = %(job_id)s

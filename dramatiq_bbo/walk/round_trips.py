@@ -214,12 +214,11 @@ class RoundTrips:
 
     def restore_guards(self, conn: psycopg.Connection[Any]) -> None:
         """Put the session's timeouts back (outside a transaction) if the walk set them."""
-        if self.restore is not None:
-            conn.execute(self.text(conn, "batching_restore_guards"), self.restore)
-            self.restore = None
+        self._restored(self._queue_restore(conn))
 
     def _queue_restore(self, conn: psycopg.Connection[Any]) -> Any:
-        """Queue the guards' restore in the open pipeline; its cursor (None: nothing to do)."""
+        """Send (or, in a pipeline, queue) the guards' restore; its cursor (None: nothing to
+        do)."""
         if self.restore is None:
             return None
         return conn.execute(self.text(conn, "batching_restore_guards"), self.restore)

@@ -26,16 +26,14 @@ import dramatiq_bbo as bbo
 from dramatiq_bbo import db
 from dramatiq_bbo.contrib.models import database_for
 from dramatiq_bbo.db import REGISTRY
-from dramatiq_bbo.errors import ConnectionFailed
+from dramatiq_bbo.errors import ConnectionFailed, LeaseLost
 from dramatiq_bbo.health.base import Signal
 from dramatiq_bbo.health.evaluator import clear_cache, evaluate
 from dramatiq_bbo.jobs import claims
-from dramatiq_bbo.jobs.bookkeeping import finish_job
-from dramatiq_bbo.jobs.run import create_next_job
+from dramatiq_bbo.jobs.run import create_next_job, end_and_next
 from dramatiq_bbo.pipeline import orchestrator, scheduler
 from dramatiq_bbo.reconnect import is_broken, is_connection_error
 from dramatiq_bbo.state.records import JobStatus, OperationRecord, OperationStatus
-from dramatiq_bbo.state.store import tables_for
 from dramatiq_bbo.testing.programs import free_port
 from dramatiq_bbo.walk import tables
 
@@ -338,10 +336,13 @@ def test_a_claim_or_an_end_of_job_tried_again_after_a_lost_answer_recognises_its
         "id": job.id,
         "lease_owner": "runner-1",
     }
-    tries: list[int] = []
-    _, jobs = tables_for(operation)
-    written = finish_job("main", None, job, jobs, params, tries)
-    assert written is not None and written["attempts"] == 0
-    assert finish_job("main", None, job, jobs, params, tries) == written  # its own write
-    other = {**params, "metrics": json.dumps({"runs": 2})}
-    assert finish_job("main", None, job, jobs, other, tries) is None  # not another run's
+    with REGISTRY.connection() as bookkeeping_conn:
+        written = end_and_next(bookkeeping_conn, operation, job, params, create_next=False).job
+        assert written.attempts == 0
+        again = end_and_next(
+            bookkeeping_conn, operation, job, params, create_next=False, retried=True
+        ).job
+        assert again == written  # its own write
+        other = {**params, "metrics": json.dumps({"runs": 2})}
+        with pytest.raises(LeaseLost):  # not another run's
+            end_and_next(bookkeeping_conn, operation, job, other, create_next=False, retried=True)
