@@ -28,6 +28,7 @@ import psycopg
 from playhouse.postgres_ext import Psycopg3Database
 from psycopg_pool import ConnectionPool
 
+from . import clock
 from .errors import ConfigurationError, ConnectionFailed, UnknownDatabase
 from .settings import Settings
 
@@ -150,6 +151,8 @@ class Registry:
         except Exception as exc:  # PoolTimeout (the pool's own attempts failed) and friends
             raise self._connection_failed(name, exc, started) from None
         try:
+            if clock.carries_offset():
+                _tell_clock_offset(conn)
             yield conn
         except BaseException as exc:
             cm.__exit__(type(exc), exc, exc.__traceback__)
@@ -173,6 +176,17 @@ class Registry:
 
 
 REGISTRY = Registry()
+
+
+def _tell_clock_offset(conn: psycopg.Connection[Any]) -> None:
+    """Give a lent connection the offset of the clock in force (see :mod:`.clock`); only
+    ever called in a process where a test installed a simulated clock."""
+    conn.execute(
+        "SELECT set_config(%s, %s, false)", (clock.OFFSET_SETTING, repr(clock.offset_seconds()))
+    )
+    if not conn.autocommit:
+        conn.commit()
+
 
 #: pools inherited from a parent process, kept alive on purpose (see Registry.pool)
 _INHERITED_POOLS: list[ConnectionPool] = []

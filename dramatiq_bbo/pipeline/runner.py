@@ -24,13 +24,13 @@ budget (past it, a runner message is written instead).
 
 from __future__ import annotations
 
-import datetime
 import time
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
+from .. import clock
 from ..db import REGISTRY
 from ..errors import InvalidTransition, LeaseLost
 from ..jobs import retries, sizing
@@ -312,7 +312,7 @@ def _next_delay(operation: OperationRecord, outcome: JobOutcome, started: float)
     if operation.on_hold_until is not None:
         # Held by a health stop: come back when the hold ends rather than at the next
         # minute tick (the orchestrator re-asks the indicators then).
-        held = (operation.on_hold_until - datetime.datetime.now(datetime.UTC)).total_seconds()
+        held = (operation.on_hold_until - clock.now()).total_seconds()
         delay = max(delay, held + 0.05)
     return delay
 

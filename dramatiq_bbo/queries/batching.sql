@@ -45,10 +45,11 @@ SELECT current_setting('statement_timeout') AS statement_timeout,
        set_config('lock_timeout', %(lock_timeout)s, false),
        set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, false),
        set_config('bbo.app_plan_cache_mode', current_setting('plan_cache_mode'), false),
-       set_config('plan_cache_mode', 'force_generic_plan', false);
+       set_config('plan_cache_mode', 'force_generic_plan', false),
+       set_config('bbo.clock_offset', %(clock_offset)s, false);
 
 -- name: batching_restore_guards
--- description: At the walk's end: the session's timeouts as they were before batching_session_guards.
+-- description: At the walk's end: the session's timeouts as they were before batching_session_guards (bbo.clock_offset stays: only bbo.now() reads it, and the next walk sets it again).
 SELECT set_config('statement_timeout', %(statement_timeout)s, false),
        set_config('lock_timeout', %(lock_timeout)s, false),
        set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, false),
@@ -65,12 +66,12 @@ WITH job AS (
                                   ELSE unrolled_processed + %(processed)s END,
         unrolled_affected = CASE WHEN %(roll_up)s THEN 0
                                  ELSE unrolled_affected + %(affected)s END,
-        heartbeat_at = now(),
+        heartbeat_at = bbo.now(),
         lease_expires_at = CASE
-            WHEN lease_expires_at < now() + make_interval(secs => %(lease_seconds)s / 2)
-            THEN now() + make_interval(secs => %(lease_seconds)s)
+            WHEN lease_expires_at < bbo.now() + make_interval(secs => %(lease_seconds)s / 2)
+            THEN bbo.now() + make_interval(secs => %(lease_seconds)s)
             ELSE lease_expires_at END,
-        updated_at = now()
+        updated_at = bbo.now()
     WHERE partition = %(job_partition)s AND id = %(job_id)s
       AND status = 1 AND lease_owner = %(lease_owner)s
     RETURNING id
@@ -83,7 +84,7 @@ SELECT CASE WHEN EXISTS (SELECT 1 FROM job) THEN true
 UPDATE {operations} AS o
 SET processed_tuple_count = o.processed_tuple_count + d.processed,
     affected_tuple_count = o.affected_tuple_count + d.affected,
-    updated_at = now()
+    updated_at = bbo.now()
 FROM (
     SELECT j.unrolled_processed + %(processed)s AS processed,
            j.unrolled_affected + %(affected)s AS affected
@@ -96,7 +97,7 @@ WHERE o.partition = %(partition)s AND o.id = %(id)s
 -- name: batching_mark_rolled_up
 -- description: After batching_roll_up_counters when a walk ends on no row left (no checkpoint to carry it): the job's counters are all on the operation now.
 UPDATE {jobs}
-SET unrolled_processed = 0, unrolled_affected = 0, updated_at = now()
+SET unrolled_processed = 0, unrolled_affected = 0, updated_at = bbo.now()
 WHERE partition = %(job_partition)s AND id = %(job_id)s
   AND (unrolled_processed <> 0 OR unrolled_affected <> 0);
 
@@ -110,7 +111,7 @@ WITH old AS (
     FOR UPDATE
 ), taken AS (
     UPDATE {jobs} AS j
-    SET unrolled_processed = 0, unrolled_affected = 0, updated_at = now()
+    SET unrolled_processed = 0, unrolled_affected = 0, updated_at = bbo.now()
     FROM old
     WHERE j.partition = old.partition AND j.id = old.id
     RETURNING old.unrolled_processed AS processed, old.unrolled_affected AS affected
@@ -118,6 +119,6 @@ WITH old AS (
 UPDATE {operations} AS o
 SET processed_tuple_count = o.processed_tuple_count + taken.processed,
     affected_tuple_count = o.affected_tuple_count + taken.affected,
-    updated_at = now()
+    updated_at = bbo.now()
 FROM taken
 WHERE o.partition = %(partition)s AND o.id = %(id)s;

@@ -22,6 +22,6 @@ UPDATE {operations} AS o
 SET status = CASE WHEN {ending_all_rows_done} THEN 3 ELSE 5 END,
     total_tuple_count = CASE WHEN {ending_all_rows_done} THEN o.processed_tuple_count
                              ELSE o.total_tuple_count END,
-    finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
+    finished_at = bbo.now(), lease_owner = NULL, lease_expires_at = NULL
 WHERE o.id = %(id)s
 RETURNING *;

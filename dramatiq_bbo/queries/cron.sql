@@ -7,6 +7,6 @@
 SELECT *
 FROM {operations}
 WHERE {same_configuration}
-  AND created_at > now() - make_interval(secs => %(seconds)s)
+  AND created_at > bbo.now() - make_interval(secs => %(seconds)s)
 ORDER BY created_at DESC, id DESC
 LIMIT 1;

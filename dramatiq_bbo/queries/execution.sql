@@ -19,9 +19,9 @@ INSERT INTO {jobs} (
     CASE WHEN %(lease_owner)s::text IS NULL THEN 0 ELSE 1 END,
     %(lease_owner)s::text,
     CASE WHEN %(lease_owner)s::text IS NOT NULL
-         THEN now() + make_interval(secs => %(lease_seconds)s::float8) END,
-    CASE WHEN %(lease_owner)s::text IS NOT NULL THEN now() END,
-    CASE WHEN %(lease_owner)s::text IS NOT NULL THEN now() END{scope_values}
+         THEN bbo.now() + make_interval(secs => %(lease_seconds)s::float8) END,
+    CASE WHEN %(lease_owner)s::text IS NOT NULL THEN bbo.now() END,
+    CASE WHEN %(lease_owner)s::text IS NOT NULL THEN bbo.now() END{scope_values}
 )
 RETURNING *;
 
@@ -37,8 +37,8 @@ SET next_cursor = %(next_cursor)s::jsonb,
         ELSE greatest(total_tuple_count, processed_tuple_count + %(batch_size)s + 1)
     END,
     batch_size = coalesce(%(set_batch_size)s::integer, batch_size),
-    last_run_at = CASE WHEN %(claimed)s::boolean THEN now() ELSE last_run_at END,
-    updated_at = now()
+    last_run_at = CASE WHEN %(claimed)s::boolean THEN bbo.now() ELSE last_run_at END,
+    updated_at = bbo.now()
 WHERE partition = %(partition)s AND id = %(id)s
 RETURNING *;
 
@@ -59,26 +59,26 @@ SET status = 1,
         + CASE WHEN status = 1 AND interruptions < %(max_interruptions)s THEN 0 ELSE 1 END,
     interruptions = interruptions + CASE WHEN status = 1 THEN 1 ELSE 0 END,
     lease_owner = %(lease_owner)s,
-    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
-    heartbeat_at = now(),
-    started_at = coalesce(started_at, now()),
+    lease_expires_at = bbo.now() + make_interval(secs => %(lease_seconds)s),
+    heartbeat_at = bbo.now(),
+    started_at = coalesce(started_at, bbo.now()),
     finished_at = NULL,
     exception_class = NULL,
     exception_message = NULL,
-    updated_at = now()
+    updated_at = bbo.now()
 WHERE worker_id = %(worker_id)s
   AND id = %(id)s
-  AND (status IN (0, 2) OR (status = 1 AND lease_expires_at < now()))
+  AND (status IN (0, 2) OR (status = 1 AND lease_expires_at < bbo.now()))
   AND EXISTS (SELECT 1 FROM {operations} WHERE id = %(worker_id)s)
   AND NOT EXISTS (
       SELECT 1 FROM {jobs} AS other
       WHERE other.worker_id = %(worker_id)s AND other.id <> %(id)s
-        AND other.status = 1 AND other.lease_expires_at >= now()
+        AND other.status = 1 AND other.lease_expires_at >= bbo.now()
   )
   AND NOT EXISTS (
       SELECT 1 FROM {operations} AS o
       WHERE o.id = %(worker_id)s AND %(stage_token)s::text IS NOT NULL
-        AND o.lease_expires_at > now() AND o.lease_owner IS DISTINCT FROM %(stage_token)s::text
+        AND o.lease_expires_at > bbo.now() AND o.lease_owner IS DISTINCT FROM %(stage_token)s::text
   )
 RETURNING *;
 
@@ -89,13 +89,13 @@ SELECT * FROM {jobs} WHERE worker_id = %(worker_id)s AND id = %(id)s;
 -- name: execution_touch_claimed_operation
 -- description: Record that a job of the operation started, if this runner just claimed it (the scheduler runs the least recently run first), and renew the stage lease the claiming stage holds.
 UPDATE {operations}
-SET last_run_at = now(),
+SET last_run_at = bbo.now(),
     lease_expires_at = CASE
         WHEN %(stage_token)s::text IS NOT NULL AND lease_owner = %(stage_token)s::text
-        THEN now() + make_interval(secs => %(lease_seconds)s)
+        THEN bbo.now() + make_interval(secs => %(lease_seconds)s)
         ELSE lease_expires_at
     END,
-    updated_at = now()
+    updated_at = bbo.now()
 WHERE id = %(worker_id)s
   AND EXISTS (
       SELECT 1 FROM {jobs}
@@ -106,7 +106,7 @@ WHERE id = %(worker_id)s
 -- description: Whether another job of the operation runs under a live lease (read after locking the operation row, before creating a job to run at once).
 SELECT EXISTS (
     SELECT 1 FROM {jobs}
-    WHERE worker_id = %(worker_id)s AND status = 1 AND lease_expires_at >= now()
+    WHERE worker_id = %(worker_id)s AND status = 1 AND lease_expires_at >= bbo.now()
 );
 
 -- name: execution_finish_job
@@ -117,11 +117,11 @@ SET status = %(status)s,
     interruptions = interruptions + %(interruption)s,
     lease_owner = NULL,
     lease_expires_at = NULL,
-    finished_at = CASE WHEN %(status)s IN (2, 3) THEN now() END,
+    finished_at = CASE WHEN %(status)s IN (2, 3) THEN bbo.now() END,
     exception_class = %(exception_class)s,
     exception_message = %(exception_message)s,
     metrics = %(metrics)s::jsonb,
-    updated_at = now()
+    updated_at = bbo.now()
 WHERE partition = %(partition)s AND id = %(id)s AND lease_owner = %(lease_owner)s
 RETURNING *;
 
@@ -132,15 +132,15 @@ FROM {jobs}
 WHERE worker_id = %(worker_id)s
   AND (status = 0
        OR (status = 2 AND attempts < %(max_attempts)s)
-       OR (status = 1 AND lease_expires_at < now()))
+       OR (status = 1 AND lease_expires_at < bbo.now()))
 ORDER BY created_at, id
 LIMIT 1;
 
 -- name: execution_live_job
 -- description: A job of the operation running elsewhere under a lease that has not expired.
-SELECT *, greatest(extract(epoch FROM lease_expires_at - now()), 0)::float8 AS lease_left
+SELECT *, greatest(extract(epoch FROM lease_expires_at - bbo.now()), 0)::float8 AS lease_left
 FROM {jobs}
-WHERE worker_id = %(worker_id)s AND status = 1 AND lease_expires_at >= now()
+WHERE worker_id = %(worker_id)s AND status = 1 AND lease_expires_at >= bbo.now()
 LIMIT 1;
 
 -- name: execution_job_counts
@@ -156,24 +156,24 @@ WHERE worker_id = %(worker_id)s;
 -- name: execution_set_job_sub_batch_size
 -- description: Shrink a job's sub-batch size before retrying it after a timeout.
 UPDATE {jobs}
-SET sub_batch_size = %(sub_batch_size)s, updated_at = now()
+SET sub_batch_size = %(sub_batch_size)s, updated_at = bbo.now()
 WHERE partition = %(partition)s AND id = %(id)s
 RETURNING *;
 
 -- name: execution_activate_operation
 -- description: queued -> active when its first job is about to run; started_at is set once.
 UPDATE {operations}
-SET status = 1, started_at = coalesce(started_at, now()), updated_at = now()
+SET status = 1, started_at = coalesce(started_at, bbo.now()), updated_at = bbo.now()
 WHERE id = %(id)s AND status = 0
 RETURNING *;
 
 -- name: execution_end_operation
 -- description: active -> finished or failed once its range is exhausted (or too many jobs failed); a finished operation's size is then known: what it processed.
 UPDATE {operations}
-SET status = %(status)s, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL,
+SET status = %(status)s, finished_at = bbo.now(), lease_owner = NULL, lease_expires_at = NULL,
     total_tuple_count = CASE WHEN %(status)s = 3 THEN processed_tuple_count
                              ELSE total_tuple_count END,
-    updated_at = now()
+    updated_at = bbo.now()
 WHERE id = %(id)s AND status = 1
 RETURNING *;
 
@@ -182,7 +182,7 @@ RETURNING *;
 UPDATE {operations}
 SET last_error_class = %(exception_class)s,
     last_error_message = %(exception_message)s,
-    last_error_at = now()
+    last_error_at = bbo.now()
 WHERE partition = %(partition)s AND id = %(id)s;
 
 -- name: ending_all_rows_done
@@ -201,14 +201,14 @@ o.started_at IS NOT NULL
 -- name: execution_finish_cancelled_after_last_row
 -- description: A cancel that came after the operation's last row was processed (its last job was still running, or the orchestrator had not ended it yet) is a finish: nothing was left to cancel.
 UPDATE {operations} AS o
-SET status = 3, total_tuple_count = o.processed_tuple_count, updated_at = now()
+SET status = 3, total_tuple_count = o.processed_tuple_count, updated_at = bbo.now()
 WHERE o.id = %(id)s AND o.status = 5 AND {ending_all_rows_done}
 RETURNING *;
 
 -- name: execution_finish_exhausted
 -- description: active -> finished right after its last job succeeded, when its range is walked and no job is left to run or failed (so it does not stay active one more interval for an orchestrator to find nothing); its size is then known: what it processed.
 UPDATE {operations} AS o
-SET status = 3, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL,
-    total_tuple_count = o.processed_tuple_count, updated_at = now()
+SET status = 3, finished_at = bbo.now(), lease_owner = NULL, lease_expires_at = NULL,
+    total_tuple_count = o.processed_tuple_count, updated_at = bbo.now()
 WHERE o.id = %(id)s AND o.status = 1 AND {ending_all_rows_done}
 RETURNING *;

@@ -8,7 +8,7 @@
 UPDATE {operations}
 SET on_hold_until = NULL, hold_reason = NULL
 WHERE partition = %(partition)s AND id = %(id)s
-  AND on_hold_until IS NOT NULL AND on_hold_until <= now()
+  AND on_hold_until IS NOT NULL AND on_hold_until <= bbo.now()
 RETURNING id;
 
 -- name: health_oldest_transaction

@@ -7,7 +7,7 @@
 -- name: heartbeat_renew_stage
 -- description: Renew the operation's stage lease while this holder still owns it; its id if it does.
 UPDATE {operations}
-SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+SET lease_expires_at = bbo.now() + make_interval(secs => %(lease_seconds)s)
 WHERE partition = %(partition)s AND id = %(id)s
   AND lease_owner = %(token)s AND status IN (0, 1)
 RETURNING id;
@@ -15,8 +15,8 @@ RETURNING id;
 -- name: heartbeat_renew_job
 -- description: Renew a running job's lease while this runner still owns it; its id if it does.
 UPDATE {jobs}
-SET lease_expires_at = greatest(lease_expires_at, now() + make_interval(secs => %(lease_seconds)s)),
-    heartbeat_at = now()
+SET lease_expires_at = greatest(lease_expires_at, bbo.now() + make_interval(secs => %(lease_seconds)s)),
+    heartbeat_at = bbo.now()
 WHERE partition = %(partition)s AND id = %(id)s AND status = 1 AND lease_owner = %(owner)s
 RETURNING id;
 
@@ -30,6 +30,6 @@ WHERE partition = %(partition)s AND id = %(id)s AND lease_owner = %(token)s;
 -- description: Take the operation's stage lease for a runner in this process (run_to_completion), overriding a stage message that has not acted yet; nothing for an operation that is not queued or active.
 UPDATE {operations}
 SET lease_owner = %(token)s,
-    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+    lease_expires_at = bbo.now() + make_interval(secs => %(lease_seconds)s)
 WHERE partition = %(partition)s AND id = %(id)s AND status IN (0, 1)
 RETURNING id;

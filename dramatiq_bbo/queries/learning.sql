@@ -9,7 +9,7 @@ INSERT INTO bbo.learned_batch_sizes AS l (
     target_duration_seconds, operation_id, learned_at
 ) VALUES (
     %(job_class_name)s, %(table_schema)s, %(table_name)s, %(column_name)s, %(database_name)s,
-    %(batch_size)s, %(target_duration_seconds)s, %(operation_id)s, now()
+    %(batch_size)s, %(target_duration_seconds)s, %(operation_id)s, bbo.now()
 )
 ON CONFLICT (job_class_name, table_schema, table_name, column_name, database_name)
 DO UPDATE SET batch_size = excluded.batch_size,

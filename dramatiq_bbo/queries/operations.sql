@@ -138,9 +138,9 @@ JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
 WHERE n.nspname = %(schema)s AND c.relname = %(name)s;
 
 -- name: operation_hold
--- description: Hold the operation until now() + seconds with a reason an operator reads in get_operation (a health stop, a class this worker cannot import, a table changed since enqueue); the scheduler skips it meanwhile.
+-- description: Hold the operation until bbo.now() + seconds with a reason an operator reads in get_operation (a health stop, a class this worker cannot import, a table changed since enqueue); the scheduler skips it meanwhile.
 UPDATE {operations}
-SET on_hold_until = now() + make_interval(secs => %(seconds)s),
+SET on_hold_until = bbo.now() + make_interval(secs => %(seconds)s),
     hold_reason = left(%(reason)s, 1000)
 WHERE partition = %(partition)s AND id = %(id)s
 RETURNING on_hold_until;

@@ -10,7 +10,7 @@
 WITH stale AS (
     SELECT partition, id
     FROM {jobs}
-    WHERE status = 1 AND lease_expires_at < now()
+    WHERE status = 1 AND lease_expires_at < bbo.now()
     ORDER BY lease_expires_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -28,7 +28,7 @@ SET status = CASE WHEN j.interruptions >= %(max_interruptions)s THEN 2 ELSE 0 EN
                                          'this interruption counts as a failed attempt',
                                          j.id, j.interruptions + 1, %(max_interruptions)s)
                              ELSE j.exception_message END,
-    finished_at = CASE WHEN j.interruptions >= %(max_interruptions)s THEN now() END,
+    finished_at = CASE WHEN j.interruptions >= %(max_interruptions)s THEN bbo.now() END,
     metrics = j.metrics || jsonb_build_object('interrupted_reason', 'lease_expired'),
     lease_owner = NULL,
     lease_expires_at = NULL
@@ -40,7 +40,7 @@ RETURNING j.id, j.worker_id, j.attempts, j.interruptions, j.status;
 -- description: Jobs running or dispatched to a runner under a live lease.
 SELECT count(*)::bigint
 FROM {jobs}
-WHERE status IN (0, 1) AND lease_expires_at > now();
+WHERE status IN (0, 1) AND lease_expires_at > bbo.now();
 
 -- name: pipeline_schedulable_operations
 -- description: Up to limit operations of one scope ready for their next job (queued or active, next_run_at — hold, stage lease and interval elapsed — within the given window of due times, no live job, class not disabled, not excluded), highest priority first, then due longest, their rows locked (SKIP LOCKED).
@@ -74,13 +74,13 @@ candidates AS MATERIALIZED (
         FROM {operations} o
         WHERE o.database_name = %(database_name)s AND o.status IN (0, 1)
           AND o.priority = p.priority
-          AND o.next_run_at <= now() - make_interval(secs => %(due_for_at_least)s)
-          AND o.next_run_at > coalesce(now() - make_interval(secs => %(due_for_less_than)s),
+          AND o.next_run_at <= bbo.now() - make_interval(secs => %(due_for_at_least)s)
+          AND o.next_run_at > coalesce(bbo.now() - make_interval(secs => %(due_for_less_than)s),
                                        '-infinity')
           AND o.id::text NOT IN (SELECT unnest(%(exclude)s::text[]))
           AND o.id NOT IN (
               SELECT j.worker_id FROM {jobs} j
-              WHERE j.status IN (0, 1) AND j.lease_expires_at > now()
+              WHERE j.status IN (0, 1) AND j.lease_expires_at > bbo.now()
           )
           AND o.job_class_name NOT IN (SELECT d.job_class_name FROM bbo.disabled_classes d)
         ORDER BY o.next_run_at
@@ -94,7 +94,7 @@ SELECT o.id, o.partition
 FROM candidates c
 JOIN {operations} o ON o.partition = c.partition AND o.id = c.id
 WHERE o.status IN (0, 1)
-  AND o.next_run_at <= now() - make_interval(secs => %(due_for_at_least)s)
+  AND o.next_run_at <= bbo.now() - make_interval(secs => %(due_for_at_least)s)
 ORDER BY c.priority DESC, c.next_run_at
 LIMIT %(limit)s
 FOR UPDATE OF o SKIP LOCKED;
@@ -103,7 +103,7 @@ FOR UPDATE OF o SKIP LOCKED;
 -- description: Mark a stage message in flight for the operation until the lease expires.
 UPDATE {operations}
 SET lease_owner = %(token)s,
-    lease_expires_at = now() + make_interval(secs => %(seconds)s)
+    lease_expires_at = bbo.now() + make_interval(secs => %(seconds)s)
 WHERE partition = %(partition)s AND id = %(id)s;
 
 -- name: pipeline_release_operation
@@ -124,8 +124,8 @@ WHERE partition = %(partition)s AND id = %(id)s
 -- expires. Every holder is a short transaction, and the orchestrator holds nothing before this
 -- statement, so the wait cannot deadlock; after it, the lease check tells a redundant message
 -- (another token owns the lease) from the one that must act.
-SELECT o.*, (o.lease_expires_at IS NOT NULL AND o.lease_expires_at > now()) AS lease_live,
-       (o.on_hold_until IS NOT NULL AND o.on_hold_until > now()) AS on_hold,
+SELECT o.*, (o.lease_expires_at IS NOT NULL AND o.lease_expires_at > bbo.now()) AS lease_live,
+       (o.on_hold_until IS NOT NULL AND o.on_hold_until > bbo.now()) AS on_hold,
        EXISTS (SELECT 1 FROM bbo.disabled_classes d
                WHERE d.job_class_name = o.job_class_name) AS class_disabled
 FROM {operations} o
@@ -135,7 +135,7 @@ FOR UPDATE OF o;
 -- name: pipeline_live_job
 -- description: A job of the operation running or dispatched under a live lease.
 SELECT id FROM {jobs}
-WHERE worker_id = %(worker_id)s AND status IN (0, 1) AND lease_expires_at > now()
+WHERE worker_id = %(worker_id)s AND status IN (0, 1) AND lease_expires_at > bbo.now()
 LIMIT 1;
 
 -- name: pipeline_dispatch_job
@@ -146,7 +146,7 @@ SET status = 0,
                     THEN greatest(attempts - 1, 0) ELSE attempts END,
     interruptions = interruptions + CASE WHEN status = 1 THEN 1 ELSE 0 END,
     lease_owner = %(token)s,
-    lease_expires_at = now() + make_interval(secs => %(seconds)s)
+    lease_expires_at = bbo.now() + make_interval(secs => %(seconds)s)
 WHERE partition = %(partition)s AND id = %(id)s;
 
 -- name: pipeline_recent_successful_jobs
@@ -166,20 +166,20 @@ WHERE partition = %(partition)s AND id = %(id)s AND sub_batch_size <= %(batch_si
 -- description: Take the operation's stage lease only if no live stage holds it.
 UPDATE {operations}
 SET lease_owner = %(token)s,
-    lease_expires_at = now() + make_interval(secs => %(seconds)s)
+    lease_expires_at = bbo.now() + make_interval(secs => %(seconds)s)
 WHERE partition = %(partition)s AND id = %(id)s
   AND status IN (0, 1)
-  AND (lease_expires_at IS NULL OR lease_expires_at <= now())
+  AND (lease_expires_at IS NULL OR lease_expires_at <= bbo.now())
 RETURNING id;
 
 -- name: pipeline_pass_stage_lease
 -- description: Pass the operation's stage lease from the stage that holds it (held) to the next message (token), or take it if no live stage holds it; nothing when another stage holds it (run_to_completion took the operation over).
 UPDATE {operations}
 SET lease_owner = %(token)s,
-    lease_expires_at = now() + make_interval(secs => %(seconds)s)
+    lease_expires_at = bbo.now() + make_interval(secs => %(seconds)s)
 WHERE partition = %(partition)s AND id = %(id)s
   AND (lease_owner IS NOT DISTINCT FROM %(held)s::text
-       OR lease_expires_at IS NULL OR lease_expires_at <= now())
+       OR lease_expires_at IS NULL OR lease_expires_at <= bbo.now())
 RETURNING id;
 
 -- name: pipeline_release_operation_by_id
@@ -190,9 +190,9 @@ WHERE id = %(id)s AND lease_owner = %(token)s;
 
 -- name: pipeline_hold_seconds_left
 -- description: Seconds until the operation's health hold ends (NULL when it is not on hold).
-SELECT extract(epoch FROM on_hold_until - now())::float8
+SELECT extract(epoch FROM on_hold_until - bbo.now())::float8
 FROM {operations}
-WHERE partition = %(partition)s AND id = %(id)s AND on_hold_until > now();
+WHERE partition = %(partition)s AND id = %(id)s AND on_hold_until > bbo.now();
 
 -- name: pipeline_reannounce_queued
 -- description: NOTIFY the consumers of every message left queued on these queues, as dramatiq-pg's enqueue does: after a worker's shutdown requeued the messages it had taken (dramatiq-pg requeues without a NOTIFY, so nobody would look at them until a consumer restarts).
@@ -211,7 +211,7 @@ WHERE "state" = 'queued' AND queue_name = ANY(%(queues)s::text[]);
 UPDATE {operations}
 SET on_hold_until = NULL, hold_reason = NULL
 WHERE partition = %(partition)s AND id = %(id)s
-  AND on_hold_until IS NOT NULL AND on_hold_until <= now();
+  AND on_hold_until IS NOT NULL AND on_hold_until <= bbo.now();
 
 -- name: pipeline_generic_plans
 -- description: Prepared statements of the rest of this transaction run their generic plan, planned once per connection (SET LOCAL plan_cache_mode).

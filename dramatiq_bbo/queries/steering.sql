@@ -57,8 +57,8 @@ SET status = 0,
     finished_at = NULL,
     metrics = metrics || jsonb_build_object(
         'retries', coalesce((metrics ->> 'retries')::int, 0) + 1,
-        'retried_at', now()),
-    updated_at = now()
+        'retried_at', bbo.now()),
+    updated_at = bbo.now()
 WHERE worker_id = %(worker_id)s
   AND status = 2
   AND coalesce(metrics -> 'split_into', '[]'::jsonb) = '[]'::jsonb
@@ -69,7 +69,7 @@ RETURNING id;
 UPDATE {operations}
 SET status = CASE WHEN started_at IS NULL THEN 0 ELSE 1 END,
     finished_at = NULL, lease_owner = NULL, lease_expires_at = NULL, last_run_at = NULL,
-    updated_at = now()
+    updated_at = bbo.now()
 WHERE id = %(id)s AND status = 4
 RETURNING *;
 
@@ -82,7 +82,7 @@ SET batch_size = %(batch_size)s,
     interval_seconds = %(interval_seconds)s,
     min_batch_size = least(min_batch_size, %(batch_size)s),
     max_batch_size = greatest(max_batch_size, %(batch_size)s),
-    updated_at = now()
+    updated_at = bbo.now()
 WHERE id = %(id)s
 RETURNING *;
 
@@ -91,7 +91,7 @@ RETURNING *;
 UPDATE {jobs}
 SET sub_batch_size = least(%(sub_batch_size)s, batch_size),
     pause_ms = %(pause_ms)s,
-    updated_at = now()
+    updated_at = bbo.now()
 WHERE worker_id = %(worker_id)s AND status IN (0, 2)
 RETURNING id;
 
@@ -101,10 +101,10 @@ UPDATE {operations} AS o
 SET lease_owner = NULL, lease_expires_at = NULL
 WHERE o.id = %(id)s
   AND o.status IN (0, 1)
-  AND o.lease_expires_at > now()
+  AND o.lease_expires_at > bbo.now()
   AND o.lease_owner ~ %(stage_token_pattern)s
   AND NOT EXISTS (
       SELECT 1 FROM {jobs} AS j
-      WHERE j.worker_id = o.id AND j.status IN (0, 1) AND j.lease_expires_at > now()
+      WHERE j.worker_id = o.id AND j.status IN (0, 1) AND j.lease_expires_at > bbo.now()
   )
 RETURNING o.id;

@@ -29,7 +29,7 @@ LIMIT %(limit)s;
 -- description: Failed jobs, most recent failure first, within the last `since` (NULL: any time), of one operation or of all.
 SELECT *
 FROM bbo.failed_jobs
-WHERE (%(since)s::interval IS NULL OR failed_at >= now() - %(since)s::interval)
+WHERE (%(since)s::interval IS NULL OR failed_at >= bbo.now() - %(since)s::interval)
   AND (%(scope)s::text IS NULL OR (scope = %(scope)s::text AND operation_id = %(id)s::text))
 ORDER BY failed_at DESC NULLS LAST, job_id DESC
 LIMIT %(limit)s;

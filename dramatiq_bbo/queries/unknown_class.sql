@@ -8,7 +8,7 @@
 UPDATE {operations}
 SET on_hold_until = NULL, hold_reason = NULL
 WHERE partition = %(partition)s AND id = %(id)s
-  AND hold_reason = %(reason)s AND on_hold_until <= now()
+  AND hold_reason = %(reason)s AND on_hold_until <= bbo.now()
 RETURNING id;
 
 -- name: unknown_class_undispatch_job

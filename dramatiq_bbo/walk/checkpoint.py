@@ -47,6 +47,7 @@ from typing import Any
 
 import psycopg
 
+from .. import clock
 from ..errors import ConfigurationError, OperationDefinitionError
 from ..logs import logger
 from ..reconnect import heal, is_broken, is_connection_error
@@ -84,6 +85,8 @@ def sub_batch_guards(settings: Settings) -> dict[str, str]:
         "statement_timeout": f"{int(settings.statement_timeout_ms)}ms",
         "lock_timeout": f"{int(settings.lock_timeout_ms)}ms",
         "idle_timeout": f"{int(float(settings.sub_batch_idle_timeout_seconds) * 1000)}ms",
+        # the walk runs on the application's connection, which the pool's lend never sees
+        "clock_offset": repr(clock.offset_seconds()),
     }
 
 
