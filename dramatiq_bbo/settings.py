@@ -151,6 +151,16 @@ class Settings:
     statement_timeout_ms: int = setting(30_000, low=1, high=_DAY_MS)
     #: SET LOCAL lock_timeout for each sub-batch, in milliseconds (0 would disable it)
     lock_timeout_ms: int = setting(5_000, low=1, high=_DAY_MS)
+    #: synchronous_commit of the walk's sub-batch transactions. ``off`` by default: a
+    #: sub-batch and its checkpoint commit in one transaction, so a server crash can only
+    #: lose the last few sub-batches together with their checkpoints (consistently: the walk
+    #: resumes from the last durable checkpoint and does them again), and the walk does not
+    #: wait for a WAL flush per sub-batch. Job ends and every other transaction keep the
+    #: server's setting, and a job's end flushes the WAL of all its sub-batches before any
+    #: message about it is sent. ``on`` (or ``remote_apply``...) waits as the server would.
+    sub_batch_synchronous_commit: str = setting(
+        "off", pattern="^(on|off|local|remote_write|remote_apply)$"
+    )
 
     # -- enqueue limits -------------------------------------------------------------------
     #: largest accepted job_arguments, serialised, in bytes (jsonb holds at most 255 MiB)

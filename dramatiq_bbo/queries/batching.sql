@@ -36,12 +36,14 @@ WHERE j.partition = %s AND j.id = %s;
 SELECT set_config('plan_cache_mode', current_setting('bbo.app_plan_cache_mode'), true);
 
 -- name: batching_session_guards
--- description: The walk's guards for the whole session, set once per job before its first sub-batch (outside any transaction, so a rolled-back sub-batch keeps them), with the values they replace so the walk's end restores them (batching_restore_guards). Between sub-batches the connection runs only the walk's own statements, so this is equivalent to SET LOCAL in every sub-batch, one statement fewer each time. Also generic plans for the walk's probes: Postgres would otherwise plan them afresh at every sub-batch (it keeps choosing a custom plan for a range between two parameters), which costs more than running them; each sub-batch's begin statement puts the application's mode (kept in bbo.app_plan_cache_mode) back for the author's statements, until its COMMIT.
+-- description: The walk's guards for the whole session, set once per job before its first sub-batch (outside any transaction, so a rolled-back sub-batch keeps them), and the sub-batches' synchronous_commit (the setting sub_batch_synchronous_commit: a sub-batch commits with its checkpoint, so a lost commit loses both), with the values they replace so the walk's end restores them (batching_restore_guards). Between sub-batches the connection runs only the walk's own statements, so this is equivalent to SET LOCAL in every sub-batch, one statement fewer each time. Also generic plans for the walk's probes: Postgres would otherwise plan them afresh at every sub-batch (it keeps choosing a custom plan for a range between two parameters), which costs more than running them; each sub-batch's begin statement puts the application's mode (kept in bbo.app_plan_cache_mode) back for the author's statements, until its COMMIT.
 SELECT current_setting('statement_timeout') AS statement_timeout,
        current_setting('lock_timeout') AS lock_timeout,
        current_setting('idle_in_transaction_session_timeout') AS idle_timeout,
        current_setting('plan_cache_mode') AS plan_cache_mode,
+       current_setting('synchronous_commit') AS synchronous_commit,
        set_config('statement_timeout', %(statement_timeout)s, false),
+       set_config('synchronous_commit', %(synchronous_commit)s, false),
        set_config('lock_timeout', %(lock_timeout)s, false),
        set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, false),
        set_config('bbo.app_plan_cache_mode', current_setting('plan_cache_mode'), false),
@@ -53,7 +55,8 @@ SELECT current_setting('statement_timeout') AS statement_timeout,
 SELECT set_config('statement_timeout', %(statement_timeout)s, false),
        set_config('lock_timeout', %(lock_timeout)s, false),
        set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, false),
-       set_config('plan_cache_mode', %(plan_cache_mode)s, false);
+       set_config('plan_cache_mode', %(plan_cache_mode)s, false),
+       set_config('synchronous_commit', %(synchronous_commit)s, false);
 
 -- name: batching_checkpoint_job
 -- description: With the sub-batch: the job's checkpoint, counters and lease, only while this runner holds the lease; otherwise an error (SQLSTATE LEASE, raised only then: the function is not called on the common path) aborts the transaction, so the COMMIT queued behind it never runs. The job row is the only bbo row a sub-batch writes; its counters reach the operation row at most once a second (batching_roll_up_counters). updated_at is set here, so the table's touch trigger (WHEN updated_at is unchanged) does not fire. The lease is extended only once less than half of it is left (the heartbeat renews it anyway): lease_expires_at is indexed, and an indexed column left alone keeps the update HOT — no new index entries for every sub-batch, which would slow every later lookup of the job row until a vacuum.

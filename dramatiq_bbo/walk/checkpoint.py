@@ -85,6 +85,7 @@ def sub_batch_guards(settings: Settings) -> dict[str, str]:
         "statement_timeout": f"{int(settings.statement_timeout_ms)}ms",
         "lock_timeout": f"{int(settings.lock_timeout_ms)}ms",
         "idle_timeout": f"{int(float(settings.sub_batch_idle_timeout_seconds) * 1000)}ms",
+        "synchronous_commit": settings.sub_batch_synchronous_commit,
         # the walk runs on the application's connection, which the pool's lend never sees
         "clock_offset": repr(clock.offset_seconds()),
     }

@@ -29,6 +29,16 @@ from ..state.records import JobRecord, JobStatus, OperationRecord
 from .keyset import Keyset
 from .statements import eager, pipelined
 
+#: the session settings batching_session_guards changes, in the order it reads them first,
+#: and batching_restore_guards puts back at the walk's end
+RESTORED = (
+    "statement_timeout",
+    "lock_timeout",
+    "idle_timeout",
+    "plan_cache_mode",
+    "synchronous_commit",
+)
+
 #: a sub-batch as its begin found it: (first row, last row, row count); None: no row left
 Found = tuple[tuple[Any, ...], tuple[Any, ...], int] | None
 
@@ -88,8 +98,7 @@ class RoundTrips:
             if _ran(guards):
                 row = guards.fetchone()  # type: ignore[union-attr]
                 assert row is not None
-                keys = ("statement_timeout", "lock_timeout", "idle_timeout", "plan_cache_mode")
-                self.restore = dict(zip(keys, row[:4], strict=True))
+                self.restore = dict(zip(RESTORED, row[: len(RESTORED)], strict=True))
         return self.found(conn, begun.fetchone(), checkpoint)
 
     def _queue_begin(self, conn: psycopg.Connection[Any], checkpoint: list[Any] | None) -> Any:

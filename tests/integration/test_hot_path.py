@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import pytest
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo.db import REGISTRY, database_for
@@ -119,9 +120,10 @@ def test_a_walk_puts_the_sessions_timeouts_back(configured: str, conn) -> None:
 
     after = database.connection().execute(
         "SELECT current_setting('statement_timeout'), current_setting('lock_timeout'),"
-        " current_setting('idle_in_transaction_session_timeout')"
+        " current_setting('idle_in_transaction_session_timeout'),"
+        " current_setting('synchronous_commit')"
     )
-    assert after.fetchone() == (before, "7s", "0")
+    assert after.fetchone() == (before, "7s", "0", "on")
     assert bbo.get_operation(operation.id).processed_tuple_count == 30
 
 
@@ -183,3 +185,42 @@ def test_the_walks_own_statements_are_planned_once_not_at_every_sub_batch(
     assert (generic, custom) == (15, 5)
     # the first sub-batch's probe (no checkpoint yet), then the other nineteen
     assert sorted((generic, custom) for _, generic, custom in probes) == [(1, 0), (19, 0)]
+
+
+COMMITS: list[str] = []
+
+
+class CommitModes(bbo.BaseOperation):
+    """Records the synchronous_commit each sub-batch commits under."""
+
+    name = "test_hot_path.commit_modes"
+    pause_ms = 0
+
+    def perform(self) -> None:
+        for sub_batch in self.each_sub_batch():
+            COMMITS.append(
+                sub_batch.execute("SELECT current_setting('synchronous_commit')").fetchone()[0]
+            )
+            sub_batch.delete()
+
+
+@pytest.mark.parametrize(("configured_mode", "seen"), [(None, "off"), ("on", "on")])
+def test_sub_batches_commit_under_the_configured_synchronous_commit(
+    dsn: str, conn, configured_mode: str | None, seen: str
+) -> None:
+    COMMITS.clear()
+    options = {} if configured_mode is None else {"sub_batch_synchronous_commit": configured_mode}
+    bbo.configure(dsn=dsn, **options)
+    try:
+        make_items(conn, 30)
+        operation = enqueue(CommitModes, batch_size=30, sub_batch_size=10)
+        run_job(operation.id, first_job(operation).id)
+        assert COMMITS == [seen] * 3
+        assert conn.execute("SELECT count(*) FROM items").fetchone() == (0,)
+    finally:
+        bbo.reset()
+
+
+def test_an_unknown_synchronous_commit_is_refused(dsn: str) -> None:
+    with pytest.raises(bbo.errors.ConfigurationError, match="sub_batch_synchronous_commit"):
+        bbo.configure(dsn=dsn, sub_batch_synchronous_commit="maybe")
