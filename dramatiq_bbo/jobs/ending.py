@@ -113,16 +113,17 @@ def run_state_stop_reason(name: str, operation: OperationRecord) -> str | None:
     statement = query("steering_run_state", operations=operations, read_only_reason=query(piece))
     with REGISTRY.connection(name) as conn:
         row = conn.execute(statement, {"id": operation.id}).fetchone()
-        if row is None:
-            raise OperationNotFound(f"no operation {str(operation.id)!r} in database {name!r}")
-        status, class_disabled, reason = OperationStatus(row[0]), bool(row[1]), row[2]
-        if status not in (OperationStatus.QUEUED, OperationStatus.ACTIVE):  # queued: not begun
-            return status.name.lower()
-        if class_disabled:
-            return CLASS_DISABLED
-        if organization is not None and check is not None:
-            reason = ask(check, name, organization)
-        if reason is None:
-            return None
+    if row is None:
+        raise OperationNotFound(f"no operation {str(operation.id)!r} in database {name!r}")
+    status, class_disabled, reason = OperationStatus(row[0]), bool(row[1]), row[2]
+    if status not in (OperationStatus.QUEUED, OperationStatus.ACTIVE):  # queued: not begun
+        return status.name.lower()
+    if class_disabled:
+        return CLASS_DISABLED
+    if organization is not None and check is not None:  # the application's code: no
+        reason = ask(check, name, organization)  # pooled connection is held while it runs
+    if reason is None:
+        return None
+    with REGISTRY.connection(name) as conn:
         hold_after_stop(conn, operation, reason)
     return READ_ONLY_STOP
