@@ -19,6 +19,7 @@ from .enqueueing.api import EnqueueResult, enqueue  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import chatops, health, tracking
+    from .enqueueing.current_organization import current_organization
     from .jobs.control import cancel, pause, resume
     from .jobs.inline import run_to_completion
     from .middleware import Middleware
@@ -65,6 +66,7 @@ _LAZY = {
     "Middleware": "middleware",
     "schedule": "pipeline.schedules",
     "list_operations": "operate.summaries",
+    "current_organization": "enqueueing.current_organization",
 }
 
 
@@ -108,6 +110,7 @@ __all__ = [
     "OperationStatus",
     "SubBatch",
     "configure",
+    "current_organization",
     "default_middleware",
     "enqueue",
     "errors",

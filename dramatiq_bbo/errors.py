@@ -199,6 +199,13 @@ class TooManyInterruptions(BBOError):
     (``exception_class``) rather than raised."""
 
 
+class ReadOnlyCheckFailed(BBOError):
+    """The ``organization_read_only`` check (``bbo.configure(organization_read_only=...)``)
+    raised, or answered something other than False/None (writable), True or a reason string
+    (read-only). Not raised to the caller: logged, and the organization counts as read-only
+    (its operations are held, then asked about again) rather than written while unknown."""
+
+
 # -- operator commands (CLI, ChatOps) -----------------------------------------------------------
 
 

@@ -41,6 +41,12 @@ UNKNOWN_CLASS_HOLD = "background_operation_unknown_class_hold"
 PIPELINE_NOT_SET_UP = "background_operation_pipeline_not_set_up"
 #: a runner message found its job or operation no longer in a state to run (the reason says)
 RUNNER_SKIPPED = "background_operation_runner_skipped"
+#: an organization-scoped operation was held because its organization is read-only
+READ_ONLY_HOLD = "background_operation_read_only_hold"
+#: the organization_read_only check raised or gave an answer it may not (counted read-only)
+READ_ONLY_CHECK_FAILED = "background_operation_read_only_check_failed"
+#: an organization's read-only flag in bbo.read_only_organizations was set or lifted
+READ_ONLY_FLAG = "background_operation_read_only_flag"
 
 
 def operation_fields(operation: Any, *extra: str) -> dict[str, Any]:

@@ -236,6 +236,17 @@ class Settings:
         default=None, metadata={"callable": True}
     )
 
+    # -- organizations (docs/organizations.md) -----------------------------------------------
+    #: whether an organization is read-only now: ``fn(database_name, organization_id)`` returning
+    #: False/None (writable), True or a reason string (read-only); None, the default, reads the
+    #: table ``bbo.read_only_organizations`` (dramatiq_bbo.read_only)
+    organization_read_only: Callable[[str, int], bool | str | None] | None = field(
+        default=None, metadata={"callable": ("database_name", "organization_id")}
+    )
+    #: how long an operation of a read-only organization is held before its organization is
+    #: checked again, in seconds: it resumes at most this long after the flag is lifted
+    read_only_hold_seconds: float = setting(60.0, low=0, low_open=True, high=_DAY_S)
+
     # -- tracked bulk item operations (dramatiq_bbo.tracking, docs/tracking.md) ---------------
     #: how long a tracked operation and its failed items stay visible, in hours
     tracking_ttl_hours: float = setting(72.0, low=0, low_open=True, high=24 * 366)

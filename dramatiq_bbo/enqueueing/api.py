@@ -81,6 +81,7 @@ from ..walk.catalog import (
     validate_cursor,
 )
 from .checks import EnqueueRequest, check_request, psycopg_connection
+from .current_organization import scope_arguments
 from .table_policy import (
     check_model_table,
     check_privileges,
@@ -129,8 +130,10 @@ def enqueue(
     setting — except batch_size, for which the size an earlier operation of the same class,
     table, column and database learned comes before the class's and the setting's
     (:mod:`dramatiq_bbo.jobs.learned_sizes`). Scope: ``organization_id`` + ``user_id`` (or
-    ``user=``), or neither for a cell-local operation. See the module docstring for
-    ``connection=`` and duplicates."""
+    ``user=``), or neither for a cell-local operation — then the current organization's, if a
+    :func:`~dramatiq_bbo.current_organization` block is in force (explicit arguments win).
+    See the module docstring for ``connection=`` and duplicates."""
+    organization_id, user_id, user = scope_arguments(organization_id, user_id, user)
     request = check_request(
         resolve(operation_class_or_name),
         table_name,

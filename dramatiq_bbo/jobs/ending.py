@@ -4,7 +4,8 @@ and ``run_to_completion``.
 ``end_operation`` moves an active operation to finished (or failed when jobs failed for good);
 ``finish_if_exhausted`` finishes it in the transaction that records its last job, when nothing
 is left to run; ``job_counts`` says how many jobs ran and failed; ``status_stop_check`` stops
-a job at its next checkpoint once the operation was paused or cancelled, or its class disabled
+a job at its next checkpoint once the operation was paused or cancelled, its class disabled,
+or its organization made read-only
 (what a job's end means for its operation is written with that end:
 :func:`dramatiq_bbo.jobs.creation.end_and_next`). They sit below both the
 inline runner (:mod:`dramatiq_bbo.jobs.inline`) and the pipeline's orchestrator and runner,
@@ -22,6 +23,7 @@ from ..db import REGISTRY
 from ..errors import OperationNotFound
 from ..pipeline.runtime import transitioned
 from ..queries import query
+from ..read_only.check import READ_ONLY_STOP, ask, custom_check, hold_after_stop
 from ..state.records import OperationRecord, OperationStatus
 from ..state.store import fetch_operation, tables_for
 from .bookkeeping import finish_if_exhausted as finish_if_exhausted  # the runner's, from here
@@ -69,7 +71,8 @@ def status_stop_check(
     name: str, operation: OperationRecord, stop_check: StopCheck | None
 ) -> StopCheck:
     """The caller's stop check, plus: stop when the operation is no longer active (paused or
-    cancelled meanwhile) or its class was disabled (the kill switch). The status is read at
+    cancelled meanwhile), its class was disabled (the kill switch) or its organization made
+    read-only (:func:`run_state_stop_reason`). The status is read at
     the first boundary — the operation may have been paused while a runner message waited in
     the queue — then at most every STATUS_CHECK_SECONDS: an unpaced job (sub-batches of a
     few ms) reads it ten times a second, a negligible cost, and stops within 0.1 s of a pause
@@ -96,16 +99,31 @@ CLASS_DISABLED = "class_disabled"
 
 
 def run_state_stop_reason(name: str, operation: OperationRecord) -> str | None:
-    """Why a job of ``operation`` must stop now: its status (paused, cancelled...) when it is
-    no longer active, or ``class_disabled`` when its class is disabled; one statement."""
+    """Why a job of ``operation`` must stop now (or not begin): its status (paused,
+    cancelled...) when it is no longer queued or active, ``class_disabled`` when its class
+    is disabled, or ``read_only_organization`` when its organization is read-only (the
+    operation is then held: :mod:`dramatiq_bbo.read_only.check`). One statement: the default
+    check's table is read in it; a custom check is asked after it, for organization-scoped
+    operations only."""
     operations, _ = tables_for(operation)
+    organization = operation.organization_id
+    check = custom_check()
+    in_table = organization is not None and check is None
+    piece = "read_only_reason_of_operation" if in_table else "read_only_not_checked"
+    statement = query("steering_run_state", operations=operations, read_only_reason=query(piece))
     with REGISTRY.connection(name) as conn:
-        row = conn.execute(
-            query("steering_run_state", operations=operations), {"id": operation.id}
-        ).fetchone()
+        row = conn.execute(statement, {"id": operation.id}).fetchone()
     if row is None:
         raise OperationNotFound(f"no operation {str(operation.id)!r} in database {name!r}")
-    status, class_disabled = OperationStatus(row[0]), bool(row[1])
-    if status != OperationStatus.ACTIVE:
+    status, class_disabled, reason = OperationStatus(row[0]), bool(row[1]), row[2]
+    if status not in (OperationStatus.QUEUED, OperationStatus.ACTIVE):  # queued: not begun
         return status.name.lower()
-    return CLASS_DISABLED if class_disabled else None
+    if class_disabled:
+        return CLASS_DISABLED
+    if organization is not None and check is not None:  # the application's code: no
+        reason = ask(check, name, organization)  # pooled connection is held while it runs
+    if reason is None:
+        return None
+    with REGISTRY.connection(name) as conn:
+        hold_after_stop(conn, operation, reason)
+    return READ_ONLY_STOP

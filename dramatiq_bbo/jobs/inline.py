@@ -8,8 +8,10 @@ process), split a job that timed out on its last attempt into two halves
 (:mod:`dramatiq_bbo.jobs.planning`, shared with the orchestrator), and never run two jobs of one
 operation at once. When the range is exhausted and nothing is left to run, the operation
 finishes — or fails if jobs failed for good. A paused, cancelled, finished or failed operation
-is returned untouched, and so is one whose class is disabled (``bbo.disable``); a pause, a
-cancel or a disable while it runs stops it at the next sub-batch checkpoint.
+is returned untouched, and so is one whose class is disabled (``bbo.disable``) or whose
+organization is read-only (:mod:`dramatiq_bbo.read_only.check`: held, as the pipeline holds
+it); a pause, a cancel, a disable or a read-only flag while it runs stops it at the next
+sub-batch checkpoint.
 
 One job per operation, always. ``run_to_completion()`` takes the operation's stage lease — the
 one the pipeline's messages pass along — and the heartbeat renews it while it runs: a stage
@@ -38,9 +40,10 @@ from ..errors import InvalidTransition, LeaseLost, OperationNotFound
 from ..migrations import requires_schema
 from ..pipeline.runtime import transitioned
 from ..queries import query
+from ..read_only.check import READ_ONLY_STOP
 from ..reconnect import CONNECTION_LOST, is_broken, retrying
 from ..state.records import JobRecord, OperationRecord, OperationStatus
-from ..state.store import fetch_operation, tables_for
+from ..state.store import fetch_operation, get_operation, tables_for
 from ..walk.statements import pipelined
 from . import retries
 from .ending import (
@@ -67,8 +70,14 @@ def run_to_completion(
         lambda: _activate(name, operation_id),
         settings=REGISTRY.settings,
     )
-    if operation.status != OperationStatus.ACTIVE or _disabled(name, operation):
+    if operation.status != OperationStatus.ACTIVE:
         return operation
+    if _held_back(name, operation):  # as it stands now: held, if its organization is read-only
+        return retrying(
+            f"reading operation {operation_id}",
+            lambda: get_operation(operation.id, database=name),
+            settings=REGISTRY.settings,
+        )
     token = f"run_to_completion:{uuid.uuid4().hex}"
     take_stage(name, operation, token)
     lease = HEARTBEAT.hold(name, operation, stage_token=token)
@@ -200,9 +209,10 @@ def _next_job(
         return operation, None
 
 
-def _disabled(name: str, operation: OperationRecord) -> bool:
-    """Whether the operation's class is disabled (the kill switch): then no job starts."""
-    return run_state_stop_reason(name, operation) == CLASS_DISABLED
+def _held_back(name: str, operation: OperationRecord) -> bool:
+    """Whether no job may start: its class is disabled (the kill switch), or its organization
+    is read-only (the operation is then held, as the orchestrator would)."""
+    return run_state_stop_reason(name, operation) in (CLASS_DISABLED, READ_ONLY_STOP)
 
 
 def _activate(name: str, operation_id: Any) -> OperationRecord:
@@ -212,8 +222,10 @@ def _activate(name: str, operation_id: Any) -> OperationRecord:
         operation = fetch_operation(conn, operation_id)
         if operation is None:
             raise OperationNotFound(f"no operation {operation_id!s} in database {name!r}")
-        if operation.status != OperationStatus.QUEUED or _disabled(name, operation):
+        if operation.status != OperationStatus.QUEUED:
             return operation
+        if _held_back(name, operation):
+            return fetch_operation(conn, operation.id) or operation
         operations, _ = tables_for(operation)
         with conn.cursor(row_factory=dict_row) as cur:
             row = cur.execute(

@@ -78,7 +78,8 @@ class OperationSummary(_Row):
     """One row of ``bbo.operations``: an operation of either scope as an operator reads it.
 
     ``status`` is text (``queued``, ``active``, ``paused``, ``finished``, ``failed``,
-    ``cancelled``); ``paused_by`` is ``manual``, ``disabled class``, ``health`` or None;
+    ``cancelled``); ``paused_by`` is ``manual``, ``disabled class``, ``read-only organization``,
+    ``health`` or None;
     ``progress_percent`` is None while the size of the walk is unknown; ``eta`` is None
     unless the operation is active with a known rate (zero once finished)."""
 

@@ -4,8 +4,9 @@ It holds the operation's row lock (``FOR UPDATE``: it waits for the short transa
 other stages rather than skipping — a scheduler scan can hold a row it did not pick, and
 skipping would strand the message that owns the lease; the lease check then turns away the
 redundant messages) for one short transaction in which it decides:
-nothing to do (paused, held, its class disabled, a job already in flight, a newer message owns
-the stage lease, no capacity), the next job (resume an unfinished one, split one that timed
+nothing to do (paused, held, its class disabled, a job already in flight, its organization
+read-only — then held, :mod:`dramatiq_bbo.read_only.check` —, a newer message owns the stage
+lease, no capacity), the next job (resume an unfinished one, split one that timed
 out on its last attempt, or cut a new batch from the resume cursor), or the end of the
 operation. The job is dispatched with a lease and the runner message is written in the same
 transaction.
@@ -27,6 +28,7 @@ from ..jobs.planning import split_job, splittable_job
 from ..jobs.run import create_next_job, prepare_retry
 from ..logs import logger
 from ..queries import query
+from ..read_only.check import hold_if_read_only
 from ..state.records import JobRecord, OperationRecord, OperationStatus
 from ..state.store import operation_ref, tables_for
 from .handoff import lease_and_send, take_lease
@@ -165,6 +167,8 @@ def _refusal(
     if conn.execute(query("pipeline_live_job", jobs=jobs), {"worker_id": operation.id}).fetchone():
         return Decision.JOB_IN_FLIGHT
     if hold_if_unknown(conn, operation):  # a class this worker cannot import: held, not failed
+        return Decision.HELD_BY_CHECK
+    if hold_if_read_only(conn, operation):  # its organization is read-only: held, asked again
         return Decision.HELD_BY_CHECK
     # Orchestrators and the scheduler of one database count jobs in flight under one lock,
     # or concurrent orchestrators would each see a free slot and overshoot the capacity.

@@ -6,10 +6,11 @@
 -- operation row first (the caller locks it), then its job rows.
 
 -- name: steering_run_state
--- description: What a running job re-reads between sub-batches: the operation's status, and whether its class is disabled (the kill switch stops it at the checkpoint).
+-- description: What a running job re-reads between sub-batches: the operation's status, whether its class is disabled (the kill switch stops it at the checkpoint), and its organization's read-only reason ({read_only_reason}: a read_only_* piece).
 SELECT o.status,
        EXISTS (SELECT 1 FROM bbo.disabled_classes AS d
-               WHERE d.job_class_name = o.job_class_name) AS class_disabled
+               WHERE d.job_class_name = o.job_class_name) AS class_disabled,
+       {read_only_reason} AS read_only_reason
 FROM {operations} AS o
 WHERE o.id = %(id)s;
 
