@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from . import chatops, health, tracking
     from .jobs.control import cancel, pause, resume
     from .jobs.inline import run_to_completion
+    from .cells.move import move_organization
     from .middleware import Middleware
     from .operate.finalize import finalize
     from .operate.steering import (
@@ -65,6 +66,7 @@ _LAZY = {
     "Middleware": "middleware",
     "schedule": "pipeline.schedules",
     "list_operations": "operate.summaries",
+    "move_organization": "cells.move",
 }
 
 
@@ -115,6 +117,7 @@ __all__ = [
     "health",
     "list_jobs",
     "list_operations",
+    "move_organization",
     "register",
     "reset",
     "run_to_completion",

@@ -1,0 +1,186 @@
+"""``move_organization()``: an organization's operations from one cell's database to
+another's, crash-safe at every step.
+
+The steps (:mod:`.steps`) run in order — pause, drain, copy, delete, resume, finish — each
+committed with the move's record on its side. A call first reads both records: with none it
+starts a move; with one it carries that move on from its last committed step. So a move
+killed anywhere (``kill -9`` included) is finished by running it again, and it never leaves
+an operation live in both databases.
+
+``on_step(step, record)`` hears each step once it committed: the command line prints
+progress with it, and a test can stop the process there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..db import REGISTRY
+from ..errors import InvalidArgument, MoveConflict
+from ..logs import ORGANIZATION_MOVE_STEP, ORGANIZATION_MOVED, event
+from ..migrations import ensure_schema, schema_errors
+from ..queries import query
+from . import steps
+from .record import MoveRecord, Role, Step, unfinished
+
+#: what ``on_step`` is called with after each committed step
+StepHook = Callable[[Step, MoveRecord], None]
+
+#: how long the move waits, by default, for running jobs to reach a checkpoint
+DEFAULT_WAIT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class MoveResult:
+    """What a move did: its id, the operations that moved (text ids), those it left at the
+    source because they were enqueued there during the move, and the steps this call ran."""
+
+    move_id: str
+    organization_id: int
+    source: str
+    target: str
+    moved: list[str]
+    left_behind: list[str] = field(default_factory=list)
+    steps_run: list[Step] = field(default_factory=list)
+
+
+def move_organization(
+    organization_id: int,
+    *,
+    source: str = "main",
+    target: str,
+    wait_seconds: float = DEFAULT_WAIT_SECONDS,
+    on_step: StepHook | None = None,
+) -> MoveResult:
+    """Move the organization's operations (and their job history) from database ``source``
+    to database ``target`` (names from ``configure(databases=...)``), or finish a half-done
+    move of it. Raises :class:`~dramatiq_bbo.errors.MoveTimeout` when running jobs do not reach
+    a checkpoint within ``wait_seconds`` (run it again to go on)."""
+    _check(organization_id, source, target, wait_seconds)
+    for name in (source, target):
+        ensure_schema(name)
+    with schema_errors(source):
+        return _Move(organization_id, source, target, wait_seconds, on_step).run()
+
+
+def _check(organization_id: object, source: str, target: str, wait_seconds: float) -> None:
+    """Refuse bad input before anything is read or written."""
+    if isinstance(organization_id, bool) or not isinstance(organization_id, int):
+        raise InvalidArgument(f"organization_id must be an int, got {organization_id!r}")
+    if not -(2**63) <= organization_id < 2**63:
+        raise InvalidArgument(f"organization_id {organization_id} is out of the bigint range")
+    if source == target:
+        raise InvalidArgument(f"source and target are the same database ({source!r})")
+    if not (isinstance(wait_seconds, int | float) and 0 <= wait_seconds <= 86400):
+        raise InvalidArgument(f"wait_seconds must be within 0..86400, got {wait_seconds!r}")
+    REGISTRY.get(source)  # UnknownDatabase, before any connection
+    REGISTRY.get(target)
+
+
+class _Move:
+    """One call's walk through the steps, from where the records say the move stands."""
+
+    def __init__(
+        self,
+        organization_id: int,
+        source: str,
+        target: str,
+        wait_seconds: float,
+        on_step: StepHook | None,
+    ) -> None:
+        self.organization_id = organization_id
+        self.source = source
+        self.target = target
+        self.wait_seconds = wait_seconds
+        self.on_step = on_step
+        self.ran: list[Step] = []
+
+    def run(self) -> MoveResult:
+        record = self._current()
+        if record is None or not record.at_least(Step.COPIED):
+            record = self._done(steps.pause(self.source, self.target, self.organization_id, record))
+            record = self._done(steps.drain(self.source, record, self.wait_seconds))
+        if not record.at_least(Step.COPIED):
+            record = self._done(steps.copy_to_target(self.source, self.target, record))
+        if not record.at_least(Step.DELETED):
+            record = self._done(steps.delete_at_source(self.source, self.target, record))
+        arrived, live = steps.resume_at_target(self.target, record)
+        self._done(arrived)
+        _wake(self.target, live)
+        record = self._done(steps.finish(self.source, record))
+        return self._result(record)
+
+    def _current(self) -> MoveRecord | None:
+        """The move to carry on (the source's unfinished record), checked against the
+        target's; None when no move of the organization is under way."""
+        with REGISTRY.connection(self.source) as conn:
+            record = unfinished(conn, self.organization_id, Role.SOURCE)
+        if record is not None and record.target_name != self.target:
+            raise MoveConflict(
+                f"organization {self.organization_id} has an unfinished move from "
+                f"{record.source_name!r} to {record.target_name!r} (move {record.move_id}): "
+                "run that move again to finish it first"
+            )
+        with REGISTRY.connection(self.target) as conn:
+            arriving = unfinished(conn, self.organization_id, Role.TARGET)
+        if arriving is not None and (record is None or arriving.move_id != record.move_id):
+            raise MoveConflict(
+                f"database {self.target!r} holds an unfinished arrival of organization "
+                f"{self.organization_id} (move {arriving.move_id}) that database "
+                f"{self.source!r} does not know: was it started from another source?"
+            )
+        return record
+
+    def _done(self, record: MoveRecord) -> MoveRecord:
+        self.ran.append(record.step)
+        event(
+            ORGANIZATION_MOVE_STEP,
+            move_id=str(record.move_id),
+            organization_id=self.organization_id,
+            source=self.source,
+            target=self.target,
+            step=record.step.value,
+        )
+        if self.on_step is not None:
+            self.on_step(record.step, record)
+        return record
+
+    def _result(self, record: MoveRecord) -> MoveResult:
+        moved = sorted(record.fingerprints)
+        with REGISTRY.connection(self.source) as conn:
+            rows = conn.execute(
+                query("cells_left_behind"),
+                {"organization_id": self.organization_id, "ids": moved},
+            ).fetchall()
+        result = MoveResult(
+            move_id=str(record.move_id),
+            organization_id=self.organization_id,
+            source=self.source,
+            target=self.target,
+            moved=moved,
+            left_behind=[str(row[0]) for row in rows],
+            steps_run=list(self.ran),
+        )
+        event(
+            ORGANIZATION_MOVED,
+            move_id=result.move_id,
+            organization_id=self.organization_id,
+            source=self.source,
+            target=self.target,
+            moved=len(moved),
+            left_behind=len(result.left_behind),
+        )
+        return result
+
+
+def _wake(target: str, ids: list[str]) -> None:
+    """Wake the resumed operations at once when this process runs the pipeline on the
+    target (else the target's scheduler picks them up at its next tick)."""
+    if not ids:
+        return
+    from ..pipeline.wake import wake
+    from ..state.store import get_operation
+
+    for id_ in ids:
+        wake(get_operation(id_, database=target))

@@ -1,0 +1,101 @@
+"""Moving an organization between two databases standing for two cells, in process and with
+``dramatiq-bbo move-organization``: the operations leave the source, arrive at the target
+as they were (cursor, counters, status, hold, job history), and finish there, every row of
+the organization visited exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+
+import dramatiq_bbo as bbo
+from dramatiq_bbo import errors
+from dramatiq_bbo.cells.record import Step
+from dramatiq_bbo.state.records import OperationStatus
+from tests.faults.move_support import (
+    ROWS_PER_ORGANIZATION,
+    copies,
+    copy_rows,
+    enqueue_half_done,
+    make_items,
+    visits,
+)
+
+ORGANIZATION = 7
+OTHER = 8
+
+
+@pytest.fixture
+def cells(database_factory: Callable[..., str]) -> Iterator[tuple[str, str]]:
+    """Two migrated databases, configured as ``main`` and ``cell_b``."""
+    main, cell_b = database_factory(), database_factory()
+    bbo.configure(dsn=main, databases={"cell_b": cell_b})
+    with psycopg.connect(main, autocommit=True) as conn:
+        make_items(conn, [ORGANIZATION, OTHER])
+    try:
+        yield main, cell_b
+    finally:
+        bbo.reset()
+
+
+def test_a_half_done_operation_moves_and_finishes_at_the_target(cells: tuple[str, str]) -> None:
+    main, cell_b = cells
+    operation_id = enqueue_half_done(ORGANIZATION)
+    other_id = enqueue_half_done(OTHER)
+    before = bbo.get_operation(operation_id)
+    assert before.status == OperationStatus.ACTIVE and 0 < before.processed_tuple_count
+    jobs_before = copies(main, operation_id)[1]
+    copy_rows(main, cell_b, ORGANIZATION)
+    heard: list[Step] = []
+
+    result = bbo.move_organization(
+        ORGANIZATION, source="main", target="cell_b", on_step=lambda step, _: heard.append(step)
+    )
+
+    assert heard == list(Step)
+    assert result.moved == [operation_id] and result.left_behind == []
+    with pytest.raises(errors.OperationNotFound):
+        bbo.get_operation(operation_id, database="main")
+    arrived = bbo.get_operation(operation_id, database="cell_b")
+    assert arrived.status == OperationStatus.ACTIVE
+    assert arrived.database_name == "cell_b" and arrived.on_hold_until is None
+    same = ("next_cursor", "processed_tuple_count", "batch_size", "sub_batch_size", "min_cursor")
+    assert {k: getattr(arrived, k) for k in same} == {k: getattr(before, k) for k in same}
+    assert copies(cell_b, operation_id) == (1, jobs_before)
+    assert bbo.get_operation(other_id).status == OperationStatus.ACTIVE  # not moved
+
+    finished = bbo.run_to_completion(operation_id, database="cell_b")
+    assert finished.status == OperationStatus.FINISHED
+    assert visits(cell_b, ORGANIZATION) == {1: ROWS_PER_ORGANIZATION}
+
+
+def test_a_paused_operation_arrives_paused_and_a_second_run_changes_nothing(
+    cells: tuple[str, str],
+) -> None:
+    main, cell_b = cells
+    operation_id = enqueue_half_done(ORGANIZATION)
+    bbo.pause(operation_id, by="test")
+    copy_rows(main, cell_b, ORGANIZATION)
+
+    bbo.move_organization(ORGANIZATION, source="main", target="cell_b")
+    again = bbo.move_organization(ORGANIZATION, source="main", target="cell_b")
+
+    assert again.moved == []
+    assert bbo.get_operation(operation_id, database="cell_b").status == OperationStatus.PAUSED
+    assert copies(main, operation_id) == (0, 0)
+
+
+def test_bad_input_and_a_missing_table_write_nothing(cells: tuple[str, str]) -> None:
+    main, _ = cells
+    operation_id = enqueue_half_done(ORGANIZATION)
+    with pytest.raises(errors.InvalidArgument):
+        bbo.move_organization("7", source="main", target="cell_b")  # type: ignore[arg-type]
+    with pytest.raises(errors.InvalidArgument):
+        bbo.move_organization(ORGANIZATION, source="main", target="main")
+    with pytest.raises(errors.UnknownDatabase):
+        bbo.move_organization(ORGANIZATION, source="main", target="nowhere")
+    with pytest.raises(errors.MoveTargetNotReady):  # org_items was not copied to cell_b
+        bbo.move_organization(ORGANIZATION, source="main", target="cell_b")
+    assert copies(main, operation_id)[0] == 1
