@@ -19,9 +19,9 @@ from .enqueueing.api import EnqueueResult, enqueue  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import chatops, health, tracking
+    from .cells.move import move_organization
     from .jobs.control import cancel, pause, resume
     from .jobs.inline import run_to_completion
-    from .cells.move import move_organization
     from .middleware import Middleware
     from .operate.finalize import finalize
     from .operate.steering import (

@@ -31,7 +31,9 @@ ARRIVING_HOLD = "arriving from {source} (move {move_id}): inert until the move r
 
 _OPERATIONS = ("bbo", "background_operation_workers")
 _JOBS = ("bbo", "background_operation_jobs")
-_UNFINISHED = {int(s) for s in (OperationStatus.QUEUED, OperationStatus.ACTIVE, OperationStatus.PAUSED)}
+_UNFINISHED = {
+    int(s) for s in (OperationStatus.QUEUED, OperationStatus.ACTIVE, OperationStatus.PAUSED)
+}
 
 
 def read_organization(
@@ -80,9 +82,7 @@ def write_copy(
     """Insert the rows into the target, inert (inside the caller's transaction)."""
     partition = current_partition(conn, ORGANIZATION.name)
     oids = _table_oids(conn, operations)
-    arrived = [
-        _arriving(row, partition, target_name, oids, hold_reason) for row in operations
-    ]
+    arrived = [_arriving(row, partition, target_name, oids, hold_reason) for row in operations]
     moved_jobs = [{**row, "partition": partition, "worker_partition": partition} for row in jobs]
     try:
         _insert(conn, _OPERATIONS, arrived)
@@ -133,12 +133,13 @@ def _table_oids(
     return found
 
 
-def _insert(conn: psycopg.Connection[Any], table: tuple[str, str], rows: list[dict[str, Any]]) -> None:
+def _insert(
+    conn: psycopg.Connection[Any], table: tuple[str, str], rows: list[dict[str, Any]]
+) -> None:
     if not rows:
         return
     writable = [
-        r[0]
-        for r in conn.execute(query("cells_writable_columns"), {"table": ".".join(table)})
+        r[0] for r in conn.execute(query("cells_writable_columns"), {"table": ".".join(table)})
     ]
     columns = [name for name in writable if name in rows[0]]
     statement = query(

@@ -52,16 +52,24 @@ def move_organization(
     target: str,
     wait_seconds: float = DEFAULT_WAIT_SECONDS,
     on_step: StepHook | None = None,
+    target_database_name: str | None = None,
 ) -> MoveResult:
     """Move the organization's operations (and their job history) from database ``source``
     to database ``target`` (names from ``configure(databases=...)``), or finish a half-done
     move of it. Raises :class:`~dramatiq_bbo.errors.MoveTimeout` when running jobs do not reach
-    a checkpoint within ``wait_seconds`` (run it again to go on)."""
+    a checkpoint within ``wait_seconds`` (run it again to go on).
+
+    ``target_database_name``: the name the target cell's own workers register its database
+    under, which the arriving operations carry (default: ``target``, right when one
+    application runs both databases)."""
     _check(organization_id, source, target, wait_seconds)
+    arriving_as = _name(target_database_name or target)
     for name in (source, target):
         ensure_schema(name)
     with schema_errors(source):
-        return _Move(organization_id, source, target, wait_seconds, on_step).run()
+        move = _Move(organization_id, source, target, wait_seconds, on_step)
+        move.arriving_as = arriving_as
+        return move.run()
 
 
 def _check(organization_id: object, source: str, target: str, wait_seconds: float) -> None:
@@ -76,6 +84,12 @@ def _check(organization_id: object, source: str, target: str, wait_seconds: floa
         raise InvalidArgument(f"wait_seconds must be within 0..86400, got {wait_seconds!r}")
     REGISTRY.get(source)  # UnknownDatabase, before any connection
     REGISTRY.get(target)
+
+
+def _name(text: object) -> str:
+    if not isinstance(text, str) or not 1 <= len(text) <= 63:
+        raise InvalidArgument(f"a database name must be 1..63 characters, got {text!r}")
+    return text
 
 
 class _Move:
@@ -94,6 +108,7 @@ class _Move:
         self.target = target
         self.wait_seconds = wait_seconds
         self.on_step = on_step
+        self.arriving_as = target
         self.ran: list[Step] = []
 
     def run(self) -> MoveResult:
@@ -102,7 +117,9 @@ class _Move:
             record = self._done(steps.pause(self.source, self.target, self.organization_id, record))
             record = self._done(steps.drain(self.source, record, self.wait_seconds))
         if not record.at_least(Step.COPIED):
-            record = self._done(steps.copy_to_target(self.source, self.target, record))
+            record = self._done(
+                steps.copy_to_target(self.source, self.target, record, self.arriving_as)
+            )
         if not record.at_least(Step.DELETED):
             record = self._done(steps.delete_at_source(self.source, self.target, record))
         arrived, live = steps.resume_at_target(self.target, record)

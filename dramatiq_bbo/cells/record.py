@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 from ..queries import query
 
 
-class Step(str, enum.Enum):
+class Step(enum.StrEnum):
     """The steps of a move, in order; ``on_step`` hears each once it committed."""
 
     PAUSED = "paused"  # source: the organization's unfinished operations paused
@@ -35,7 +35,7 @@ class Step(str, enum.Enum):
         return list(Step).index(self)
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     SOURCE = "source"
     TARGET = "target"
 
@@ -132,9 +132,7 @@ def advance(
 
 def forget(conn: psycopg.Connection[Any], record: MoveRecord) -> None:
     """Delete one side's record (a discarded copy's, which the re-run makes again)."""
-    conn.execute(
-        query("cells_forget_move"), {"move_id": record.move_id, "role": record.role.value}
-    )
+    conn.execute(query("cells_forget_move"), {"move_id": record.move_id, "role": record.role.value})
 
 
 def _one(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> MoveRecord | None:

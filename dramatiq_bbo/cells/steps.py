@@ -28,9 +28,7 @@ from .record import MoveRecord, Role, Step, advance, by_id, forget, insert
 _DRAIN_POLL_SECONDS = 0.1
 
 
-def pause(
-    source: str, target: str, organization_id: int, record: MoveRecord | None
-) -> MoveRecord:
+def pause(source: str, target: str, organization_id: int, record: MoveRecord | None) -> MoveRecord:
     """Pause the organization's unfinished operations at the source and note each one's
     status before (the first status seen wins: a re-run finds them paused by itself). Starts
     the record when there is none yet. Operations enqueued since an earlier run join."""
@@ -66,7 +64,9 @@ def drain(source: str, record: MoveRecord, wait_seconds: float) -> MoveRecord:
                 with conn.transaction():
                     return advance(conn, record, Step.DRAINED)
         if time.monotonic() >= deadline:
-            jobs = ", ".join(f"{job_id} (operation {worker_id})" for worker_id, job_id, _ in running)
+            jobs = ", ".join(
+                f"{job_id} (operation {worker_id})" for worker_id, job_id, _ in running
+            )
             raise MoveTimeout(
                 f"organization {record.organization_id}: {len(running)} job(s) still running in "
                 f"database {source!r} after {wait_seconds:g}s: {jobs}. Its operations stay "
@@ -75,17 +75,18 @@ def drain(source: str, record: MoveRecord, wait_seconds: float) -> MoveRecord:
         time.sleep(_DRAIN_POLL_SECONDS)
 
 
-def copy_to_target(source: str, target: str, record: MoveRecord) -> MoveRecord:
+def copy_to_target(source: str, target: str, record: MoveRecord, arriving_as: str) -> MoveRecord:
     """Copy the organization's operations and job history into the target, inert, with the
     target's record (one target transaction); then note the copy at the source. A copy a
-    killed run already committed is not made twice: its record says so."""
+    killed run already committed is not made twice: its record says so. ``arriving_as``:
+    the database name the copies carry (the one the target's workers know it by)."""
     arrived = by_id_in(target, record.move_id, Role.TARGET)
     if arrived is None:
         with REGISTRY.connection(source) as conn:
             operations, jobs = copy.read_organization(conn, record.organization_id)
         hold = copy.ARRIVING_HOLD.format(source=source, move_id=record.move_id)
         with REGISTRY.connection(target) as conn, conn.transaction():
-            copy.write_copy(conn, operations, jobs, target_name=target, hold_reason=hold)
+            copy.write_copy(conn, operations, jobs, target_name=arriving_as, hold_reason=hold)
             template = MoveRecord(
                 move_id=record.move_id,
                 role=Role.TARGET,

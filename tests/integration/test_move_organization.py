@@ -13,6 +13,7 @@ import pytest
 import dramatiq_bbo as bbo
 from dramatiq_bbo import errors
 from dramatiq_bbo.cells.record import Step
+from dramatiq_bbo.cli import main as cli
 from dramatiq_bbo.state.records import OperationStatus
 from tests.faults.move_support import (
     ROWS_PER_ORGANIZATION,
@@ -40,7 +41,9 @@ def cells(database_factory: Callable[..., str]) -> Iterator[tuple[str, str]]:
         bbo.reset()
 
 
-def test_a_half_done_operation_moves_and_finishes_at_the_target(cells: tuple[str, str]) -> None:
+def test_a_half_done_operation_moved_by_the_command_finishes_at_the_target(
+    cells: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     main, cell_b = cells
     operation_id = enqueue_half_done(ORGANIZATION)
     other_id = enqueue_half_done(OTHER)
@@ -48,14 +51,15 @@ def test_a_half_done_operation_moves_and_finishes_at_the_target(cells: tuple[str
     assert before.status == OperationStatus.ACTIVE and 0 < before.processed_tuple_count
     jobs_before = copies(main, operation_id)[1]
     copy_rows(main, cell_b, ORGANIZATION)
-    heard: list[Step] = []
 
-    result = bbo.move_organization(
-        ORGANIZATION, source="main", target="cell_b", on_step=lambda step, _: heard.append(step)
-    )
+    argv = ["move-organization", str(ORGANIZATION), "--target", "cell_b"]
+    code = cli.main([*argv, "--dsn", main, "--database", f"cell_b={cell_b}"])
 
-    assert heard == list(Step)
-    assert result.moved == [operation_id] and result.left_behind == []
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert [line.split()[0] for line in printed.splitlines()[:6]] == [s.value for s in Step]
+    assert "1 operation(s) moved from 'main' to 'cell_b'" in printed
+    bbo.configure(dsn=main, databases={"cell_b": cell_b})  # the command reset it
     with pytest.raises(errors.OperationNotFound):
         bbo.get_operation(operation_id, database="main")
     arrived = bbo.get_operation(operation_id, database="cell_b")
@@ -79,9 +83,14 @@ def test_a_paused_operation_arrives_paused_and_a_second_run_changes_nothing(
     bbo.pause(operation_id, by="test")
     copy_rows(main, cell_b, ORGANIZATION)
 
-    bbo.move_organization(ORGANIZATION, source="main", target="cell_b")
+    heard: list[Step] = []
+    first = bbo.move_organization(
+        ORGANIZATION, source="main", target="cell_b", on_step=lambda step, _: heard.append(step)
+    )
     again = bbo.move_organization(ORGANIZATION, source="main", target="cell_b")
 
+    assert heard == list(Step)
+    assert first.moved == [operation_id] and first.left_behind == []
     assert again.moved == []
     assert bbo.get_operation(operation_id, database="cell_b").status == OperationStatus.PAUSED
     assert copies(main, operation_id) == (0, 0)
@@ -99,3 +108,66 @@ def test_bad_input_and_a_missing_table_write_nothing(cells: tuple[str, str]) -> 
     with pytest.raises(errors.MoveTargetNotReady):  # org_items was not copied to cell_b
         bbo.move_organization(ORGANIZATION, source="main", target="cell_b")
     assert copies(main, operation_id)[0] == 1
+
+
+def test_the_command_refuses_a_malformed_database_before_connecting(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BBO_DSN", raising=False)
+    argv = ["move-organization", "7", "--target", "cell_b", "--dsn", "dbname=x"]
+    assert cli.main([*argv, "--database", "cell_b"]) == cli.EXIT_USAGE
+    assert "expected NAME=DSN" in capsys.readouterr().err
+    assert cli.main([*argv[:-2], "--database", "cell_b=dbname=y"]) == cli.EXIT_USAGE  # no main
+
+
+def test_a_job_running_past_the_wait_stops_the_move_and_a_rerun_finishes_it(
+    cells: tuple[str, str],
+) -> None:
+    main, cell_b = cells
+    operation_id = enqueue_half_done(ORGANIZATION)
+    copy_rows(main, cell_b, ORGANIZATION)
+    with psycopg.connect(main, autocommit=True) as conn:  # a worker holding its job's lease
+        conn.execute(
+            "UPDATE bbo.background_operation_jobs SET status = 1,"
+            " lease_expires_at = now() + interval '1 hour' WHERE worker_id = %s",
+            [operation_id],
+        )
+        with pytest.raises(errors.MoveTimeout, match="still running"):
+            bbo.move_organization(ORGANIZATION, source="main", target="cell_b", wait_seconds=0.2)
+        assert bbo.get_operation(operation_id).status == OperationStatus.PAUSED
+        assert copies(cell_b, operation_id) == (0, 0)
+        conn.execute(  # the worker died: its lease ran out
+            "UPDATE bbo.background_operation_jobs SET lease_expires_at = now()"
+            " WHERE worker_id = %s",
+            [operation_id],
+        )
+
+    bbo.move_organization(ORGANIZATION, source="main", target="cell_b", wait_seconds=0.2)
+
+    assert bbo.get_operation(operation_id, database="cell_b").status == OperationStatus.ACTIVE
+    bbo.run_to_completion(operation_id, database="cell_b")
+    assert visits(cell_b, ORGANIZATION) == {1: ROWS_PER_ORGANIZATION}
+
+
+def test_an_operation_resumed_at_the_source_during_the_copy_is_copied_again(
+    cells: tuple[str, str],
+) -> None:
+    main, cell_b = cells
+    operation_id = enqueue_half_done(ORGANIZATION)
+    copy_rows(main, cell_b, ORGANIZATION)
+
+    def operator_resumes(step: Step, _: object) -> None:
+        if step == Step.COPIED:
+            bbo.resume(operation_id, by="test")
+
+    with pytest.raises(errors.MoveConflict, match="changed in database 'main'"):
+        bbo.move_organization(
+            ORGANIZATION, source="main", target="cell_b", on_step=operator_resumes
+        )
+    assert copies(cell_b, operation_id) == (0, 0)  # the stale copy was discarded
+    assert bbo.get_operation(operation_id).status == OperationStatus.ACTIVE
+
+    bbo.move_organization(ORGANIZATION, source="main", target="cell_b")
+
+    assert copies(main, operation_id) == (0, 0)
+    assert bbo.get_operation(operation_id, database="cell_b").status == OperationStatus.ACTIVE
