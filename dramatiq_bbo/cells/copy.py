@@ -81,7 +81,7 @@ def write_copy(
 ) -> None:
     """Insert the rows into the target, inert (inside the caller's transaction)."""
     partition = current_partition(conn, ORGANIZATION.name)
-    oids = _table_oids(conn, operations)
+    oids = table_oids(conn, {(row["table_schema"], row["table_name"]) for row in operations})
     arrived = [_arriving(row, partition, target_name, oids, hold_reason) for row in operations]
     moved_jobs = [{**row, "partition": partition, "worker_partition": partition} for row in jobs]
     try:
@@ -117,12 +117,12 @@ def _arriving(
     return copied
 
 
-def _table_oids(
-    conn: psycopg.Connection[Any], operations: list[dict[str, Any]]
+def table_oids(
+    conn: psycopg.Connection[Any], tables: set[tuple[str, str]]
 ) -> dict[tuple[str, str], int]:
-    """The target's oid of each table the operations walk; a missing table is refused."""
+    """The target's oid of each table (schema, name); a missing table is refused."""
     found: dict[tuple[str, str], int] = {}
-    for schema, name in {(row["table_schema"], row["table_name"]) for row in operations}:
+    for schema, name in sorted(tables):
         row = conn.execute(query("cells_table_oid"), {"schema": schema, "name": name}).fetchone()
         if row is None:
             raise MoveTargetNotReady(

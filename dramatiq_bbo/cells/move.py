@@ -13,7 +13,8 @@ progress with it, and a test can stop the process there.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ..db import REGISTRY
@@ -29,6 +30,9 @@ StepHook = Callable[[Step, MoveRecord], None]
 
 #: how long the move waits, by default, for running jobs to reach a checkpoint
 DEFAULT_WAIT_SECONDS = 60.0
+#: how many times one call copies again a copy made stale by a change at the source (a
+#: runner's late end-of-job write, an operator's resume) before it gives up
+_COPY_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -66,10 +70,25 @@ def move_organization(
     arriving_as = _name(target_database_name or target)
     for name in (source, target):
         ensure_schema(name)
-    with schema_errors(source):
-        move = _Move(organization_id, source, target, wait_seconds, on_step)
-        move.arriving_as = arriving_as
-        return move.run()
+    with schema_errors(source), _move_lock(source, organization_id):
+        return _Move(organization_id, source, target, arriving_as, wait_seconds, on_step).run()
+
+
+@contextlib.contextmanager
+def _move_lock(source: str, organization_id: int) -> Iterator[None]:
+    """One process at a time moves an organization: a session lock held on the source for
+    the whole move (a killed mover's session ends, and its lock with it)."""
+    params = {"organization_id": organization_id}
+    with REGISTRY.connection(source) as conn:
+        row = conn.execute(query("cells_try_move_lock"), params).fetchone()
+        if not (row and row[0]):
+            raise MoveConflict(
+                f"organization {organization_id} is being moved by another process right now"
+            )
+        try:
+            yield
+        finally:
+            conn.execute(query("cells_move_unlock"), params)
 
 
 def _check(organization_id: object, source: str, target: str, wait_seconds: float) -> None:
@@ -100,33 +119,47 @@ class _Move:
         organization_id: int,
         source: str,
         target: str,
+        arriving_as: str,
         wait_seconds: float,
         on_step: StepHook | None,
     ) -> None:
         self.organization_id = organization_id
         self.source = source
         self.target = target
+        self.arriving_as = arriving_as
         self.wait_seconds = wait_seconds
         self.on_step = on_step
-        self.arriving_as = target
         self.ran: list[Step] = []
 
     def run(self) -> MoveResult:
         record = self._current()
-        if record is None or not record.at_least(Step.COPIED):
-            record = self._done(steps.pause(self.source, self.target, self.organization_id, record))
-            record = self._done(steps.drain(self.source, record, self.wait_seconds))
-        if not record.at_least(Step.COPIED):
-            record = self._done(
-                steps.copy_to_target(self.source, self.target, record, self.arriving_as)
-            )
-        if not record.at_least(Step.DELETED):
-            record = self._done(steps.delete_at_source(self.source, self.target, record))
+        for attempt in range(_COPY_ATTEMPTS):
+            try:
+                record = self._leave_source(record)
+                break
+            except steps.StaleCopy:
+                if attempt + 1 == _COPY_ATTEMPTS:
+                    raise
+                record = self._current()  # back at its pause: paused again, copied again
+        assert record is not None
         arrived, live = steps.resume_at_target(self.target, record)
         self._done(arrived)
         _wake(self.target, live)
         record = self._done(steps.finish(self.source, record))
         return self._result(record)
+
+    def _leave_source(self, record: MoveRecord | None) -> MoveRecord:
+        """Pause, drain, copy and delete, from where ``record`` stands."""
+        if record is None or not record.at_least(Step.COPIED):
+            steps.check_target(self.source, self.target, self.organization_id)
+            record = self._done(steps.pause(self.source, self.target, self.organization_id, record))
+            record = self._done(steps.drain(self.source, record, self.wait_seconds))
+        if not record.at_least(Step.COPIED):
+            copied = steps.copy_to_target(self.source, self.target, record, self.arriving_as)
+            record = self._done(copied)
+        if not record.at_least(Step.DELETED):
+            record = self._done(steps.delete_at_source(self.source, self.target, record))
+        return record
 
     def _current(self) -> MoveRecord | None:
         """The move to carry on (the source's unfinished record), checked against the

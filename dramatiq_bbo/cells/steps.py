@@ -26,6 +26,28 @@ from .record import MoveRecord, Role, Step, advance, by_id, forget, insert
 
 #: how often the drain looks again at the running jobs
 _DRAIN_POLL_SECONDS = 0.1
+#: past the wait, how long operations with no running job may still change before the drain
+#: gives up on them standing still
+_SETTLE_GRACE_SECONDS = 1.0
+
+
+_ENDED = (OperationStatus.FINISHED, OperationStatus.FAILED, OperationStatus.CANCELLED)
+
+
+class StaleCopy(MoveConflict):
+    """The copy was made stale by a change at the source and discarded (the move, back at
+    its pause, copies again)."""
+
+
+def check_target(source: str, target: str, organization_id: int) -> None:
+    """Refuse, before anything is written, a target lacking a table the organization's
+    operations walk (:class:`~dramatiq_bbo.errors.MoveTargetNotReady`)."""
+    with REGISTRY.connection(source) as conn:
+        rows = conn.execute(
+            query("cells_organization_tables"), {"organization_id": organization_id}
+        ).fetchall()
+    with REGISTRY.connection(target) as conn:
+        copy.table_oids(conn, {(schema, name) for schema, name in rows})
 
 
 def pause(source: str, target: str, organization_id: int, record: MoveRecord | None) -> MoveRecord:
@@ -53,26 +75,37 @@ def pause(source: str, target: str, organization_id: int, record: MoveRecord | N
 
 def drain(source: str, record: MoveRecord, wait_seconds: float) -> MoveRecord:
     """Wait until no job of the organization runs under a live lease at the source (each
-    stops at its next checkpoint once paused; a killed worker's job once its lease expires),
+    stops at its next checkpoint once paused; a killed worker's job once its lease expires)
+    and its operations stand still (a runner's end-of-job transaction follows its job's end),
     at most ``wait_seconds``."""
     deadline = time.monotonic() + wait_seconds
     params = {"organization_id": record.organization_id}
+    last_change: object = _NOT_YET
     while True:
         with REGISTRY.connection(source) as conn:
             running = conn.execute(query("cells_running_jobs"), params).fetchall()
-            if not running:
+            changed = conn.execute(query("cells_organization_settled"), params).fetchone()
+            if not running and changed == last_change:
                 with conn.transaction():
                     return advance(conn, record, Step.DRAINED)
-        if time.monotonic() >= deadline:
-            jobs = ", ".join(
-                f"{job_id} (operation {worker_id})" for worker_id, job_id, _ in running
-            )
-            raise MoveTimeout(
-                f"organization {record.organization_id}: {len(running)} job(s) still running in "
-                f"database {source!r} after {wait_seconds:g}s: {jobs}. Its operations stay "
-                "paused there; run the same move again to finish it"
-            )
+        last_change = None if running else changed
+        late = time.monotonic() - deadline
+        if (running and late >= 0) or late >= _SETTLE_GRACE_SECONDS:
+            _timeout(source, record, running, wait_seconds)
         time.sleep(_DRAIN_POLL_SECONDS)
+
+
+_NOT_YET = object()
+
+
+def _timeout(source: str, record: MoveRecord, running: list[Any], wait_seconds: float) -> None:
+    jobs = ", ".join(f"{job_id} (operation {worker_id})" for worker_id, job_id, _ in running)
+    what = f"{len(running)} job(s) still running: {jobs}" if jobs else "operations still changing"
+    raise MoveTimeout(
+        f"organization {record.organization_id}: {what} in database {source!r} after "
+        f"{wait_seconds:g}s. Its operations stay paused there; run the same move again to "
+        "finish it"
+    )
 
 
 def copy_to_target(source: str, target: str, record: MoveRecord, arriving_as: str) -> MoveRecord:
@@ -114,7 +147,7 @@ def delete_at_source(source: str, target: str, record: MoveRecord) -> MoveRecord
             conn.execute(query("cells_delete_operations"), {"ids": ids})
             return advance(conn, record, Step.DELETED)
     _discard(source, target, record)
-    raise MoveConflict(
+    raise StaleCopy(
         f"organization {record.organization_id}: operation(s) {', '.join(stale)} changed in "
         f"database {source!r} after they were copied (resumed by hand?); the copy was "
         "discarded and they are paused again on the next run: run the same move again"
@@ -129,9 +162,6 @@ def _stale(conn: psycopg.Connection[Any], ids: list[str], record: MoveRecord) ->
         for id_, status, updated_at in rows
         if int(status) not in settled or record.fingerprints.get(str(id_)) != updated_at
     ]
-
-
-_ENDED = (OperationStatus.FINISHED, OperationStatus.FAILED, OperationStatus.CANCELLED)
 
 
 def _discard(source: str, target: str, record: MoveRecord) -> None:

@@ -117,3 +117,21 @@ RETURNING *;
 SELECT id FROM bbo.background_operation_workers
 WHERE organization_id = %(organization_id)s AND NOT (id = ANY (%(ids)s::uuid[]))
 ORDER BY id;
+
+-- name: cells_organization_settled
+-- description: the latest change to the organization's operations (a runner's end-of-job transaction may still write one after its job stopped running: the drain waits until this stands still).
+SELECT max(updated_at) FROM bbo.background_operation_workers
+WHERE organization_id = %(organization_id)s;
+
+-- name: cells_try_move_lock
+-- description: one process at a time moves an organization (a session lock on the source, released by the move or by the session's end).
+SELECT pg_try_advisory_lock(hashtextextended('bbo.organization_move:' || %(organization_id)s::text, 0));
+
+-- name: cells_move_unlock
+-- description: release the organization's move lock.
+SELECT pg_advisory_unlock(hashtextextended('bbo.organization_move:' || %(organization_id)s::text, 0));
+
+-- name: cells_organization_tables
+-- description: the tables the organization's operations walk (the target must have each before anything moves).
+SELECT DISTINCT table_schema, table_name FROM bbo.background_operation_workers
+WHERE organization_id = %(organization_id)s;

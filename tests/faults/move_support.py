@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 import dramatiq_bbo as bbo
 
@@ -40,26 +41,34 @@ CREATE TABLE IF NOT EXISTS org_items (
     id bigint PRIMARY KEY, organization_id bigint NOT NULL, visits int NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS org_items_by_organization ON org_items (organization_id, id);
 """
+#: a table only the source has (for the move's refusal of a target without it)
+SOURCE_ONLY_DDL = TABLE_DDL.replace("org_items", "source_only_items")
 
 
-def make_items(conn: psycopg.Connection[Any], organizations: list[int]) -> None:
-    """``org_items`` with ROWS_PER_ORGANIZATION rows of each organization, interleaved ids."""
-    conn.execute(TABLE_DDL)
+def make_items(
+    conn: psycopg.Connection[Any], organizations: list[int], *, table: str = "org_items"
+) -> None:
+    """``table`` with ROWS_PER_ORGANIZATION rows of each organization, interleaved ids."""
+    conn.execute(TABLE_DDL if table == "org_items" else SOURCE_ONLY_DDL)
     conn.execute(
-        "INSERT INTO org_items (id, organization_id)"
-        " SELECT g, (%s::bigint[])[1 + g %% cardinality(%s::bigint[])]"
-        " FROM generate_series(1, %s) AS g",
+        sql.SQL(
+            "INSERT INTO {} (id, organization_id)"
+            " SELECT g, (%s::bigint[])[1 + g %% cardinality(%s::bigint[])]"
+            " FROM generate_series(1, %s) AS g"
+        ).format(sql.Identifier(table)),
         [organizations, organizations, ROWS_PER_ORGANIZATION * len(organizations)],
     )
-    conn.execute("ANALYZE org_items")
+    conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
 
 
-def enqueue_half_done(organization_id: int, *, sub_batches: int = 3) -> str:
+def enqueue_half_done(
+    organization_id: int, *, sub_batches: int = 3, table: str = "org_items"
+) -> str:
     """An operation of the organization in ``main``, stopped after a few sub-batches (batch
     100, sub-batch 50: more than one job done, one left pending mid-way)."""
     operation = bbo.enqueue(
         OrganizationVisit,
-        "org_items",
+        table,
         "id",
         arguments={"organization": organization_id},
         organization_id=organization_id,

@@ -5,7 +5,8 @@ the organization visited exactly once."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -15,6 +16,7 @@ from dramatiq_bbo import errors
 from dramatiq_bbo.cells.record import Step
 from dramatiq_bbo.cli import main as cli
 from dramatiq_bbo.state.records import OperationStatus
+from tests.conftest import _create_database, _drop_database
 from tests.faults.move_support import (
     ROWS_PER_ORGANIZATION,
     copies,
@@ -24,17 +26,36 @@ from tests.faults.move_support import (
     visits,
 )
 
-ORGANIZATION = 7
-OTHER = 8
+ORGANIZATION = 7  # moved by the command
+OTHER = 8  # never moved
+PAUSED_BY_HAND = 9
+HELD_UP = 10
+RESUMED_ONCE = 11
+RESUMED_EVERY_TIME = 12
+WITHOUT_TABLE = 13  # its operation walks a table the target lacks
+ORGANIZATIONS = [ORGANIZATION, OTHER, PAUSED_BY_HAND, HELD_UP, RESUMED_ONCE, RESUMED_EVERY_TIME]
+
+
+@pytest.fixture(scope="module")
+def databases(admin_dsn: str, template_database: str) -> Iterator[tuple[str, str]]:
+    """Two migrated databases for the module (each test moves organizations of its own)."""
+    names = [f"bbo_test_moves_{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    main, cell_b = (_create_database(admin_dsn, name, template_database) for name in names)
+    with psycopg.connect(main, autocommit=True) as conn:
+        make_items(conn, ORGANIZATIONS)
+        make_items(conn, [WITHOUT_TABLE], table="source_only_items")
+    try:
+        yield main, cell_b
+    finally:
+        for name in names:
+            _drop_database(admin_dsn, name)
 
 
 @pytest.fixture
-def cells(database_factory: Callable[..., str]) -> Iterator[tuple[str, str]]:
-    """Two migrated databases, configured as ``main`` and ``cell_b``."""
-    main, cell_b = database_factory(), database_factory()
+def cells(databases: tuple[str, str]) -> Iterator[tuple[str, str]]:
+    """The two databases configured as ``main`` and ``cell_b``."""
+    main, cell_b = databases
     bbo.configure(dsn=main, databases={"cell_b": cell_b})
-    with psycopg.connect(main, autocommit=True) as conn:
-        make_items(conn, [ORGANIZATION, OTHER])
     try:
         yield main, cell_b
     finally:
@@ -79,15 +100,15 @@ def test_a_paused_operation_arrives_paused_and_a_second_run_changes_nothing(
     cells: tuple[str, str],
 ) -> None:
     main, cell_b = cells
-    operation_id = enqueue_half_done(ORGANIZATION)
+    operation_id = enqueue_half_done(PAUSED_BY_HAND)
     bbo.pause(operation_id, by="test")
-    copy_rows(main, cell_b, ORGANIZATION)
+    copy_rows(main, cell_b, PAUSED_BY_HAND)
 
     heard: list[Step] = []
     first = bbo.move_organization(
-        ORGANIZATION, source="main", target="cell_b", on_step=lambda step, _: heard.append(step)
+        PAUSED_BY_HAND, source="main", target="cell_b", on_step=lambda step, _: heard.append(step)
     )
-    again = bbo.move_organization(ORGANIZATION, source="main", target="cell_b")
+    again = bbo.move_organization(PAUSED_BY_HAND, source="main", target="cell_b")
 
     assert heard == list(Step)
     assert first.moved == [operation_id] and first.left_behind == []
@@ -97,17 +118,32 @@ def test_a_paused_operation_arrives_paused_and_a_second_run_changes_nothing(
 
 
 def test_bad_input_and_a_missing_table_write_nothing(cells: tuple[str, str]) -> None:
-    main, _ = cells
-    operation_id = enqueue_half_done(ORGANIZATION)
+    main, cell_b = cells
+    operation_id = enqueue_half_done(WITHOUT_TABLE, table="source_only_items")
     with pytest.raises(errors.InvalidArgument):
-        bbo.move_organization("7", source="main", target="cell_b")  # type: ignore[arg-type]
+        bbo.move_organization("13", source="main", target="cell_b")  # type: ignore[arg-type]
     with pytest.raises(errors.InvalidArgument):
-        bbo.move_organization(ORGANIZATION, source="main", target="main")
+        bbo.move_organization(WITHOUT_TABLE, source="main", target="main")
     with pytest.raises(errors.UnknownDatabase):
-        bbo.move_organization(ORGANIZATION, source="main", target="nowhere")
-    with pytest.raises(errors.MoveTargetNotReady):  # org_items was not copied to cell_b
-        bbo.move_organization(ORGANIZATION, source="main", target="cell_b")
+        bbo.move_organization(WITHOUT_TABLE, source="main", target="nowhere")
+    with psycopg.connect(main, autocommit=True) as mover:  # another process moving it
+        mover.execute(
+            "SELECT pg_advisory_lock(hashtextextended('bbo.organization_move:' || %s, 0))",
+            [str(WITHOUT_TABLE)],
+        )
+        with pytest.raises(errors.MoveConflict, match="another process"):
+            bbo.move_organization(WITHOUT_TABLE, source="main", target="cell_b")
+    with pytest.raises(errors.MoveTargetNotReady, match="source_only_items"):
+        bbo.move_organization(WITHOUT_TABLE, source="main", target="cell_b")
     assert copies(main, operation_id)[0] == 1
+    assert bbo.get_operation(operation_id).status == OperationStatus.ACTIVE  # not even paused
+    with psycopg.connect(main) as conn:
+        recorded = conn.execute(
+            "SELECT count(*) FROM bbo.organization_moves WHERE organization_id = %s",
+            [WITHOUT_TABLE],
+        ).fetchone()
+    assert recorded == (0,)
+    assert copies(cell_b, operation_id) == (0, 0)
 
 
 def test_the_command_refuses_a_malformed_database_before_connecting(
@@ -124,8 +160,8 @@ def test_a_job_running_past_the_wait_stops_the_move_and_a_rerun_finishes_it(
     cells: tuple[str, str],
 ) -> None:
     main, cell_b = cells
-    operation_id = enqueue_half_done(ORGANIZATION)
-    copy_rows(main, cell_b, ORGANIZATION)
+    operation_id = enqueue_half_done(HELD_UP)
+    copy_rows(main, cell_b, HELD_UP)
     with psycopg.connect(main, autocommit=True) as conn:  # a worker holding its job's lease
         conn.execute(
             "UPDATE bbo.background_operation_jobs SET status = 1,"
@@ -133,7 +169,7 @@ def test_a_job_running_past_the_wait_stops_the_move_and_a_rerun_finishes_it(
             [operation_id],
         )
         with pytest.raises(errors.MoveTimeout, match="still running"):
-            bbo.move_organization(ORGANIZATION, source="main", target="cell_b", wait_seconds=0.2)
+            bbo.move_organization(HELD_UP, source="main", target="cell_b", wait_seconds=0.2)
         assert bbo.get_operation(operation_id).status == OperationStatus.PAUSED
         assert copies(cell_b, operation_id) == (0, 0)
         conn.execute(  # the worker died: its lease ran out
@@ -142,19 +178,41 @@ def test_a_job_running_past_the_wait_stops_the_move_and_a_rerun_finishes_it(
             [operation_id],
         )
 
-    bbo.move_organization(ORGANIZATION, source="main", target="cell_b", wait_seconds=0.2)
+    bbo.move_organization(HELD_UP, source="main", target="cell_b", wait_seconds=0.2)
 
     assert bbo.get_operation(operation_id, database="cell_b").status == OperationStatus.ACTIVE
     bbo.run_to_completion(operation_id, database="cell_b")
-    assert visits(cell_b, ORGANIZATION) == {1: ROWS_PER_ORGANIZATION}
+    assert visits(cell_b, HELD_UP) == {1: ROWS_PER_ORGANIZATION}
 
 
 def test_an_operation_resumed_at_the_source_during_the_copy_is_copied_again(
     cells: tuple[str, str],
 ) -> None:
     main, cell_b = cells
-    operation_id = enqueue_half_done(ORGANIZATION)
-    copy_rows(main, cell_b, ORGANIZATION)
+    operation_id = enqueue_half_done(RESUMED_ONCE)
+    copy_rows(main, cell_b, RESUMED_ONCE)
+    heard: list[Step] = []
+
+    def operator_resumes_once(step: Step, _: object) -> None:
+        heard.append(step)
+        if step == Step.COPIED and heard.count(Step.COPIED) == 1:
+            bbo.resume(operation_id, by="test")
+
+    bbo.move_organization(
+        RESUMED_ONCE, source="main", target="cell_b", on_step=operator_resumes_once
+    )
+
+    # the stale copy was discarded, the operation paused and copied again
+    assert heard == [Step.PAUSED, Step.DRAINED, Step.COPIED, *Step]
+    assert copies(main, operation_id) == (0, 0)
+    assert copies(cell_b, operation_id)[0] == 1
+    assert bbo.get_operation(operation_id, database="cell_b").status == OperationStatus.ACTIVE
+
+
+def test_a_copy_made_stale_at_every_try_is_refused(cells: tuple[str, str]) -> None:
+    main, cell_b = cells
+    operation_id = enqueue_half_done(RESUMED_EVERY_TIME)
+    copy_rows(main, cell_b, RESUMED_EVERY_TIME)
 
     def operator_resumes(step: Step, _: object) -> None:
         if step == Step.COPIED:
@@ -162,12 +220,12 @@ def test_an_operation_resumed_at_the_source_during_the_copy_is_copied_again(
 
     with pytest.raises(errors.MoveConflict, match="changed in database 'main'"):
         bbo.move_organization(
-            ORGANIZATION, source="main", target="cell_b", on_step=operator_resumes
+            RESUMED_EVERY_TIME, source="main", target="cell_b", on_step=operator_resumes
         )
-    assert copies(cell_b, operation_id) == (0, 0)  # the stale copy was discarded
+    assert copies(cell_b, operation_id) == (0, 0)  # each stale copy was discarded
     assert bbo.get_operation(operation_id).status == OperationStatus.ACTIVE
 
-    bbo.move_organization(ORGANIZATION, source="main", target="cell_b")
+    bbo.move_organization(RESUMED_EVERY_TIME, source="main", target="cell_b")
 
     assert copies(main, operation_id) == (0, 0)
     assert bbo.get_operation(operation_id, database="cell_b").status == OperationStatus.ACTIVE
