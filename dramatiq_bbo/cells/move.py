@@ -144,7 +144,8 @@ class _Move:
         assert record is not None
         arrived, live = steps.resume_at_target(self.target, record)
         self._done(arrived)
-        _wake(self.target, live)
+        if self.arriving_as == self.target:  # else the target's own workers know its name
+            _wake(self.target, live)
         record = self._done(steps.finish(self.source, record))
         return self._result(record)
 
