@@ -52,8 +52,20 @@ def register(group: click.Group) -> None:
     multiple=True,
     help="one more database and its name (repeat it), as configure(databases=...)",
 )
-@click.option("--source", metavar="NAME", default=DEFAULT_DATABASE, show_default=True)
-@click.option("--target", "target_name_", metavar="NAME", required=True)
+@click.option(
+    "--source",
+    metavar="NAME",
+    default=DEFAULT_DATABASE,
+    show_default=True,
+    help="the database the organization leaves (--dsn is main)",
+)
+@click.option(
+    "--target",
+    "target_name_",
+    metavar="NAME",
+    required=True,
+    help="the database it moves to (a --database NAME)",
+)
 @click.option(
     "--target-name",
     metavar="NAME",
