@@ -28,6 +28,8 @@ from ..state.scopes import ORGANIZATION
 
 #: what an arriving operation is held with until the move resumes it
 ARRIVING_HOLD = "arriving from {source} (move {move_id}): inert until the move resumes it"
+#: ... and until when: no end in sight, yet a date Python can read (not ``infinity``)
+HELD_UNTIL = "9999-01-01T00:00:00+00:00"
 
 _OPERATIONS = ("bbo", "background_operation_workers")
 _JOBS = ("bbo", "background_operation_jobs")
@@ -112,7 +114,7 @@ def _arriving(
     }
     if int(row["status"]) in _UNFINISHED:
         copied.update(
-            status=int(OperationStatus.PAUSED), on_hold_until="infinity", hold_reason=hold_reason
+            status=int(OperationStatus.PAUSED), on_hold_until=HELD_UNTIL, hold_reason=hold_reason
         )
     return copied
 
