@@ -20,6 +20,7 @@ from .enqueueing.api import EnqueueResult, enqueue  # noqa: E402
 if TYPE_CHECKING:  # pragma: no cover
     from . import chatops, health, tracking
     from .enqueueing.current_organization import current_organization
+    from .cells.move import move_organization
     from .jobs.control import cancel, pause, resume
     from .jobs.inline import run_to_completion
     from .middleware import Middleware
@@ -67,6 +68,7 @@ _LAZY = {
     "schedule": "pipeline.schedules",
     "list_operations": "operate.summaries",
     "current_organization": "enqueueing.current_organization",
+    "move_organization": "cells.move",
 }
 
 
@@ -118,6 +120,7 @@ __all__ = [
     "health",
     "list_jobs",
     "list_operations",
+    "move_organization",
     "register",
     "reset",
     "run_to_completion",

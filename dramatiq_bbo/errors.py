@@ -239,6 +239,30 @@ class TrackedCountExceeded(InvalidTrackingInput):
     tracked operation's total, or the operation already finished. Nothing was written."""
 
 
+# -- moving an organization between cells (dramatiq_bbo.cells) ------------------------------
+
+
+class MoveError(BBOError):
+    """Moving an organization to another cell stopped before its end. The move's record keeps
+    where it stands: running the same move again finishes it."""
+
+
+class MoveTimeout(MoveError):
+    """The organization's running jobs did not reach a checkpoint within the move's wait;
+    its operations stay paused at the source until the move is run again."""
+
+
+class MoveConflict(MoveError):
+    """The move cannot go on as asked: another move of the organization is unfinished (to
+    another cell, or recorded differently on the two sides), an operation changed at the
+    source while it was being copied, or the target already holds one of its operations."""
+
+
+class MoveTargetNotReady(MoveError):
+    """The target database lacks what the moved operations need (a table they walk):
+    the application's own rows and tables must be in the target before the move."""
+
+
 # -- setup mistakes --------------------------------------------------------------------------
 
 

@@ -144,6 +144,10 @@ OPERATION_UPDATED = "background_operation_updated"
 OPERATION_FINALIZED = "background_operation_finalized"
 CLASS_DISABLED = "background_operation_class_disabled"
 CLASS_ENABLED = "background_operation_class_enabled"
+#: a step of moving an organization to another cell committed (dramatiq_bbo.cells), and the
+#: move's end
+ORGANIZATION_MOVE_STEP = "background_operation_organization_move_step"
+ORGANIZATION_MOVED = "background_operation_organization_moved"
 #: a ChatOps command failed in an unexpected way (the user got a short apology; the error
 #: and its traceback are in this event)
 CHATOPS_COMMAND_FAILED = "background_operation_chatops_command_failed"

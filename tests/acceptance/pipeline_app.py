@@ -11,6 +11,8 @@ Environment:
 
 - ``BBO_APP_DSN`` (required): the test's database; it holds the bbo tables and the broker's
   ``dramatiq.queue`` (so hand-offs go through the transactional outbox).
+- ``BBO_APP_CELL_B_DSN``: when set, a second database, configured as ``cell_b`` (the broker's
+  queue stays in the first: ``cell_b``'s hand-offs go through the broker after commit).
 - ``BBO_APP_LEASE_SECONDS``, ``BBO_APP_MAX_RUNNING_JOBS``, ``BBO_APP_MIN_JOB_BUDGET_SECONDS``,
   ``BBO_APP_SCHEDULER_PASS_SECONDS``, ``BBO_APP_SUB_BATCH_IDLE_TIMEOUT_SECONDS``,
   ``BBO_APP_MAX_INTERRUPTIONS``: setting overrides, when set.
@@ -61,7 +63,10 @@ def settings_from_env() -> dict[str, object]:
     return overrides
 
 
-bbo.configure(dsn=DSN, **settings_from_env())
+CELL_B_DSN = os.environ.get("BBO_APP_CELL_B_DSN")
+bbo.configure(
+    dsn=DSN, databases={"cell_b": CELL_B_DSN} if CELL_B_DSN else None, **settings_from_env()
+)
 
 if os.environ.get("BBO_APP_STOP_INDICATOR"):
     health.register(
