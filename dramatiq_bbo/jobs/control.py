@@ -80,6 +80,8 @@ def transition(
                 f"cannot {action} operation {key}: it is {before.status.name.lower()} "
                 f"({action} applies to {', '.join(s.name.lower() for s in _ALLOWED[action])})"
             )
+        if action != "pause":
+            _refuse_while_moving(conn, action, before)
         with conn.cursor(row_factory=dict_row) as cur:
             row = cur.execute(
                 query(f"control_{action}", operations=operations, jobs=jobs), {"id": key}
@@ -95,3 +97,24 @@ def transition(
     )
     transitioned(after, before.status)
     return after
+
+
+def _refuse_while_moving(conn: Any, action: str, operation: OperationRecord) -> None:
+    """An organization being moved here from another cell (:mod:`dramatiq_bbo.cells`) has
+    inert copies of its operations here until the move ends: a resume or a cancel of one
+    could leave two live copies or be undone by the move's own restore, so it is refused,
+    saying how to go on. (At the source, steering is free: the move notices a changed
+    operation and copies it again.)"""
+    if operation.organization_id is None:
+        return
+    move = conn.execute(
+        query("cells_move_in_progress"), {"organization_id": operation.organization_id}
+    ).fetchone()
+    if move is not None:
+        move_id, source, target, step = move
+        raise InvalidTransition(
+            f"cannot {action} operation {operation.id}: organization "
+            f"{operation.organization_id} is being moved here from {source!r} to {target!r} "
+            f"(move {move_id}, last step here {step!r}) and this is its inert copy; run the "
+            "move again to finish it (dramatiq-bbo move-organization), then steer it here"
+        )

@@ -6,6 +6,11 @@
 SELECT * FROM bbo.organization_moves
 WHERE organization_id = %(organization_id)s AND role = %(role)s AND finished_at IS NULL;
 
+-- name: cells_move_in_progress
+-- description: the organization's unfinished move into this database: steering refuses to resume or cancel the inert copies meanwhile (the move gives them their statuses back itself). At the source, steering stays free: a copy made stale by it is discarded and made again.
+SELECT move_id, source_name, target_name, step FROM bbo.organization_moves
+WHERE organization_id = %(organization_id)s AND role = 'target' AND finished_at IS NULL;
+
 -- name: cells_move_by_id
 -- description: one side's record of a move, finished or not.
 SELECT * FROM bbo.organization_moves WHERE move_id = %(move_id)s AND role = %(role)s;

@@ -33,7 +33,10 @@ HELD_UP = 10
 RESUMED_ONCE = 11
 RESUMED_EVERY_TIME = 12
 WITHOUT_TABLE = 13  # its operation walks a table the target lacks
-ORGANIZATIONS = [ORGANIZATION, OTHER, PAUSED_BY_HAND, HELD_UP, RESUMED_ONCE, RESUMED_EVERY_TIME]
+STEERED = 14
+ORGANIZATIONS = [
+    ORGANIZATION, OTHER, PAUSED_BY_HAND, HELD_UP, RESUMED_ONCE, RESUMED_EVERY_TIME, STEERED
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +186,31 @@ def test_a_job_running_past_the_wait_stops_the_move_and_a_rerun_finishes_it(
     assert bbo.get_operation(operation_id, database="cell_b").status == OperationStatus.ACTIVE
     bbo.run_to_completion(operation_id, database="cell_b")
     assert visits(cell_b, HELD_UP) == {1: ROWS_PER_ORGANIZATION}
+
+
+def test_resume_and_cancel_of_the_inert_copy_are_refused_while_the_move_is_under_way(
+    cells: tuple[str, str],
+) -> None:
+    main, cell_b = cells
+    operation_id = enqueue_half_done(STEERED)
+    copy_rows(main, cell_b, STEERED)
+    refused: list[str] = []
+
+    def operator_steers(step: Step, _: object) -> None:
+        if step != Step.COPIED:
+            return
+        for action in (bbo.resume, bbo.cancel):
+            with pytest.raises(errors.InvalidTransition, match="inert copy") as caught:
+                action(operation_id, by="test", database="cell_b")
+            refused.append(str(caught.value))
+
+    bbo.move_organization(STEERED, source="main", target="cell_b", on_step=operator_steers)
+
+    assert len(refused) == 2
+    moved = bbo.get_operation(operation_id, database="cell_b")
+    assert moved.status == OperationStatus.ACTIVE  # as before the move: nothing was undone
+    assert bbo.pause(operation_id, by="test", database="cell_b").status == OperationStatus.PAUSED
+    assert bbo.resume(operation_id, by="test", database="cell_b").status == OperationStatus.ACTIVE
 
 
 def test_an_operation_resumed_at_the_source_during_the_copy_is_copied_again(
