@@ -19,8 +19,8 @@ from .enqueueing.api import EnqueueResult, enqueue  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import chatops, health, tracking
-    from .enqueueing.current_organization import current_organization
     from .cells.move import move_organization
+    from .enqueueing.current_organization import current_organization
     from .jobs.control import cancel, pause, resume
     from .jobs.inline import run_to_completion
     from .middleware import Middleware
