@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dramatiq_bbo.cli.watch_command",
     "dramatiq_bbo.cli.migrate_command",
     "dramatiq_bbo.cli.demo_command",
+    "dramatiq_bbo.cli.web_command",
     "dramatiq_bbo.tracking.cli",
 )
 
