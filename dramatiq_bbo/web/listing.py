@@ -2,11 +2,11 @@
 
 The reading API (:func:`dramatiq_bbo.operate.summaries.list_operations`) returns the newest
 operations up to a limit; a page needs an offset and the number of matches as well, so this
-module reads the same view through two named queries of its own (``queries/web.sql``). The
+module reads the same view through named queries of its own (``queries/web.sql``). The
 filters are read by the command layer's parsers (:mod:`..operate.arguments`), so the page
-accepts and refuses exactly what the command line and ChatOps do. The count reads the raw rows
-(``bbo.operation_rows``): counting through the view would compute every operation's job
-counts and rate only to throw them away.
+accepts and refuses exactly what the command line and ChatOps do. The count and
+the page's keys are read from the operation tables: through the view, Postgres would compute
+every operation's job counts and rate before sorting, only to throw all but a page away.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ class Filters:
     def as_params(self) -> dict[str, Any]:
         code = None if self.status is None else OperationStatus[self.status.upper()].value
         return {
-            "status": self.status,
             "status_code": code,
             "class_name": self.class_name,
             "organization_id": self.organization_id,
@@ -112,22 +111,20 @@ def page_number(text: str | None) -> int:
 
 
 def read_page(database: str, chosen: Filters, number: int = 1, size: int = PAGE_SIZE) -> Page:
-    """Page ``number`` of the operations matching ``chosen``, newest first."""
+    """Page ``number`` of the operations matching ``chosen``, newest first: the count and the
+    page's keys from the tables, then those rows from ``bbo.operations``, in the page's order."""
     params = chosen.as_params()
-    with REGISTRY.connection(database) as conn:
+    with REGISTRY.connection(database) as conn, conn.transaction():
+        conn.execute(query("web_without_jit"))
         row = conn.execute(query("web_operations_count"), params).fetchone()
         total = int(row[0]) if row else 0
+        keys = conn.execute(
+            query("web_operations_page"), {**params, "limit": size, "offset": (number - 1) * size}
+        ).fetchall()
         with conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(
-                query("web_operations_page"),
-                {**params, "limit": size, "offset": (number - 1) * size},
+                query("web_operations_by_id"), {"ids": [key for _, key in keys]}
             ).fetchall()
-    found = [OperationSummary.from_row(r) for r in rows]
+    by_key = {(r["scope"], r["id"]): r for r in rows}
+    found = [OperationSummary.from_row(by_key[k]) for k in map(tuple, keys) if k in by_key]
     return Page(found, number, total, size, chosen)
-
-
-def unfinished(database: str) -> int:
-    """How many operations are queued or active (the pages refresh while there are some)."""
-    with REGISTRY.connection(database) as conn:
-        row = conn.execute(query("web_unfinished_count")).fetchone()
-    return int(row[0]) if row else 0

@@ -6,6 +6,7 @@ under ``test-artifacts/web/``."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -18,6 +19,8 @@ from typing import Any
 import psycopg
 import pytest
 import uvicorn
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import sync_playwright
 
 import dramatiq_bbo as bbo
 from dramatiq_bbo.web import create_app
@@ -42,7 +45,7 @@ def _chromium() -> Path:
 def served(dsn: str) -> Iterator[str]:
     """The page, with every action allowed (as ``browser-test``), on a free local port."""
     bbo.configure(dsn=dsn)
-    app = create_app(authorize=lambda request, action, target: "browser-test", refresh_seconds=0.5)
+    app = create_app(authorize=lambda request, action, target: "browser-test", refresh_seconds=1)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -61,7 +64,6 @@ def served(dsn: str) -> Iterator[str]:
 @pytest.fixture
 def browser_page() -> Iterator[Any]:
     executable = _chromium()
-    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(executable), headless=True)
@@ -85,6 +87,19 @@ def percent_shown(page: Any, operation_id: Any) -> float:
     raise AssertionError("the list never showed the operation")
 
 
+def press(page: Any, button: str, shown: str) -> None:
+    """Click ``button`` until the page shows ``shown``: the page reloads itself every second,
+    and a click that lands on a document being replaced is lost."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with contextlib.suppress(PlaywrightTimeout):
+            page.click(button, timeout=2_000)
+        with contextlib.suppress(PlaywrightTimeout):
+            page.wait_for_selector(shown, timeout=2_000)
+            return
+    raise AssertionError(f"the page never showed {shown!r} after {button!r}")
+
+
 def test_pause_resume_and_finish_from_the_browser(served: str, dsn: str, browser_page: Any) -> None:
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     ARTIFACTS.mkdir(parents=True)
@@ -93,7 +108,7 @@ def test_pause_resume_and_finish_from_the_browser(served: str, dsn: str, browser
     operation_id = bbo.enqueue(
         Touch, "counters", "id", batch_size=150, sub_batch_size=15
     ).operation.id
-    runner = SlowRunner(operation_id, seconds_per_sub_batch=0.04).start()
+    runner = SlowRunner(operation_id, seconds_per_sub_batch=0.06).start()
     page = browser_page
     try:
         page.goto(served + "/")
@@ -104,14 +119,14 @@ def test_pause_resume_and_finish_from_the_browser(served: str, dsn: str, browser
         assert later
         page.screenshot(path=str(ARTIFACTS / "1-list-running.png"), full_page=True)
 
-        page.click(f"#operation-{operation_id} a")
-        page.click("#action-pause")
-        page.wait_for_selector("#status .status-paused", timeout=10_000)
+        link = page.locator(f"#operation-{operation_id} a").get_attribute("href")
+        page.goto(link)
+        press(page, "#action-pause", "#status .status-paused")
         assert bbo.get_operation(operation_id).status.name == "PAUSED"
         runner.delay = 0.005  # the pause is seen: the rest may go fast
         page.screenshot(path=str(ARTIFACTS / "2-operation-paused.png"), full_page=True)
 
-        page.click("#action-resume")
+        press(page, "#action-resume", "#status .status-active, #status .status-finished")
         page.wait_for_selector("#status .status-finished", timeout=15_000)
         page.screenshot(path=str(ARTIFACTS / "3-operation-finished.png"), full_page=True)
     finally:
