@@ -34,6 +34,20 @@ from .config import settings_of
 WEB_DATABASE_ERROR = "background_operation_web_database_error"
 
 
+#: what a page says after an action sent the browser back to it (``?done=<action>``); any
+#: other value says nothing, so a link cannot make the page say something of its choosing
+NOTICES = {
+    "pause": "Paused: its running job stops at its next checkpoint.",
+    "resume": "Resumed.",
+    "cancel": "Cancelled: its running job stops at its next checkpoint.",
+    "retry": "Retried: its failed jobs are queued again.",
+    "finalize": "Finalizing: the rest of the operation runs in the web server's process.",
+    "set": "Sizes changed: they apply from its next job.",
+    "disable": "Class disabled: its jobs stop within one sub-batch.",
+    "enable": "Class enabled: its operations run again.",
+}
+
+
 def _cursor(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ", ".join("NULL" if v is None else str(v) for v in value) or "-"
@@ -69,7 +83,7 @@ def page(
         "csrf_token": token,
         "can_act": settings.authorize is not None,
         "refresh_seconds": settings.refresh_seconds if refresh else None,
-        "notice": request.query_params.get("done"),
+        "notice": NOTICES.get(request.query_params.get("done") or ""),
     }
     response = settings.templates.TemplateResponse(
         request, template, {**shared, **context}, status_code=status_code

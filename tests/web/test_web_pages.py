@@ -85,7 +85,7 @@ def test_an_allowed_action_needs_the_csrf_token_and_is_logged_with_who_did_it(
     assert elsewhere.status_code == 403 and not asked
 
     done = client.post(f"/operations/{operation_id}/pause", data={"csrf_token": token})
-    assert done.status_code == 200 and "pause: done" in done.text  # followed the 303
+    assert done.status_code == 200 and "Paused: its running job" in done.text  # followed the 303
     assert bbo.get_operation(operation_id).status.name == "PAUSED"
     assert asked == [("pause", str(operation_id))]
     [logged] = named(events, WEB_ACTION)
