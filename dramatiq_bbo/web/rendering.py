@@ -4,7 +4,7 @@ Cells are formatted as the command line formats them (:mod:`dramatiq_bbo.operate
 ``42.0%``, ``1h 05m``, times in UTC), so a number reads the same on every surface. Errors
 become a page with a status code and one line saying why (never a traceback, never a DSN):
 a malformed value 400, an unknown operation or database 404, a refused transition 409, the
-database unreachable 503.
+database unreachable 503 (its error, which may name the host, goes to the log only).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from ..errors import (
     BBOError,
+    ConnectionFailed,
     InvalidTransition,
     OperationNotFound,
     UnknownDatabase,
@@ -117,6 +118,8 @@ def status_of(exc: BBOError) -> int:
 
 async def _bbo_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BBOError)
+    if isinstance(exc, ConnectionFailed):  # its text may name the host: the log only
+        return await _database_error(request, exc)
     return error_page(request, status_of(exc), " ".join(str(exc).split()))
 
 

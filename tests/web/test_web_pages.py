@@ -15,6 +15,7 @@ import dramatiq_bbo as bbo
 from dramatiq_bbo.jobs.inline import run_to_completion
 from dramatiq_bbo.web import create_app
 from dramatiq_bbo.web.actions import WEB_ACTION, WEB_ACTION_REFUSED
+from tests.helpers import CELL_LOCAL_OPERATIONS
 from tests.integration.steering_support import events, make_counters, named, state
 from tests.web.web_support import SCRIPT, FailWithScript, Touch, csrf_token
 
@@ -155,6 +156,35 @@ def test_pages_filters_pagination_and_errors(web_db: str) -> None:
     assert client.get("/operations/424242").status_code == 404
     assert client.get("/operations/not-an-id").status_code == 400
     assert client.get("/?database=elsewhere").status_code == 404
-    for path in ("/failures", "/failures?since=1h", "/disabled", "/health"):
+    for path in ("/failures", "/failures?since=1h", "/disabled", f"/operations/{ids[1]}"):
         assert client.get(path).status_code == 200, path
-    assert "password" not in client.get("/health").text
+
+
+def test_health_shows_the_hold_an_indicator_left(web_db: str) -> None:
+    operation_id = enqueue()
+    client = TestClient(create_app())
+    assert '<td class="status">stop</td>' not in client.get("/health").text
+    with psycopg.connect(web_db, autocommit=True) as conn:
+        conn.execute(
+            f"UPDATE {CELL_LOCAL_OPERATIONS} SET hold_reason = %s,"
+            " on_hold_until = bbo.now() + interval '1 hour' WHERE id = %s",
+            ["replication_lag: lag 12s above 10s", operation_id],
+        )
+    page = client.get("/health").text
+    row = page.split("<td>replication_lag</td>")[1].split("</tr>")[0]
+    assert "stop" in row and "lag 12s above 10s" in row and f">{operation_id}</a>" in row
+    assert "dbname=" not in page and "postgresql://" not in page
+
+
+def test_no_dsn_or_password_is_ever_shown(dsn: str) -> None:
+    secret_dsn = "postgresql://reader:s3cret-pw@127.0.0.1:1/elsewhere?connect_timeout=1"
+    bbo.configure(databases={"main": dsn, "other": secret_dsn}, connect_timeout_seconds=1)
+    try:
+        client = TestClient(create_app())
+        page = client.get("/").text
+        assert ">other</option>" in page and "s3cret" not in page and "127.0.0.1:1" not in page
+        unreachable = client.get("/?database=other")
+        assert unreachable.status_code == 503
+        assert "s3cret" not in unreachable.text and "reader" not in unreachable.text
+    finally:
+        bbo.reset()
