@@ -17,7 +17,7 @@ from dramatiq_bbo.web import create_app
 from dramatiq_bbo.web.actions import WEB_ACTION, WEB_ACTION_REFUSED
 from tests.helpers import CELL_LOCAL_OPERATIONS
 from tests.integration.steering_support import events, make_counters, named, state
-from tests.web.web_support import SCRIPT, FailWithScript, Touch, csrf_token
+from tests.web.web_support import SCRIPT, FailWithScript, Touch, csrf_token, wait_for
 
 __all__ = ["events"]
 
@@ -188,3 +188,19 @@ def test_no_dsn_or_password_is_ever_shown(dsn: str) -> None:
         assert "s3cret" not in unreachable.text and "reader" not in unreachable.text
     finally:
         bbo.reset()
+
+
+def test_finalize_runs_the_rest_in_the_web_process_and_cancel_ends_another(web_db: str) -> None:
+    with psycopg.connect(web_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE other (id bigint PRIMARY KEY, visits int NOT NULL DEFAULT 0)")
+    finished = enqueue()
+    cancelled = bbo.enqueue(Touch, "other", "id").operation.id
+    client = TestClient(create_app(authorize=lambda request, action, target: True))
+    token = csrf_token(client.get(f"/operations/{finished}").text)
+    answer = client.post(f"/operations/{finished}/finalize", data={"csrf_token": token})
+    assert answer.status_code == 200 and "Finalizing" in answer.text
+    wait_for(lambda: bbo.get_operation(finished).status.name == "FINISHED", what="finalize")
+    again = client.post(f"/operations/{finished}/finalize", data={"csrf_token": token})
+    assert again.status_code == 409 and "finished" in again.text  # refused at once, shown
+    assert client.post(f"/operations/{cancelled}/cancel", data={"csrf_token": token}).is_success
+    assert bbo.get_operation(cancelled).status.name == "CANCELLED"
