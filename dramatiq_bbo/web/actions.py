@@ -149,7 +149,8 @@ async def _who(
 
 def _refused(request: Request, action: str, target: str | None, reason: str) -> Response:
     client = request.client.host if request.client else None
-    event(WEB_ACTION_REFUSED, level=logging.WARNING, action=action, target=target,
+    shown = None if target is None else target[:MAX_WHO]  # as sent, before any parsing
+    event(WEB_ACTION_REFUSED, level=logging.WARNING, action=action, target=shown,
           reason=reason, client=client)  # fmt: skip
     return error_page(request, 403, f"{action} refused: {reason}")
 
