@@ -11,7 +11,8 @@ the worker's memory after warm-up) and the goal it is held to. Sections, in orde
 5. ``throttle`` — how fast a health stop bites and a hold lets go (:mod:`.throttle`);
 6. ``optimizer`` — jobs until the batch size converges (:mod:`.convergence`);
 7. ``defaults`` — time to finish at the default settings, simulated clock (:mod:`.defaults`);
-8. ``memory`` — worker RSS over a long operation (:mod:`.memory`).
+8. ``memory`` — worker RSS over a long operation (:mod:`.memory`);
+9. ``web`` — the web page's operations list at 10,000 operations (:mod:`.web`).
 
 ``--quick`` runs every section smaller (a few minutes in all); ``--only a,b`` picks sections.
 Each section has its own fresh database, dropped afterwards, on an embedded Postgres started
@@ -52,6 +53,7 @@ SECTIONS = {
     "optimizer": "benchmarks.convergence",
     "defaults": "benchmarks.defaults",
     "memory": "benchmarks.memory",
+    "web": "benchmarks.web",
 }
 #: printed under the table: what holds for every figure
 NOTES = (

@@ -33,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dramatiq_bbo.cli.migrate_command",
     "dramatiq_bbo.cli.demo_command",
     "dramatiq_bbo.cli.move_command",
+    "dramatiq_bbo.cli.web_command",
     "dramatiq_bbo.tracking.cli",
     "dramatiq_bbo.cli.read_only_command",
 )

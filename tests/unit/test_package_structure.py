@@ -10,7 +10,7 @@ Edges are counted module → module as Python resolves them, which is where cycl
 - imports inside functions and methods and under ``if TYPE_CHECKING:`` count too for cycles: a
   lazy import still couples the two modules, and a type-only one still makes them move
   together; layers are measured on what runs (type-only imports left out) among the library's
-  own modules (the CLI, the demo and the test servers stand on its public API, above it);
+  own modules (the CLI, the demo, the test servers and the web page stand above it);
 - relative imports are resolved against the importing module's package (a package's
   ``__init__`` is its own package).
 
@@ -285,8 +285,9 @@ def test_no_package_module_imports_itself_through_a_cycle() -> None:
 
 
 #: programs and tools built on the library's public API, not layers of it: the CLI, the demo
-#: (written as a user would, against ``import dramatiq_bbo``) and the test servers
-APPLICATIONS = ("cli", "demo", "testing")
+#: (written as a user would, against ``import dramatiq_bbo``), the test servers and the web
+#: page (a surface over the command layer, like the CLI)
+APPLICATIONS = ("cli", "demo", "testing", "web")
 
 
 def library_layers(modules: dict[str, Path]) -> Graph:
