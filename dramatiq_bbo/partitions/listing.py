@@ -1,8 +1,9 @@
 """What operators read about partitions: each one with its rows per table, its age and its
 state, for ``dramatiq-bbo partitions`` and any page that shows them.
 
-The row counts are exact (``count(*)`` of each partition): the listing is an operator's
-question, asked now and then, not a dashboard polled every second.
+The row counts are exact (``count(*)`` of each partition, read through its parent table, so
+the application's own privileges suffice): the listing is an operator's question, asked now
+and then, not a dashboard polled every second.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import psycopg
 from ..db import REGISTRY
 from ..queries import query
 from .retirement import retention_passed
-from .tables import PARENTS, Registered, attached, exists, register
+from .tables import PARENTS, Parent, Registered, attached, register
 
 
 class PartitionState(enum.StrEnum):
@@ -109,10 +110,10 @@ def _info(
     )
 
 
-def _rows(conn: psycopg.Connection[Any], parent: Any, number: int) -> TableRows:
-    if not exists(conn, parent, number):  # dropped already, the register not told yet
-        return TableRows(parent.name, 0, 0)
-    statement = query("partitions_row_counts", child=parent.child(number))
-    row = conn.execute(statement, {"operations": parent.operations}).fetchone()
+def _rows(conn: psycopg.Connection[Any], parent: Parent, number: int) -> TableRows:
+    """Through the parent: what the application sees (a detached table counts none), with
+    the privileges the application has."""
+    statement = query("partitions_row_counts", parent=parent.identifier)
+    row = conn.execute(statement, {"number": number, "operations": parent.operations}).fetchone()
     total, unfinished = row if row else (0, 0)
     return TableRows(parent.name, int(total), int(unfinished))

@@ -33,9 +33,13 @@ def rotation_due(
     """Whether ``current`` holds a row created in it ``duration`` ago or earlier."""
     if not old_enough(current, duration):
         return False
-    bounds = {"since": current.opened_at, "until": current.now - duration}
+    bounds = {
+        "number": current.number,
+        "since": current.opened_at,
+        "until": current.now - duration,
+    }
     for parent in PARENTS:
-        statement = query("partitions_row_created_between", child=parent.child(current.number))
+        statement = query("partitions_row_created_between", parent=parent.identifier)
         row = conn.execute(statement, bounds).fetchone()
         if row and row[0]:
             return True

@@ -34,9 +34,10 @@ WHERE number < %(number)s AND closed_at IS NULL AND EXISTS (SELECT FROM opened);
 UPDATE bbo.partitions SET dropped_at = bbo.now() WHERE number = %(number)s AND dropped_at IS NULL;
 
 -- name: partitions_row_created_between
--- description: Whether the partition {child} holds a row created in [%(since)s, %(until)s]: one of its own (moved rows were created before it opened), old enough to call for the next partition. Stops at the first such row.
+-- description: Whether partition %(number)s of {parent} holds a row created in [%(since)s, %(until)s]: one of its own (moved rows were created before it opened), old enough to call for the next partition. Read through the parent (its privileges, the partition pruned), stopping at the first such row.
 SELECT EXISTS (
-    SELECT FROM {child} WHERE created_at >= %(since)s AND created_at <= %(until)s
+    SELECT FROM {parent}
+    WHERE partition = %(number)s AND created_at >= %(since)s AND created_at <= %(until)s
 );
 
 -- name: partitions_attached
@@ -60,11 +61,12 @@ SELECT count(*) FROM {child} WHERE status IN (0, 1, 2);
 SELECT count(*) FROM {child} WHERE status IN (0, 1);
 
 -- name: partitions_row_counts
--- description: Rows of the partition {child}: all, and the unfinished ones (operations queued, active or paused; jobs pending or running).
+-- description: Rows of partition %(number)s of {parent}, read through the parent (its privileges, the partition pruned): all, and the unfinished ones (operations queued, active or paused; jobs pending or running).
 SELECT count(*) AS total,
        count(*) FILTER (WHERE status IN (0, 1, 2) AND %(operations)s
                            OR status IN (0, 1) AND NOT %(operations)s) AS unfinished
-FROM {child};
+FROM {parent}
+WHERE partition = %(number)s;
 
 -- name: partitions_idle_unfinished
 -- description: A piece of the WHERE clause, not a statement: operation o of {operations} is unfinished, in a partition older than %(current)s, and idle: no live stage lease (no stage message is about to address the row by its partition, no run_to_completion holds it) and no job of it running or dispatched under a live lease.
