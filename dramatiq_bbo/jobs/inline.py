@@ -70,7 +70,7 @@ def run_to_completion(
     if operation.status != OperationStatus.ACTIVE or _disabled(name, operation):
         return operation
     token = f"run_to_completion:{uuid.uuid4().hex}"
-    take_stage(name, operation, token)
+    operation = _take_stage(name, operation, token)
     lease = HEARTBEAT.hold(name, operation, stage_token=token)
     try:
         result = _run(name, operation, stop_check)
@@ -203,6 +203,22 @@ def _next_job(
 def _disabled(name: str, operation: OperationRecord) -> bool:
     """Whether the operation's class is disabled (the kill switch): then no job starts."""
     return run_state_stop_reason(name, operation) == CLASS_DISABLED
+
+
+def _take_stage(name: str, operation: OperationRecord, token: str) -> OperationRecord:
+    """Take the operation's stage lease; the record it is taken on. The lease is written by
+    ``(partition, id)``: an idle operation the partition manager moved into the current
+    partition since it was read (:mod:`dramatiq_bbo.partitions.moves`) is read again by id
+    and the lease taken there. Once held, nothing moves it until it is given back."""
+    for _ in range(3):
+        if take_stage(name, operation, token):
+            return operation
+        with REGISTRY.connection(name) as conn:
+            found = fetch_operation(conn, operation.id)
+        if found is None or found.partition == operation.partition:
+            return operation  # not queued or active any more: the run finds out itself
+        operation = found
+    return operation
 
 
 def _activate(name: str, operation_id: Any) -> OperationRecord:

@@ -28,6 +28,26 @@ SELECT 1, least(
     bbo.now())
 ON CONFLICT (number) DO NOTHING;
 
+-- enqueue reads the register (the current partition): every role that may read the
+-- operations may read it, so an application role granted its privileges before this file
+-- existed keeps enqueueing. GRANT is idempotent.
+DO $$
+DECLARE
+    grantee_name text;
+BEGIN
+    FOR grantee_name IN
+        SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                             ELSE quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END
+        FROM pg_catalog.pg_class AS c, pg_catalog.aclexplode(c.relacl) AS a
+        WHERE c.oid IN ('bbo.background_operation_workers'::regclass,
+                        'bbo.background_operation_workers_cell_local'::regclass)
+          AND a.privilege_type = 'SELECT'
+    LOOP
+        EXECUTE 'GRANT SELECT ON bbo.partitions TO ' || grantee_name;
+    END LOOP;
+END
+$$;
+
 INSERT INTO bbo.schema_migrations (version, name)
 VALUES ('0013', 'partitions')
 ON CONFLICT (version) DO NOTHING;

@@ -49,7 +49,12 @@ SAMPLE_EVERY = 3
 PAUSED_PER_DAY = 1
 LONG_OPERATIONS = 2
 LONG_ROWS = 600
-SIZES = {"batch_size": 20, "sub_batch_size": 5, "min_batch_size": 20, "max_batch_size": 20}
+SIZES: dict[str, Any] = {
+    "batch_size": 20,
+    "sub_batch_size": 5,
+    "min_batch_size": 20,
+    "max_batch_size": 20,
+}
 #: the day a rotation is forced from inside a running job's stop check
 FORCED_DAY = 24
 DURATION_DAYS = 7
@@ -87,7 +92,7 @@ def world(
             table = f"long_{n}"
             conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, visits int DEFAULT 0)")
             conn.execute(f"INSERT INTO {table} (id) SELECT generate_series(1, {LONG_ROWS})")
-            options = {"organization_id": 5, "user_id": 1} if n == 0 else {}
+            options: dict[str, Any] = {"organization_id": 5, "user_id": 1} if n == 0 else {}
             longs.append(bbo.enqueue(long, table, "id", **SIZES, **options).operation)
         yield {"clock": simulated, "short": short, "longs": longs}
 
@@ -102,7 +107,7 @@ def one_day_of_short_operations(
     for table in (WORKERS, WORKERS_CELL_LOCAL):
         organization = table == WORKERS
         if day % SAMPLE_EVERY == 1:
-            options = {"organization_id": 9, "user_id": 2} if organization else {}
+            options: dict[str, Any] = {"organization_id": 9, "user_id": 2} if organization else {}
             record = bbo.enqueue(short, "todos", "id", arguments={"day": day}, **options).operation
             assert bbo.run_to_completion(record.id).status == bbo.OperationStatus.FINISHED
             templates[table] = record.id

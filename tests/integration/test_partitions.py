@@ -16,6 +16,7 @@ import dramatiq_bbo as bbo
 from dramatiq_bbo import clock
 from dramatiq_bbo.cli.main import main
 from dramatiq_bbo.errors import ConfigurationError
+from dramatiq_bbo.jobs import inline
 from dramatiq_bbo.partitions import manager
 from dramatiq_bbo.partitions.listing import PartitionState, list_partitions
 from dramatiq_bbo.pipeline import scheduler
@@ -241,3 +242,17 @@ def test_the_cli_lists_each_partition_with_rows_age_and_state(
     assert current["background_operation_workers_cell_local"] == {"rows": 2, "unfinished": 2}
     assert current["background_operation_workers"] == {"rows": 1, "unfinished": 1}
     assert listed[0]["tables"]["background_operation_workers_cell_local"]["rows"] == 0
+
+
+def test_run_to_completion_follows_an_operation_moved_after_it_was_read(
+    setup: Any, conn: psycopg.Connection[Any]
+) -> None:
+    op, simulated = setup
+    stale = enqueue(op, "a")  # as run_to_completion read it: in partition 1
+    simulated.advance(days=8)
+    assert manager.manage().moved == 1
+    taken = inline._take_stage("main", stale, "run_to_completion:test")
+    assert taken.partition == 2
+    lease = conn.execute(f"SELECT lease_owner FROM {CELL_LOCAL} WHERE id = %s", [stale.id])
+    assert lease.fetchone() == ("run_to_completion:test",)
+    assert bbo.run_to_completion(stale.id).status == bbo.OperationStatus.FINISHED
