@@ -3,8 +3,9 @@ operations into the current one, and retires the partitions past retention.
 
 Run by the scheduler's pass (:func:`manage_if_due`, at most once a minute per database and
 process), and callable directly (:func:`manage`). Safe with several schedulers: a run holds a
-session advisory lock per database, taken with ``pg_try_advisory_lock``, and a scheduler that
-finds it taken skips its run (another one is doing the work). Idempotent: each step looks at
+session advisory lock (one per database: Postgres scopes advisory locks to it), taken with
+``pg_try_advisory_lock``, and a scheduler that finds it taken skips its run (another one is
+doing the work). Idempotent: each step looks at
 what is there (the register, the catalog, the rows) and does what is left.
 
 Every DDL statement runs under ``lock_timeout`` (``scheduler_lock_timeout_seconds``). A step
@@ -64,9 +65,11 @@ class ManagerReport:
     failures: list[str] = field(default_factory=list)
 
 
-def lock_key(database: str) -> int:
-    """The session advisory lock key of the manager of ``database`` (stable everywhere)."""
-    text = f"dramatiq_bbo.partitions:{database}"
+def lock_key() -> int:
+    """The session advisory lock key of the manager, the same in every process. Postgres
+    scopes advisory locks to the database, so this one key serialises the managers of one
+    database — even when it is registered under two names — and no others."""
+    text = "dramatiq_bbo.partitions.manager"
     return int.from_bytes(
         hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True
     )
@@ -91,7 +94,7 @@ def manage(database: str = "main") -> ManagerReport:
     report = ManagerReport(database=database)
     try:
         with REGISTRY.connection(database) as conn:
-            key = lock_key(database)
+            key = lock_key()
             row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
             if not (row and row[0]):
                 return report

@@ -9,7 +9,10 @@ would make those statements miss it. So only an **idle** operation moves: no liv
 two jobs of it) and no job running or dispatched under a live lease. The operation row is
 locked ``SKIP LOCKED``: a row some stage holds right now is left for the next run. Everything
 that finds an operation or a job afresh does so by id in any partition (the orchestrator's
-lock, the runner's claim, ``get_operation``), so a moved row is found where it now is.
+lock, the runner's claim, ``get_operation``), so a moved row is found where it now is; one
+that waits for the row lock of a move under way gets Postgres's serialization failure (the
+row moved to another partition) and is retried, and ``run_to_completion`` reads a record it
+finds moved again (:func:`dramatiq_bbo.jobs.inline._take_stage`).
 
 The move is an ``UPDATE`` of the partition key (Postgres moves the row between partitions),
 one operation per short transaction: the operation row locked first, then its jobs (the lock

@@ -169,7 +169,7 @@ def test_one_manager_at_a_time_and_the_scheduler_runs_it(
     enqueue(op, "a")
     simulated.advance(days=8)
     with psycopg.connect(dsn, autocommit=True) as other:
-        other.execute("SELECT pg_advisory_lock(%s)", [manager.lock_key("main")])
+        other.execute("SELECT pg_advisory_lock(%s)", [manager.lock_key()])
         assert manager.manage().ran is False
     report = scheduler.tick("main")
     assert report.partitions is not None and report.partitions.opened == 2
