@@ -103,8 +103,8 @@ def manage(database: str = "main") -> ManagerReport:
                 _run(conn, report)
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-    except Exception as exc:  # no connection, say: the next run tries again
-        _failed(report, "connect", exc)
+    except Exception as exc:  # the connection lost, say: the next run tries again
+        _failed(report, "connection", exc)
     return report
 
 
@@ -142,14 +142,22 @@ def _run(conn: psycopg.Connection[Any], report: ManagerReport) -> None:
 def _retire(
     conn: psycopg.Connection[Any], report: ManagerReport, number: int, lock_seconds: float
 ) -> None:
-    gone = _step(report, f"retire {number}", lambda: retire(conn, number, lock_seconds))
-    if gone:
+    """Retire partition ``number`` and register it dropped; kept (logged at debug: it is
+    asked again at every run) while it holds unfinished work."""
+
+    def retire_and_record() -> bool:
+        if not retire(conn, number, lock_seconds):
+            return False
         conn.execute(query("partitions_record_dropped"), {"number": number})
+        return True
+
+    gone = _step(report, f"retire {number}", retire_and_record)
+    if gone:
         report.dropped.append(number)
         event(PARTITION_DROPPED, database_name=report.database, partition=number)
     elif gone is not None:
         report.kept.append(number)
-        event(PARTITION_KEPT, database_name=report.database, partition=number)
+        event(PARTITION_KEPT, level=logging.DEBUG, database_name=report.database, partition=number)
 
 
 def _step(report: ManagerReport, name: str, action: Callable[[], Any]) -> Any:
