@@ -48,6 +48,18 @@ READ_ONLY_CHECK_FAILED = "background_operation_read_only_check_failed"
 #: an organization's read-only flag in bbo.read_only_organizations was set or lifted
 READ_ONLY_FLAG = "background_operation_read_only_flag"
 
+# -- sliding partitions (dramatiq_bbo.partitions, docs/partitions.md) --------------------------
+#: the next partition of the four state tables was opened (it is current from now on)
+PARTITION_OPENED = "background_operation_partition_opened"
+#: idle unfinished operations were moved into the current partition (``moved`` of them)
+PARTITION_OPERATIONS_MOVED = "background_operation_partition_operations_moved"
+#: a partition past its retention was detached and dropped
+PARTITION_DROPPED = "background_operation_partition_dropped"
+#: a partition past its retention is kept: it still holds unfinished work
+PARTITION_KEPT = "background_operation_partition_kept"
+#: a step of the partition manager failed (a lock timeout, say); retried at its next run
+PARTITION_STEP_FAILED = "background_operation_partition_step_failed"
+
 
 def operation_fields(operation: Any, *extra: str) -> dict[str, Any]:
     """The fields naming ``operation`` (an OperationRecord) in an event about it: its id,

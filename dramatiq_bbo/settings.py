@@ -216,6 +216,14 @@ class Settings:
     #: messages it kept for the other workers, in seconds
     shutdown_consumer_stop_seconds: float = setting(10.0, low=0, high=3_600.0)
 
+    # -- sliding partitions (dramatiq_bbo.partitions, docs/partitions.md) ----------------------
+    #: the scheduler opens the next partition of the state tables once the current one's
+    #: oldest row is this old, in days (at most a year)
+    partition_duration_days: float = setting(7.0, low=0, low_open=True, high=366.0)
+    #: a partition is detached and dropped this long after it closed (the next one opened),
+    #: in days, once it holds no unfinished operation and no pending or running job
+    retention_days: float = setting(14.0, low=0, low_open=True, high=3_660.0)
+
     # -- connections ----------------------------------------------------------------------
     #: how long a connect or a pool checkout may take before ConnectionFailed (with the cause)
     connect_timeout_seconds: float = setting(5.0, low=0, low_open=True, high=3_600.0)

@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dramatiq_bbo.cli.finalize_command",
     "dramatiq_bbo.cli.watch_command",
     "dramatiq_bbo.cli.migrate_command",
+    "dramatiq_bbo.cli.partitions_command",
     "dramatiq_bbo.cli.demo_command",
     "dramatiq_bbo.cli.move_command",
     "dramatiq_bbo.cli.web_command",

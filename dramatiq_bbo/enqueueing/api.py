@@ -66,6 +66,7 @@ from ..logs import (
 )
 from ..migrations import requires_schema
 from ..operation import BaseOperation, resolve
+from ..partitions.tables import current_partition as newest_partition
 from ..pipeline.runtime import current
 from ..pipeline.setup_checks import warn_without_pipeline
 from ..pipeline.wake import start_in_transaction, wake
@@ -325,9 +326,11 @@ def lock_key(request: EnqueueRequest, table: TableInfo) -> int:
 
 
 def current_partition(conn: psycopg.Connection[Any], scope: str) -> int:
-    """The partition new ``scope`` operations go to. Always 1 until the partition manager
-    owns this decision (it will pick the newest open partition)."""
-    return 1
+    """The partition new ``scope`` operations go to: the newest one, the same for both scopes
+    (the partition manager opens each partition in the four tables at once,
+    :mod:`dramatiq_bbo.partitions`). The duplicate check above looks in every partition, so
+    an unfinished twin left in an older one is still found."""
+    return newest_partition(conn)
 
 
 def _bounds(

@@ -79,7 +79,7 @@ def run_to_completion(
             settings=REGISTRY.settings,
         )
     token = f"run_to_completion:{uuid.uuid4().hex}"
-    take_stage(name, operation, token)
+    operation = _take_stage(name, operation, token)
     lease = HEARTBEAT.hold(name, operation, stage_token=token)
     try:
         result = _run(name, operation, stop_check)
@@ -213,6 +213,22 @@ def _held_back(name: str, operation: OperationRecord) -> bool:
     """Whether no job may start: its class is disabled (the kill switch), or its organization
     is read-only (the operation is then held, as the orchestrator would)."""
     return run_state_stop_reason(name, operation) in (CLASS_DISABLED, READ_ONLY_STOP)
+
+
+def _take_stage(name: str, operation: OperationRecord, token: str) -> OperationRecord:
+    """Take the operation's stage lease; the record it is taken on. The lease is written by
+    ``(partition, id)``: an idle operation the partition manager moved into the current
+    partition since it was read (:mod:`dramatiq_bbo.partitions.moves`) is read again by id
+    and the lease taken there. Once held, nothing moves it until it is given back."""
+    for _ in range(3):
+        if take_stage(name, operation, token):
+            return operation
+        with REGISTRY.connection(name) as conn:
+            found = fetch_operation(conn, operation.id)
+        if found is None or found.partition == operation.partition:
+            return operation  # not queued or active any more: the run finds out itself
+        operation = found
+    return operation
 
 
 def _activate(name: str, operation_id: Any) -> OperationRecord:

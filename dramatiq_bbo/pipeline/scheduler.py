@@ -15,6 +15,11 @@ transaction (one pooled connection for the pass, each step in pipeline mode, so 
 a handful of round trips). A row held by a stuck transaction (a frozen runner's, say) is left
 for a later pass; it never holds up the recovery or the dispatch of anything else.
 
+Partitions: a pass first lets the partition manager run (at most once a minute per database
+and process, :func:`dramatiq_bbo.partitions.manager.manage_if_due`): it opens the next
+partition when due, moves idle unfinished operations into the current one — before this very
+pass hands them on — and retires old partitions. It never raises into the pass.
+
 Capacity: each group counts jobs in flight and picks its operations under a transaction-scoped
 advisory lock per database, the one orchestrators take to count, so two schedulers never both
 fill the same free slots; the loser waits (briefly) rather than skipping, so a wake-up sent by
@@ -31,6 +36,7 @@ import psycopg
 
 from ..db import REGISTRY
 from ..logs import JOB_TRANSITION, event, logger
+from ..partitions.manager import ManagerReport, manage_if_due
 from ..queries import query
 from ..state.records import JobStatus
 from ..walk.timeouts import set_lock_timeout
@@ -53,6 +59,8 @@ class TickReport:
     in_flight: int = 0
     dispatched: list[str] = field(default_factory=list)
     recovered_operations: list[str] = field(default_factory=list)
+    #: what the partition manager did in this pass (None: not due in this process)
+    partitions: ManagerReport | None = None
     seconds: float = 0.0
 
 
@@ -61,6 +69,7 @@ def tick(database: str = "main") -> TickReport:
     started = time.monotonic()
     report = TickReport(database=database)
     budget: int | None = None
+    report.partitions = manage_if_due(database)  # logs its failures, never raises
     try:
         with REGISTRY.connection(database) as conn:  # one connection, a transaction per step
             _recover_on(conn, report)
