@@ -1,5 +1,5 @@
 """The pages (GET only): the operations list, one operation, failures, disabled classes,
-health. Each reads through the command layer's reading side (:mod:`..operate.summaries`,
+partitions, health. Each reads through the command layer's reading side (:mod:`..operate.summaries`,
 :mod:`..operate.kill_switch`) or the paged list (:mod:`.listing`) and renders a template.
 
 :data:`PAGES` lists them once: the application builds its routes and its navigation bar from
@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from ..operate import arguments as read
 from ..operate import steering, summaries
+from ..partitions.listing import list_partitions
 from ..state.store import get_operation
 from . import chart, health_view, listing
 from .config import database_of, settings_of
@@ -93,6 +94,12 @@ def disabled(request: Request) -> Response:
     return page(request, "disabled.html", {"classes": found}, database=database)
 
 
+def partitions(request: Request) -> Response:
+    database = database_of(request, request.query_params.get("database"))
+    found = list_partitions(database)
+    return page(request, "partitions.html", {"partitions": found}, database=database)
+
+
 def health(request: Request) -> Response:
     database = database_of(request, request.query_params.get("database"))
     states = health_view.indicator_states(database)
@@ -104,5 +111,6 @@ PAGES: tuple[PageEntry, ...] = (
     PageEntry("/operations/{operation_id}", "operation", None, operation),
     PageEntry("/failures", "failures", "Failures", failures),
     PageEntry("/disabled", "disabled", "Disabled classes", disabled),
+    PageEntry("/partitions", "partitions", "Partitions", partitions),
     PageEntry("/health", "health", "Health", health),
 )

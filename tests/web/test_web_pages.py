@@ -204,3 +204,15 @@ def test_finalize_runs_the_rest_in_the_web_process_and_cancel_ends_another(web_d
     assert again.status_code == 409 and "finished" in again.text  # refused at once, shown
     assert client.post(f"/operations/{cancelled}/cancel", data={"csrf_token": token}).is_success
     assert bbo.get_operation(cancelled).status.name == "CANCELLED"
+
+
+def test_the_partitions_page_lists_each_partition_with_its_rows(web_db: str) -> None:
+    enqueue()
+    client = TestClient(create_app())
+    page = client.get("/partitions")
+    assert page.status_code == 200
+    row = page.text.split('<table id="partitions">')[1].split("<tbody>")[1].split("</tr>")[0]
+    cells = [cell.rsplit(">", 1)[1] for cell in row.split("</td>")[:8]]  # the first partition
+    assert cells[0] == "1" and cells[1] == "current"
+    assert cells[6] == "1" and cells[7] == "1"  # one queued operation, unfinished
+    assert 'id="nav-partitions"' in client.get("/").text  # in the navigation bar
