@@ -135,6 +135,9 @@ def accepted(field: dataclasses.Field[Any]) -> str:
     bounds = field.metadata.get("bounds")
     if bounds is not None:
         if bounds.kind is str:
+            choices = re.fullmatch(r"\^\(([\w|]+)\)\$", bounds.pattern or "")
+            if choices:  # ^(a|b)$: the choices, without a pipe a table would split on
+                return "one of " + ", ".join(f"`{c}`" for c in choices.group(1).split("|"))
             return f"text matching `{bounds.pattern}`" if bounds.pattern else "text"
         kind = "an int" if bounds.kind is int else "a number"
         low = "" if bounds.low is None else _number(bounds.low)

@@ -58,17 +58,31 @@ def test_inactive_projects_deletion_resumes_after_a_deploy_and_warns_each_owner_
     dsn: str, forget_schedules: None
 ) -> None:
     example = load_example("inactive_projects_deletion")
-    report = example.run(dsn, projects=1_000, timeout=60, quiet=True)
+    report = example.run(dsn, projects=2_000, timeout=60, quiet=True)
 
     # stopped mid-walk by the deploy, at a checkpoint; the next firing returned it
     stopped = report["stopped"]
-    assert stopped.status == "active" and 0 < stopped.processed_tuple_count < 1_000
+    assert stopped.status == "active" and 0 < stopped.processed_tuple_count < 2_000
     assert report["again"].duplicate and str(report["again"].operation.id) == stopped.id
     assert report["finished"].id == stopped.id and report["finished"].status == "finished"
-    # one in five of each kind (ids 1..1000): warned 40 days ago -> deleted; never warned ->
+    # one in five of each kind (ids 1..2000): warned 40 days ago -> deleted; never warned ->
     # warned now, one email each; active again -> warning forgotten
-    assert report["after"]["projects"] == 800
-    never_warned = [i for i in range(1, 1_001) if i % 5 == 1]
+    assert report["after"]["projects"] == 1_600
+    never_warned = [i for i in range(1, 2_001) if i % 5 == 1]
     assert sorted(report["emails"]) == sorted(f"inactive-warning:{i}" for i in never_warned)
-    assert report["after"]["warned"] == 400  # the new warnings and the grace still running
+    assert report["after"]["warned"] == 800  # the new warnings and the grace still running
     assert report["after"]["active_but_warned"] == 0
+
+
+def test_chatops_bot_demo_reads_refuses_a_stranger_and_lets_the_operator_steer(
+    dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = load_example("chatops_bot")
+    exchanged = example.demo(dsn)
+
+    replies = {(user, line.split()[0]): reply for user, line, reply in exchanged}
+    assert "refused" in replies[("mallory", "disable")]
+    assert "refused" not in replies[("alice", "disable")]
+    assert "bad deploy, INC-4711" in replies[("eve", "disabled")]
+    assert "refused" not in replies[("alice", "enable")]
+    assert "mallory> disable" in capsys.readouterr().out
