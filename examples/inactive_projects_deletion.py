@@ -75,9 +75,11 @@ class DeleteInactiveProjects(bbo.BaseOperation):
     sub_batch_size = 50
 
     def process(self, sub_batch: bbo.SubBatch) -> None:
-        now = datetime.datetime.now(datetime.UTC)
-        inactive_since = now - datetime.timedelta(days=self.arguments["inactive_after_days"])
-        grace_ended = now - datetime.timedelta(days=self.arguments["grace_days"])
+        now = datetime.datetime.now(datetime.UTC)  # when the warning is sent
+        # one cutoff for the whole run: from when this firing created the operation
+        started = self.operation.created_at
+        inactive_since = started - datetime.timedelta(days=self.arguments["inactive_after_days"])
+        grace_ended = started - datetime.timedelta(days=self.arguments["grace_days"])
         warn, delete, forget = [], [], []
         for project in sub_batch.dicts():  # read the rows before changing them
             warned_at = project["inactive_warned_at"]

@@ -48,8 +48,8 @@ class PurgeUnconfirmedEmails(bbo.BaseOperation):
 
     def process(self, sub_batch: bbo.SubBatch) -> None:
         # The schedule's arguments are fixed when it is declared: the cutoff is computed
-        # here, when the sub-batch runs.
-        cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(
+        # from this firing's operation, so that every job of the run uses the same one.
+        cutoff = self.operation.created_at - datetime.timedelta(
             days=self.arguments["older_than_days"]
         )
         sub_batch.where(
