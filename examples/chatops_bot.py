@@ -13,6 +13,13 @@ the bot; a change (``pause 42``, ``disable Purge``...) only to the users named i
 ``BBO_CHATOPS_OPERATORS``, through ``bbo.configure(chatops_authorize=...)``. With
 ``BBO_CHATOPS_TOKEN`` set, a request must carry that token (``token`` field, as the chats
 send it, or an ``Authorization: Bearer`` header), or it gets 403.
+
+To see it answer without a chat or a database of your own::
+
+    python examples/chatops_bot.py --demo       # a throw-away Postgres; --dsn URL: yours
+
+It types a few lines at the bot (a read, a change refused to a non-operator, the kill switch
+set and lifted by an operator) and prints the replies.
 """
 
 from __future__ import annotations
@@ -100,11 +107,73 @@ def make_server(host: str, port: int, *, token: str | None = None) -> ThreadingH
     return ThreadingHTTPServer((host, port), make_handler(token))
 
 
+#: what ``--demo`` types in the chat, and who types it
+DEMO_LINES = (
+    ("eve", "help"),
+    ("eve", "list"),
+    ("mallory", "disable examples.purge_unconfirmed_emails --reason 'I can'"),
+    ("alice", "disable examples.purge_unconfirmed_emails --reason 'bad deploy, INC-4711'"),
+    ("eve", "disabled"),
+    ("alice", "enable examples.purge_unconfirmed_emails"),
+)
+
+
+def post(url: str, user: str, text: str, token: str | None = None) -> str:
+    """One chat line sent to the bot, as a chat's webhook would; the bot's reply."""
+    import urllib.request
+
+    body = json.dumps({"text": text, "user": user, "token": token or ""}).encode()
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return str(json.loads(response.read())["text"])
+
+
+def demo(dsn: str) -> list[tuple[str, str, str]]:
+    """The bot on ``dsn`` (migrated here), alice its only operator, a few lines typed in
+    the chat by her and others; returns (user, line, reply) and prints them."""
+    import threading
+
+    from dramatiq_bbo import migrations
+
+    migrations.migrate(dsn)
+    bbo.configure(dsn=dsn, chatops_authorize=operators(["alice"]))
+    server = make_server("127.0.0.1", 0, token="demo-token")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}/"
+    exchanged = []
+    try:
+        for user, line in DEMO_LINES:
+            reply = post(url, user, line, token="demo-token")
+            print(f"{user}> {line}\n{reply}\n")
+            exchanged.append((user, line, reply))
+    finally:
+        server.shutdown()
+        server.server_close()
+        bbo.reset()
+    return exchanged
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="type a few lines at the bot and exit (on --dsn, or a throw-away Postgres)",
+    )
+    parser.add_argument("--dsn", help="with --demo: a Postgres of your own")
     args = parser.parse_args(argv)
+    if args.demo:
+        if args.dsn:
+            demo(args.dsn)
+            return
+        from dramatiq_bbo.demo import runtime
+
+        with runtime.embedded_server() as server:
+            demo(server.dsn)
+        return
     bbo.configure(
         os.environ["BBO_DSN"],
         chatops_authorize=operators(os.environ.get("BBO_CHATOPS_OPERATORS", "").split(",")),
