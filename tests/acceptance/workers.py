@@ -15,7 +15,9 @@ A message written before that is not lost either (each consumer scans the queue 
 ``LISTEN``); readiness only matters for latency measurements.
 
 ``stop()`` sends SIGTERM to the dramatiq master (which forwards it to its workers: a graceful
-shutdown), waits, then SIGKILLs the whole process group; it is always called at teardown.
+shutdown), waits, then SIGKILLs the whole process group; a test that checks the graceful stop
+calls it. At teardown, ``discard()`` SIGKILLs the group at once: the test is over, there is
+nothing to hand over, and a graceful stop costs about two seconds per group.
 The :func:`dramatiq_workers` fixture starts groups on demand and registers their logs on the
 test item; ``tests/acceptance/conftest.py`` appends their tails to a failing test's report.
 """
@@ -155,6 +157,17 @@ class DramatiqWorkers:
             ).fetchone()
         return int(row[0]) if row else 0
 
+    def discard(self) -> None:
+        """SIGKILL the whole group now (teardown: no graceful stop to wait for)."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            kill_group(proc.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
     def stop(self, *, timeout: float = 40.0) -> int | None:
         """Graceful stop (SIGTERM), then SIGKILL of the whole group; the master's exit code."""
         proc, self.proc = self.proc, None
@@ -262,7 +275,7 @@ def dramatiq_workers(
 
     yield start
     for group in groups:
-        group.stop()
+        group.discard()
 
 
 WORKER_GROUPS: pytest.StashKey[list[DramatiqWorkers]] = pytest.StashKey()

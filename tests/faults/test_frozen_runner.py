@@ -42,7 +42,7 @@ SETTINGS = {
     "sub_batch_idle_timeout_seconds": 1.5,
     "scheduler_pass_seconds": 0.5,
 }
-VICTIM_ROWS, OTHER_ROWS, OTHERS = 12_000, 1_000, 3
+VICTIM_ROWS, OTHER_ROWS, OTHERS = 6_000, 1_000, 3
 
 
 @contextmanager
