@@ -20,7 +20,7 @@ from .enqueueing.api import EnqueueResult, enqueue  # noqa: E402
 if TYPE_CHECKING:  # pragma: no cover
     from . import chatops, health, tracking
     from .cells.move import move_organization
-    from .enqueueing.current_organization import current_organization
+    from .enqueueing.current_organization import current_organization, organization_in_context
     from .jobs.control import cancel, pause, resume
     from .jobs.inline import run_to_completion
     from .middleware import Middleware
@@ -68,6 +68,7 @@ _LAZY = {
     "schedule": "pipeline.schedules",
     "list_operations": "operate.summaries",
     "current_organization": "enqueueing.current_organization",
+    "organization_in_context": "enqueueing.current_organization",
     "move_organization": "cells.move",
 }
 
@@ -121,6 +122,7 @@ __all__ = [
     "list_jobs",
     "list_operations",
     "move_organization",
+    "organization_in_context",
     "register",
     "reset",
     "run_to_completion",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import select
 import threading
 import time
 import urllib.parse
@@ -118,7 +119,7 @@ class Registry:
 
     def _new_pool(self, entry: DatabaseEntry) -> ConnectionPool:
         """A pool that checks each connection as it lends it (so one broken by a restart or
-        ``pg_terminate_backend`` is dropped, never lent), waits ``connect_timeout_seconds``
+        ``pg_terminate_backend`` is dropped, never lent: :func:`check_lent`), waits ``connect_timeout_seconds``
         at most, and gives a failing server up as quickly: the next checkout tries afresh
         at once instead of behind a long backoff, so work resumes as soon as Postgres is
         back."""
@@ -129,7 +130,7 @@ class Registry:
             max_size=int(self.settings.pool_max_size),
             kwargs={"autocommit": True, "connect_timeout": libpq_connect_timeout(timeout)},
             connection_class=_recording_connection_class(entry),
-            check=ConnectionPool.check_connection,
+            check=check_lent,
             name=f"bbo-{entry.name}",
             open=True,
             timeout=timeout,
@@ -176,6 +177,26 @@ class Registry:
 
 
 REGISTRY = Registry()
+
+
+def check_lent(conn: psycopg.Connection[Any]) -> None:
+    """The pool's check of a connection it is about to lend: raises when it is broken.
+
+    A server that ends a session — ``pg_terminate_backend``, an idle timeout, a shutdown, a
+    crash — sends it a last message or closes the socket, so the socket of a dead idle
+    connection has something to read; a healthy idle one has nothing (this library's pooled
+    connections LISTEN to nothing). Only a connection with something to read is checked with
+    a round trip (``ConnectionPool.check_connection``, which raises if it is dead and
+    consumes a harmless notice if not), so the check costs a ``select()``, not a round trip
+    per lend: a bookkeeping step lends several connections, and on the way from enqueue to
+    the first sub-batch those round trips were most of the time. A connection cut without a
+    word (a network partition) passes, fails on first use, and the step is retried
+    (:mod:`dramatiq_bbo.reconnect`), as it would if it broke just after a round-trip check."""
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("the connection is closed")
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable:
+        ConnectionPool.check_connection(conn)
 
 
 def _tell_clock_offset(conn: psycopg.Connection[Any]) -> None:

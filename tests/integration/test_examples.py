@@ -86,3 +86,24 @@ def test_chatops_bot_demo_reads_refuses_a_stranger_and_lets_the_operator_steer(
     assert "bad deploy, INC-4711" in replies[("eve", "disabled")]
     assert "refused" not in replies[("alice", "enable")]
     assert "mallory> disable" in capsys.readouterr().out
+
+
+def test_delete_done_todos_from_a_web_request_deletes_only_the_users_done_todos(
+    dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = load_example("delete_done_todos")
+    report = example.run(dsn, timeout=60)
+
+    assert report["status"] == 202
+    # the second click found the operation the first one started
+    assert report["second"] == {"operation_id": report["first"]["operation_id"], "duplicate": True}
+    operation = report["operation"]
+    # the middleware's organization and user, taken by enqueue from the context
+    assert (operation.organization_id, operation.user_id) == example.CLICKING
+    assert operation.status.name == "FINISHED"
+    assert operation.processed_tuple_count == 3_000  # the scope: the user's rows only
+    # user 10's done todos are gone; the others' rows are untouched
+    assert report["after"] == {
+        10: (1_000, 0), 11: (1_000, 500), 20: (1_000, 1_000), "others": (40_000, 20_000)
+    }  # fmt: skip
+    assert "duplicate=True" in capsys.readouterr().out
