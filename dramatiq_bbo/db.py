@@ -120,9 +120,9 @@ class Registry:
     def _new_pool(self, entry: DatabaseEntry) -> ConnectionPool:
         """A pool that checks each connection as it lends it (so one broken by a restart or
         ``pg_terminate_backend`` is dropped, never lent: :func:`check_lent`), waits
-        ``connect_timeout_seconds`` at most, and gives a failing server up as quickly: the next checkout tries afresh
-        at once instead of behind a long backoff, so work resumes as soon as Postgres is
-        back."""
+        ``connect_timeout_seconds`` at most, and gives a failing server up as quickly: the
+        next checkout tries afresh at once instead of behind a long backoff, so work resumes
+        as soon as Postgres is back."""
         timeout = float(self.settings.connect_timeout_seconds)
         return ConnectionPool(
             entry.dsn,
