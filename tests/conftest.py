@@ -10,6 +10,7 @@ another's leftovers. Nothing is mocked.
 from __future__ import annotations
 
 import os
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,6 +23,13 @@ from psycopg import sql
 from dramatiq_bbo.migrations import migrate
 
 _RUN_TAG = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
+
+# A suite started in the background by a non-interactive shell (`.ci/run &`, a CI runner)
+# inherits SIGINT ignored, and so would every program a test starts: the tests that stop a
+# program with Ctrl-C (the demo, finalize, watch, a tutorial's workers) would then wait for
+# an interrupt that never comes. Programs started from here get Python's own handling back.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _with_dbname(dsn: str, dbname: str) -> str:

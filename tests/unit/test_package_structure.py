@@ -412,3 +412,16 @@ def test_walker_measures_modules_and_functions_from_the_def_line(tmp_path: Path)
     # decorated: counted from the `def` line (5), not from `@property` (4)
     assert long_functions(modules, 60) == ["pkg.sub.deep.method (line 5): 62 lines"]
     assert long_functions(modules, 62) == []
+
+
+def test_the_wheel_lists_every_package_of_the_source_tree() -> None:
+    """pyproject.toml names the packages one by one: a package left out works in an editable
+    install and is missing from the wheel, so the list is compared with the source tree."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {
+        ".".join(i.parent.relative_to(root).parts) for i in (root / PACKAGE).rglob("__init__.py")
+    }
+    assert found - set(setuptools["packages"]) == set(), "missing from pyproject.toml's list"
