@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 
 import dramatiq_bbo as bbo
@@ -75,3 +76,10 @@ def drive(
         if outcome is not None:
             outcomes.append(outcome)
     raise AssertionError(f"operation {operation_id} still unfinished after {max_jobs} jobs")
+
+
+def visits(conn: psycopg.Connection[Any], n: int) -> list[tuple[int, int]]:
+    """(visits, rows with that many) of the n-th operation's table."""
+    return conn.execute(  # type: ignore[return-value]
+        f"SELECT visits, count(*) FROM rows_{n} GROUP BY visits ORDER BY visits"
+    ).fetchall()

@@ -86,13 +86,6 @@ def visiting(
     return enqueue
 
 
-def visits(conn: psycopg.Connection[Any], n: int) -> list[tuple[int, int]]:
-    """(visits, rows with that many) of the n-th operation's table."""
-    return conn.execute(  # type: ignore[return-value]
-        f"SELECT visits, count(*) FROM rows_{n} GROUP BY visits ORDER BY visits"
-    ).fetchall()
-
-
 def shown(operation: bbo.OperationRecord) -> tuple[str | None, str | None]:
     """(paused_by, hold_reason) as ``bbo.operations`` shows them, on a connection the library
     lends (so a simulated clock counts)."""
@@ -154,5 +147,4 @@ __all__ = [
     "flags",
     "shown",
     "visiting",
-    "visits",
 ]

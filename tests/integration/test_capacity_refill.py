@@ -22,6 +22,7 @@ from dramatiq_bbo.pipeline.messages import ORCHESTRATOR, RUNNER
 from dramatiq_bbo.pipeline.orchestrator import Decision, orchestrate
 from dramatiq_bbo.state.records import OperationStatus
 from tests.integration.enqueue_support import define_operation
+from tests.integration.pipeline_support import visits
 
 __all__ = ["define_operation"]  # the fixture, re-exported for pytest
 
@@ -105,13 +106,6 @@ def runner_message(operation: Any, *, gate: bool = False) -> tuple[str, list[Any
     [job] = [job for job in bbo.list_jobs(operation.id) if job.status == 0]
     args = ["main", str(record.id), str(job.id), record.lease_owner]
     return RUNNER, args + [True] if gate else args
-
-
-def visits(conn: psycopg.Connection[Any], n: int) -> list[tuple[int, int]]:
-    """(visits, rows with that many) of the n-th operation's table."""
-    return conn.execute(  # type: ignore[return-value]
-        f"SELECT visits, count(*) FROM rows_{n} GROUP BY visits ORDER BY visits"
-    ).fetchall()
 
 
 def job_starts(conn: psycopg.Connection[Any]) -> list[int]:

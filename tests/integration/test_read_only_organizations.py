@@ -19,6 +19,7 @@ from dramatiq_bbo.pipeline.broker import default_middleware
 from dramatiq_bbo.read_only import mark_read_only
 from dramatiq_bbo.state.records import OperationStatus
 from tests.integration.enqueue_support import define_operation
+from tests.integration.pipeline_support import visits
 from tests.integration.read_only_support import (
     ORGANIZATION,
     ROWS,
@@ -28,7 +29,6 @@ from tests.integration.read_only_support import (
     flags,
     shown,
     visiting,
-    visits,
 )
 
 __all__ = ["define_operation", "flags"]  # the fixtures, re-exported for pytest
