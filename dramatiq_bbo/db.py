@@ -187,15 +187,16 @@ def check_lent(conn: psycopg.Connection[Any]) -> None:
     connection has something to read; a healthy idle one has nothing (this library's pooled
     connections LISTEN to nothing). Only a connection with something to read is checked with
     a round trip (``ConnectionPool.check_connection``, which raises if it is dead and
-    consumes a harmless notice if not), so the check costs a ``select()``, not a round trip
-    per lend: a bookkeeping step lends several connections, and on the way from enqueue to
-    the first sub-batch those round trips were most of the time. A connection cut without a
-    word (a network partition) passes, fails on first use, and the step is retried
+    consumes a harmless notice if not), so the check costs a ``poll()`` (no limit on the
+    descriptor's number, unlike ``select()``), not a round trip per lend: a runner's job
+    lends a pooled connection several times. A connection cut without a word (a network
+    partition) passes, fails on first use, and the step is retried
     (:mod:`dramatiq_bbo.reconnect`), as it would if it broke just after a round-trip check."""
     if conn.closed or conn.broken:
         raise psycopg.OperationalError("the connection is closed")
-    readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    if readable:
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    if poller.poll(0):
         ConnectionPool.check_connection(conn)
 
 
