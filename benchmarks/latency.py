@@ -8,11 +8,13 @@ dramatiq-pg broker; this process plays the web application: it configured bbo an
 ``setup(broker)``, so ``enqueue`` starts the operation when it commits: with a free slot and
 nothing waiting (always, here) it dispatches the first job and writes the runner's message in
 its own transaction — one message hop to the worker, like the bare hop below. The operation
-(:class:`benchmarks.operations.TouchAndNotify`) runs ``pg_notify`` inside each sub-batch's
-transaction; Postgres delivers a notification exactly when its transaction commits, so the
-time this process receives the first one for an operation is the time its first sub-batch
-committed. The hop (:mod:`benchmarks.hop`): a message sent to an actor that only notifies,
-timed from ``send()`` to the notification, the same way.
+(:class:`benchmarks.operations.Notify`) runs ``pg_notify`` inside each sub-batch's
+transaction, and nothing else: the one statement the hop's actor runs, so the two figures
+differ by the path to the database, not by the work. Postgres delivers a notification exactly
+when its transaction commits, so the time this process receives the first one for an
+operation is the time its first sub-batch committed. The hop (:mod:`benchmarks.hop`): a
+message sent to an actor that only notifies, timed from ``send()`` to the notification, the
+same way.
 
 Warm-up operations and hops run first (imports, reflection, connection pools of the worker) and
 are not counted; then operations and hops alternate, each waited for (operations until they
@@ -39,7 +41,7 @@ from benchmarks.common import (
     progress,
     wait_finished,
 )
-from benchmarks.operations import NOTIFY_CHANNEL, TouchAndNotify
+from benchmarks.operations import NOTIFY_CHANNEL, Notify
 from dramatiq_bbo.state.records import OperationStatus
 
 SECTION = "latency"
@@ -58,7 +60,7 @@ def first_notification(listener: psycopg.Connection[Any], wanted: str) -> float:
 def one_operation(listener: psycopg.Connection[Any], run: int) -> float:
     """Seconds from enqueue() returned to the first sub-batch committed."""
     operation = bbo.enqueue(
-        TouchAndNotify, TABLE, "id",
+        Notify, TABLE, "id",
         arguments={"run": run},  # a new configuration each time: never a duplicate
         batch_size=ROWS, sub_batch_size=100, pause_ms=0, interval_seconds=0,
         min_batch_size=ROWS,

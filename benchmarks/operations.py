@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dramatiq_bbo as bbo
 
-#: channel on which :class:`TouchAndNotify` announces each committed sub-batch
+#: channel on which :class:`TouchAndNotify` and :class:`Notify` announce each committed
+#: sub-batch
 NOTIFY_CHANNEL = "bbo_bench_committed"
 
 
@@ -34,6 +35,21 @@ class TouchAndNotify(bbo.BaseOperation):
     def perform(self) -> None:
         for sub_batch in self.each_sub_batch():
             sub_batch.update(visits=self.table.visits + 1)
+            sub_batch.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, str(self.operation.id)])
+
+
+class Notify(bbo.BaseOperation):
+    """Only ``NOTIFY`` the operation id in each sub-batch's transaction: one statement, what
+    the bare hop's actor runs (:mod:`benchmarks.hop`), so the latency benchmark compares the
+    two paths to the database, not two amounts of work."""
+
+    name = "bench.notify"
+    operation_name = "notify"
+    feature_category = "benchmarks"
+    pause_ms = 0
+
+    def perform(self) -> None:
+        for sub_batch in self.each_sub_batch():
             sub_batch.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, str(self.operation.id)])
 
 

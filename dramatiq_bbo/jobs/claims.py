@@ -22,7 +22,8 @@ import os
 import socket
 import threading
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.rows import dict_row
@@ -32,8 +33,13 @@ from ..errors import InvalidTransition, OperationNotFound
 from ..queries import query
 from ..state.records import JobRecord, JobStatus, OperationRecord
 from ..state.store import parse_operation_id, tables_for
-from ..walk.statements import pipelined
+from ..walk.statements import eager, one_transaction, pipelined, rollback
 from . import retries
+
+Cur = psycopg.Cursor[Any]
+#: what a claim sent: the operation (read, or its cursor), the table oid, the job before and
+#: as claimed
+_Sent = tuple[Any, Cur, Cur, Cur]
 
 
 def new_owner() -> str:
@@ -56,6 +62,28 @@ def claim_params(
     }
 
 
+class Claimed(NamedTuple):
+    """What a claim read and wrote: the operation (row-locked while the claim ran), the job's
+    status before it, the job as claimed, and the oid its operation's stored table name
+    names now (None: no such table any more), read in the same transaction: the table's
+    identity, checked without a round trip of its own (:func:`~.instance.build_operation`)."""
+
+    operation: OperationRecord
+    previous: JobStatus
+    job: JobRecord
+    table_oid: int | None
+
+
+#: Asked in the claim's transaction, the operation row locked, before the job is claimed:
+#: True gives the claim up (:class:`ClaimGivenUp`); what the gate wrote on the connection
+#: (a hold, the job given back) commits all the same.
+ClaimGate = Callable[[psycopg.Connection[Any], OperationRecord], bool]
+
+
+class ClaimGivenUp(Exception):
+    """The claim's gate objected: nothing was claimed (not an error of the job's)."""
+
+
 def claim(
     conn: psycopg.Connection[Any],
     name: str,
@@ -63,28 +91,27 @@ def claim(
     job_id: Any,
     owner: str,
     stage_token: str | None = None,
-) -> tuple[OperationRecord, JobStatus, JobRecord]:
+    gate: ClaimGate | None = None,
+) -> Claimed:
     """Lock and read the operation, then claim its job, in one transaction and one round
-    trip (the claim and the operation's ``last_run_at`` apply only if the operation exists)."""
+    trip (the claim and the operation's ``last_run_at`` apply only if the operation exists).
+
+    With a ``gate``, the operation is read first and the gate asked before the job is
+    claimed: two round trips, still one transaction (a runner that knows nothing of the
+    operation yet needs no read of its own, nor a transaction of its own for the gate).
+    Prepared statements, generic plans: the claim runs for every job, and planning its
+    statements on the partitioned state tables costs more than running them."""
     key = parse_operation_id(operation_id)
-    operations, jobs = tables_for(key)
     params = claim_params(key, job_id, owner, stage_token)
-    with pipelined(conn), conn.transaction():
-        found = conn.cursor(row_factory=dict_row).execute(
-            query("operation_by_id_for_update", operations=operations, jobs=jobs), {"id": key}
-        )
-        before = conn.cursor(row_factory=dict_row).execute(
-            query("execution_job_by_id", jobs=jobs), params
-        )
-        claimed = conn.cursor(row_factory=dict_row).execute(
-            query("execution_claim_job", operations=operations, jobs=jobs), params
-        )
-        touch = query("execution_touch_claimed_operation", operations=operations, jobs=jobs)
-        conn.execute(touch, params)
-    row = found.fetchone()
-    if row is None:
-        raise OperationNotFound(f"no operation {operation_id!s} in database {name!r}")
-    operation = OperationRecord.from_row(row)
+    sent: _Sent | None
+    if gate is None:
+        sent = _send_at_once(conn, key, params)
+    else:
+        sent = _send_gated(conn, key, params, gate, name)
+    if sent is None:
+        raise ClaimGivenUp(f"job {job_id!s} of operation {operation_id!s} was not claimed")
+    found, oid, before, claimed = sent
+    operation = found if isinstance(found, OperationRecord) else _operation(found, key, name)
     previous, job = before.fetchone(), claimed.fetchone()
     if previous is None:
         raise InvalidTransition(f"operation {operation.id} has no job {job_id!s}")
@@ -92,7 +119,75 @@ def claim(
         job = previous  # claimed by an earlier try whose answer was lost with its connection
     if job is None:
         raise InvalidTransition(_refusal(operation, previous, job_id, stage_token))
-    return operation, JobStatus(previous["status"]), JobRecord.from_row(job)
+    table = oid.fetchone()
+    return Claimed(
+        operation,
+        JobStatus(previous["status"]),
+        JobRecord.from_row(job),
+        None if table is None else table["oid"],
+    )
+
+
+#: the claim's statements, in the order they are sent
+_READ = ("execution_lock_operation", "execution_operation_table_oid")
+_CLAIM = ("execution_job_by_id", "execution_claim_job", "execution_touch_claimed_operation")
+
+
+def _send(
+    conn: psycopg.Connection[Any], key: Any, names: tuple[str, ...], params: Any
+) -> list[Cur]:
+    """Queue the named statements of the claim (prepared, rows as dicts)."""
+    operations, jobs = tables_for(key)
+    return [_queue(conn, query(name, operations=operations, jobs=jobs), params) for name in names]
+
+
+def _send_at_once(conn: psycopg.Connection[Any], key: Any, params: dict[str, Any]) -> _Sent:
+    """The whole claim in one round trip, its ``COMMIT`` included."""
+    with one_transaction(conn):
+        conn.execute(query("pipeline_generic_plans"), prepare=eager(conn))
+        found, oid = _send(conn, key, _READ, params)
+        before, claimed, _ = _send(conn, key, _CLAIM, params)
+    return found, oid, before, claimed
+
+
+def _send_gated(
+    conn: psycopg.Connection[Any], key: Any, params: dict[str, Any], gate: ClaimGate, name: str
+) -> _Sent | None:
+    """The claim in two round trips: the operation locked and read, the gate asked (outside
+    any pipeline: the gate may be the application's middleware), then the job claimed and
+    the transaction committed. None when the gate objected (what it wrote commits)."""
+    idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert conn.autocommit and idle, "a gated claim begins and commits its own transaction"
+    try:
+        with pipelined(conn):
+            conn.execute("BEGIN")
+            conn.execute(query("pipeline_generic_plans"), prepare=eager(conn))
+            found, oid = _send(conn, key, _READ, params)
+        operation = _operation(found, key, name)
+        if operation.unfinished and gate(conn, operation):
+            conn.execute("COMMIT")
+            return None
+        with pipelined(conn):
+            before, claimed, _ = _send(conn, key, _CLAIM, params)
+            conn.execute("COMMIT")
+    except BaseException:
+        rollback(conn)
+        raise
+    return operation, oid, before, claimed
+
+
+def _queue(conn: psycopg.Connection[Any], statement: Any, params: dict[str, Any]) -> Cur:
+    """One prepared statement of the claim, queued in its pipeline (rows as dicts)."""
+    cursor = conn.cursor(row_factory=dict_row)
+    return cursor.execute(statement, params, prepare=eager(conn))
+
+
+def _operation(found: Cur, operation_id: Any, name: str) -> OperationRecord:
+    row = found.fetchone()
+    if row is None:
+        where = f" in database {name!r}" if name else ""
+        raise OperationNotFound(f"no operation {operation_id!s}{where}")
+    return OperationRecord.from_row(row)
 
 
 def _refusal(

@@ -41,7 +41,7 @@ from ..state.records import JobRecord, JobStatus, OperationRecord, OperationStat
 from ..state.store import insert_job, tables_for
 from ..walk.catalog import json_values
 from ..walk.keyset import Keyset, Range
-from ..walk.statements import pipelined
+from ..walk.statements import one_transaction
 from . import sizing
 from .bookkeeping import earlier_end, finish_if_exhausted, roll_up_counters
 from .instance import build_operation, identity_holds, identity_query
@@ -204,7 +204,7 @@ def _create(
     conn: psycopg.Connection[Any], operation: OperationRecord, guards: Guards, claim_for: str | None
 ) -> JobRecord | None:
     keyset, identity = _keyset_and_identity(conn, operation)
-    with pipelined(conn), conn.transaction():
+    with one_transaction(conn):
         found = _lock(conn, operation, guards)
         live = _live(conn, operation) if claim_for is not None else None
         checked = conn.execute(*identity) if identity is not None else None
@@ -258,7 +258,7 @@ def end_and_next(
     operations, jobs = tables_for(operation)
     chained = create_next and finish["status"] == JobStatus.SUCCEEDED
     keyset, identity = _keyset_and_identity(conn, operation) if chained else (None, None)
-    with pipelined(conn), conn.transaction():
+    with one_transaction(conn):
         found = _lock(conn, operation, guards)
         ended = conn.cursor(row_factory=dict_row).execute(
             query("execution_finish_job", jobs=jobs), finish

@@ -27,7 +27,7 @@ from ..logs import logger
 from ..queries import query
 from ..state.records import JobRecord, OperationRecord
 from ..state.store import tables_for
-from ..walk.statements import pipelined
+from ..walk.statements import one_transaction
 from ..walk.timeouts import set_lock_timeout
 
 #: renewals per lease period: a lease survives two missed heartbeats
@@ -116,7 +116,7 @@ def renew(lease: Lease, seconds: float) -> None:
     operations, jobs = tables_for(lease.operation)
     settings = REGISTRY.settings
     with REGISTRY.connection(lease.database) as conn:
-        with pipelined(conn), conn.transaction():
+        with one_transaction(conn):
             set_lock_timeout(conn, int(settings.lock_timeout_ms) / 1000)
             if lease.stage_token is not None:
                 conn.execute(

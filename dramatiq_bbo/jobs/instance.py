@@ -72,24 +72,29 @@ def build_operation(
     conn: psycopg.Connection[Any] | None = None,
     *,
     verified: bool = False,
+    table_oid: int | None = None,
 ) -> tuple[BaseOperation, Keyset]:
     """The author's class instantiated for ``operation`` (arguments, table model, records)
     and its keyset. Reflection happens here, outside any transaction, once per operation
     (see the module docstring). The stored table's identity is checked on ``conn`` when the
     caller holds one (TableChanged if replaced), unless the caller just checked it
-    (``verified``: :func:`identity_query` in its own transaction)."""
+    (``verified``: :func:`identity_query` in its own transaction) or just read the oid its
+    stored name names now (``table_oid``, as a claim does: compared here, no round trip)."""
     cls = resolve(operation.job_class_name)
     key = _key(operation)
     with _lock:
         built = _cache.get(key)
         if built is not None:
             _cache.move_to_end(key)
+    if built is not None and built.cls is cls and table_oid is not None:
+        verified = table_oid == built.info.oid
+        built = built if verified else None
     if built is not None and built.cls is cls and not verified:
         info = table_info(operation.database_name, operation.table_ref, conn)
         if info.oid != built.info.oid:
             built = None
     if built is None or built.cls is not cls:
-        built = _build(cls, operation, conn)
+        built = _build(cls, operation, conn, table_oid)
         with _lock:
             _cache[key] = built
             while len(_cache) > CACHE_SIZE:
@@ -102,9 +107,12 @@ def build_operation(
 
 
 def _build(
-    cls: type[BaseOperation], operation: OperationRecord, conn: psycopg.Connection[Any] | None
+    cls: type[BaseOperation],
+    operation: OperationRecord,
+    conn: psycopg.Connection[Any] | None,
+    table_oid: int | None = None,
 ) -> _Built:
-    info = table_info(operation.database_name, operation.table_ref, conn)
+    info = table_info(operation.database_name, operation.table_ref, conn, current_oid=table_oid)
     model = table_model(operation.database_name, info, operation_class=cls)
     instance = cls(operation.job_arguments, table=model)
     instance.operation = operation

@@ -48,7 +48,15 @@ from ..state.records import JobRecord, JobStatus, OperationRecord
 from ..walk.checkpoint import JobCheck, SubBatchEngine, sub_batch_guards
 from . import creation
 from .bookkeeping import bookkeeping
-from .claims import claim, new_owner, prepare_retry, recover_claimed
+from .claims import (
+    Claimed,
+    ClaimGate,
+    ClaimGivenUp,
+    claim,
+    new_owner,
+    prepare_retry,
+    recover_claimed,
+)
 from .creation import Chained
 from .ending import StopCheck
 from .heartbeat import HEARTBEAT, lease_lost_check
@@ -58,6 +66,8 @@ from .verdict import verdict
 
 __all__ = [
     "Chained",
+    "ClaimGate",
+    "ClaimGivenUp",
     "JobOutcome",
     "StopCheck",
     "build_operation",
@@ -103,6 +113,7 @@ def run_job(
     connection: psycopg.Connection[Any] | None = None,
     stage_token: str | None = None,
     job_check: JobCheck | None = None,
+    gate: ClaimGate | None = None,
 ) -> JobOutcome:
     """Run one job of an operation: claim it (one more attempt, under a lease), run the
     author's ``perform()`` over it, and record how it ended (see :class:`JobOutcome`).
@@ -111,21 +122,25 @@ def run_job(
     job (a caller running many jobs keeps one), instead of one from the pool each time.
     ``stage_token``: the operation's stage lease a pipeline runner message holds; the job is
     not claimed once another stage holds it, and the heartbeat renews it meanwhile.
-    ``job_check``: asked after ``stop_check``, with the claimed job (the middleware's gate)."""
+    ``job_check``: asked after ``stop_check``, with the claimed job (the middleware's gate).
+    ``gate``: asked in the claim's transaction before the job is claimed
+    (:data:`~dramatiq_bbo.jobs.claims.ClaimGate`); :class:`ClaimGivenUp` when it objects."""
     name = database or DEFAULT_DATABASE
     owner = new_owner()
 
-    def claim_it() -> tuple[OperationRecord, JobStatus, JobRecord]:
+    def claim_it() -> Claimed:
         with bookkeeping(name, connection) as conn:
-            return claim(conn, name, operation_id, job_id, owner, stage_token)
+            return claim(conn, name, operation_id, job_id, owner, stage_token, gate)
 
-    operation, previous, job = retrying(
+    operation, previous, job, oid = retrying(
         f"claiming job {job_id!s}", claim_it, settings=REGISTRY.settings
     )
     lease = HEARTBEAT.hold(name, operation, job=job, owner=owner, stage_token=stage_token)
     checks = (stop_check, job_check)
     try:
-        return _run_claimed(name, connection, operation, job, owner, previous, *checks)
+        return _run_claimed(
+            name, connection, operation, job, owner, previous, *checks, table_oid=oid
+        )
     finally:
         HEARTBEAT.release(lease)
 
@@ -224,16 +239,20 @@ def _run_claimed(
     *,
     chain: _Chain | None = None,
     verified: bool = False,
+    table_oid: int | None = None,
 ) -> JobOutcome:
     """Run ``perform()`` over a job this runner claimed, and record how it ended (creating
     the next job in that same transaction when ``chain`` asks for it and the job succeeded);
-    ``verified``: the job was created claimed, its table's identity checked as it was."""
+    ``verified``: the job was created claimed, its table's identity checked as it was;
+    ``table_oid``: what the claim found the table's name to name (checked against it)."""
     job_event(operation, job, previous)
     started = time.monotonic()
     engine: SubBatchEngine | None = None
     end = functools.partial(_end, name, connection, operation, job, owner, chain=chain)
     try:
-        instance, keyset = build_operation(operation, job, connection, verified=verified)
+        instance, keyset = build_operation(
+            operation, job, connection, verified=verified, table_oid=table_oid
+        )
         engine = SubBatchEngine(
             keyset=keyset,
             operation=operation,

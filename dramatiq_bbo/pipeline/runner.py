@@ -36,7 +36,7 @@ from ..errors import InvalidTransition, LeaseLost
 from ..jobs import retries, sizing
 from ..jobs.ending import end_operation, finish_if_exhausted, job_counts, status_stop_check
 from ..jobs.optimizer import OptimizerDecision
-from ..jobs.run import JobOutcome, run_job
+from ..jobs.run import ClaimGivenUp, JobOutcome, run_job
 from ..logs import RUNNER_SKIPPED, event, logger
 from ..queries import query
 from ..reconnect import CONNECTION_LOST, retrying
@@ -44,7 +44,6 @@ from ..state.records import JobRecord, JobStatus, OperationRecord, OperationStat
 from ..state.store import (
     OperationRef,
     fetch_operation,
-    get_operation,
     operation_ref,
     tables_for,
 )
@@ -64,7 +63,7 @@ from .orchestrator import (
 from .refill import free_slots
 from .runtime import current, transitioned
 from .shutdown import shutting_down
-from .unknown_class import hold_before_run
+from .unknown_class import give_back_if_unknown, hold_before_run
 
 __all__ = ["chain", "run", "shutting_down"]
 
@@ -76,46 +75,55 @@ def run(
     lease moved on from ``token`` (run_to_completion took it over), makes it a no-op (None).
     The next jobs its chain dispatches to this call run here too, within the job's budget.
     ``gate``: dispatched outside a worker (enqueue's one hop), the job first meets this
-    worker's ``before_job`` (:func:`_held_before_run`)."""
+    worker's ``before_job`` (:class:`_Start`)."""
     ref = operation_ref(database, operation_id)  # parsed once: its scope and tables
     operation: OperationRecord | None = None
-    if gate:
-        held, operation = _held_before_run(database, ref, job_id)
-        if held:
-            return None
     called = time.monotonic()
     outcome: JobOutcome | None = None
     while True:
-        ran = _run_one(database, ref, job_id, token, called, operation)
+        ran = _run_one(database, ref, job_id, token, called, operation, gate)
         if ran is None:
             return outcome
         outcome, follow = ran
         if follow is None or follow.job is None:
             return outcome
-        job_id, token, operation = follow.job.id, follow.token, follow.operation
+        job_id, token, operation, gate = follow.job.id, follow.token, follow.operation, False
 
 
-def _held_before_run(
-    database: str, ref: OperationRef, job_id: Any
-) -> tuple[bool, OperationRecord | None]:
-    """True (do not run) when this worker's middleware objects to a job an enqueue dispatched:
-    the job goes back to pending without a lease (no attempt spent) and the operation is
-    called back when its hold ends, as an orchestrator holding it would. Also the operation
-    as read (the runner needs no second read)."""
-    if not current().middleware:
-        return False, None
-    with REGISTRY.connection(database) as conn, conn.transaction():
-        operation = fetch_operation(conn, ref, for_update=True)
-        if operation is None or not operation.unfinished or not held_by_middleware(conn, operation):
-            return False, operation  # the claim decides
+class _Start:
+    """A runner message's job, before the runner knows its operation: the claim reads the
+    operation (row-locked) and asks :meth:`gate` before it claims the job, in its own
+    transaction. The gate gives the job back, unclaimed, when this worker cannot import the
+    operation's class (:func:`~.unknown_class.give_back_if_unknown`), and — for a job an
+    enqueue dispatched (``middleware``) — when this worker's middleware objects: the job goes
+    back to pending without a lease (no attempt spent) and the operation is called back when
+    its hold ends, as an orchestrator holding it would. The stop check is made from the
+    operation the claim read."""
+
+    def __init__(self, database: str, job_id: Any, started: float, middleware: bool) -> None:
+        self.database, self.job_id, self.started = database, job_id, started
+        self.middleware = middleware and bool(current().middleware)
+        self.operation: OperationRecord | None = None
+        self._check: Any = None
+
+    def gate(self, conn: psycopg.Connection[Any], operation: OperationRecord) -> bool:
+        self.operation = operation
+        self._check = _stop_check(self.database, operation, self.started, _budget(operation))
+        if give_back_if_unknown(conn, self.database, operation, self.job_id):
+            return True
+        if not self.middleware or not held_by_middleware(conn, operation):
+            return False
         _, jobs = tables_for(operation)
         given_back = conn.execute(
             query("unknown_class_undispatch_job", jobs=jobs),
-            {"worker_id": operation.id, "id": _job_key(job_id)},
+            {"worker_id": operation.id, "id": self.job_id},
         ).fetchone()
         if given_back is not None:  # else a stale message: the job is not waiting for us
-            call_back_after_hold(conn, database, operation)
-    return True, operation
+            call_back_after_hold(conn, self.database, operation)
+        return True
+
+    def stop_check(self) -> str | None:
+        return self._check() if self._check is not None else None
 
 
 def _run_one(
@@ -125,34 +133,34 @@ def _run_one(
     token: str | None,
     called: float,
     known: OperationRecord | None = None,
+    gate: bool = False,
 ) -> tuple[JobOutcome, Started | None] | None:
     """Run one job and chain; the outcome, and the next job when dispatched to this call.
-    ``known``: the operation as just read in this call (else read here)."""
-    key = ref.id
-    operation = known or retrying(
-        f"reading operation {key}",
-        lambda: get_operation(key, database=database),
-        settings=REGISTRY.settings,
-    )
-    if hold_before_run(database, operation, _job_key(job_id)):  # class unknown here: held
+    ``known``: the operation as just read in this call (else the claim reads it)."""
+    key, job_key, started = ref.id, _job_key(job_id), time.monotonic()
+    start = _Start(database, job_key, started, gate) if known is None else None
+    if known is not None and hold_before_run(database, known, job_key):  # class unknown here
         return None
-    started = time.monotonic()
-    budget = _budget(operation)
     try:
         outcome = run_job(
             key,
-            _job_key(job_id),
-            stop_check=_stop_check(database, operation, started, budget),
+            job_key,
+            stop_check=start.stop_check if start else _own_stop_check(database, known, started),
             database=database,
             stage_token=token,
             job_check=current().between_sub_batches,  # health, and the application's middleware
+            gate=start.gate if start else None,
         )
+    except ClaimGivenUp:
+        return None
     except InvalidTransition as exc:
         event(RUNNER_SKIPPED, operation_id=str(key), reason=str(exc))
         return None
     except LeaseLost:
         logger.warning("job %s of operation %s was taken over by another runner", job_id, key)
         return None
+    operation = known or (start.operation if start else None)
+    budget = _budget(operation) if operation is not None else 1.0
     inline = time.monotonic() - called < budget  # the next job may run in this call
     # at once when Postgres is back, not after the lease and the scheduler's next tick
     follow = retrying(
@@ -161,6 +169,10 @@ def _run_one(
         settings=REGISTRY.settings,
     )
     return outcome, follow
+
+
+def _own_stop_check(database: str, operation: Any, started: float) -> Any:
+    return _stop_check(database, operation, started, _budget(operation))
 
 
 def _job_key(job_id: Any) -> Any:

@@ -73,25 +73,35 @@ def hold_before_run(database: str, operation: OperationRecord, job_id: Any) -> b
     dispatched: running elsewhere, or done) changes nothing."""
     if importable(operation.job_class_name):
         return False
-    operations, jobs = tables_for(operation)
     with REGISTRY.connection(database) as conn, conn.transaction():
         locked = fetch_operation(conn, operation.id, for_update=True)
-        if locked is None or not locked.unfinished:
-            return True
-        given_back = conn.execute(
-            query("unknown_class_undispatch_job", jobs=jobs),
-            {"worker_id": locked.id, "id": job_id},
-        ).fetchone()
-        if given_back is None:  # a stale message: the job is not waiting for this runner
-            return True
-        _hold(conn, locked)
-        where = {"partition": locked.partition, "id": locked.id}
-        if not messenger().ready:  # no broker here: the scheduler hands it out after the hold
-            conn.execute(
-                query("pipeline_release_operation", operations=operations), {**where, "token": None}
-            )
-            return True
-        lease_and_send(conn, database, locked)
+        if locked is not None and locked.unfinished:
+            give_back_if_unknown(conn, database, locked, job_id)
+    return True
+
+
+def give_back_if_unknown(
+    conn: psycopg.Connection[Any], database: str, locked: OperationRecord, job_id: Any
+) -> bool:
+    """:func:`hold_before_run` in the caller's transaction, the operation row locked (a
+    runner's claim asks it so before claiming): True when the class is unknown here."""
+    if importable(locked.job_class_name):
+        return False
+    operations, jobs = tables_for(locked)
+    given_back = conn.execute(
+        query("unknown_class_undispatch_job", jobs=jobs),
+        {"worker_id": locked.id, "id": job_id},
+    ).fetchone()
+    if given_back is None:  # a stale message: the job is not waiting for this runner
+        return True
+    _hold(conn, locked)
+    where = {"partition": locked.partition, "id": locked.id}
+    if not messenger().ready:  # no broker here: the scheduler hands it out after the hold
+        conn.execute(
+            query("pipeline_release_operation", operations=operations), {**where, "token": None}
+        )
+        return True
+    lease_and_send(conn, database, locked)
     return True
 
 

@@ -212,3 +212,15 @@ SET status = 3, finished_at = bbo.now(), lease_owner = NULL, lease_expires_at = 
     total_tuple_count = o.processed_tuple_count, updated_at = bbo.now()
 WHERE o.id = %(id)s AND o.status = 1 AND {ending_all_rows_done}
 RETURNING *;
+
+-- name: execution_operation_table_oid
+-- description: The oid of the relation the operation's stored schema and table name name now (none when it is gone): its table's identity, read in the claim's round trip and compared with the oid enqueue validated (dramatiq_bbo.jobs.instance.build_operation).
+SELECT c.oid::bigint AS oid
+FROM {operations} AS o
+JOIN pg_catalog.pg_namespace AS n ON n.nspname = o.table_schema
+JOIN pg_catalog.pg_class AS c ON c.relnamespace = n.oid AND c.relname = o.table_name
+WHERE o.id = %(worker_id)s;
+
+-- name: execution_lock_operation
+-- description: The operation of the job a claim takes, row-locked first (the library's one lock order: the operation row, then its job rows).
+SELECT * FROM {operations} WHERE id = %(worker_id)s FOR UPDATE;

@@ -77,6 +77,40 @@ def pipelined(conn: psycopg.Connection[Any]) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def one_transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """The block as one transaction of :func:`pipelined` statements: ``BEGIN``, the block's
+    statements and ``COMMIT`` queued together, so a block that reads nothing before its end
+    costs one round trip. (psycopg's ``conn.transaction()`` syncs the pipeline as it begins
+    and again as it commits: three round trips for the same block.) An error — a failed
+    statement, or an exception the block raises — rolls the transaction back and
+    propagates. A connection already in a transaction (a caller's), or not in autocommit
+    mode, gets ``conn.transaction()`` as before: a savepoint, never a ``COMMIT`` of the
+    caller's work."""
+    idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    if not psycopg.Pipeline.is_supported() or not conn.autocommit or not idle:
+        with pipelined(conn), conn.transaction():
+            yield
+        return
+    try:
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            yield
+            conn.execute("COMMIT")
+    except BaseException:
+        rollback(conn)
+        raise
+
+
+def rollback(conn: psycopg.Connection[Any]) -> None:
+    """Roll back the transaction open on ``conn``, if any (nothing on a broken one: the server
+    has ended it already)."""
+    if conn.closed or conn.broken:
+        return
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.rollback()
+
+
 def eager(conn: psycopg.Connection[Any]) -> bool | None:
     """``prepare=`` for a hot-path statement: prepared at its first run, unless the
     application turned preparing off on its connections (``prepare_threshold=None``, as a

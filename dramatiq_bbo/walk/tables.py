@@ -74,14 +74,23 @@ def table_info(
     database_name: str,
     table: TableInfo | TableRef | str,
     conn: psycopg.Connection[Any] | None = None,
+    *,
+    current_oid: int | None = None,
 ) -> TableInfo:
     """The stored table (schema, name, validated oid) as the catalog describes it; its
     columns read once per process and configuration, its identity checked on every call
     (see the module docstring), on ``conn`` when the caller holds one (so a caller holding a
     pooled connection never waits for a second one). A ``str`` is a name as a caller would
-    give it to enqueue (``"todos"``, ``'"Sales"."Orders"'``): resolved, never cached."""
+    give it to enqueue (``"todos"``, ``'"Sales"."Orders"'``): resolved, never cached.
+    ``current_oid``: the oid the stored name names, as the caller just read it in its own
+    round trip (a claim does): the identity check then needs none."""
     if isinstance(table, TableInfo):
         return table
+    if isinstance(table, TableRef) and current_oid is not None:
+        with _lock:
+            cached = _infos.get(peewee_database(database_name), {}).get(table)
+        if cached is not None and cached.oid == current_oid:
+            return cached
     with contextlib.ExitStack() as stack:
         if conn is None:
             conn = stack.enter_context(REGISTRY.connection(database_name))

@@ -224,3 +224,78 @@ def test_sub_batches_commit_under_the_configured_synchronous_commit(
 def test_an_unknown_synchronous_commit_is_refused(dsn: str) -> None:
     with pytest.raises(bbo.errors.ConfigurationError, match="sub_batch_synchronous_commit"):
         bbo.configure(dsn=dsn, sub_batch_synchronous_commit="maybe")
+
+
+def test_one_transaction_commits_the_block_and_rolls_it_back_on_any_error(
+    configured: str, conn: psycopg.Connection[Any]
+) -> None:
+    """The bookkeeping's one-round-trip transactions (BEGIN and COMMIT queued with the block):
+    they commit what the block queued, roll back on a failed statement or an exception,
+    and never commit a caller's open transaction."""
+    from dramatiq_bbo.walk.statements import one_transaction
+
+    conn.execute("CREATE TABLE one_tx (id int PRIMARY KEY)")
+    dsn = REGISTRY.get("main").dsn
+    with psycopg.connect(dsn, autocommit=True) as own:
+        with one_transaction(own):
+            own.execute("INSERT INTO one_tx VALUES (1)")
+        with pytest.raises(psycopg.errors.UniqueViolation), one_transaction(own):
+            own.execute("INSERT INTO one_tx VALUES (2)")
+            own.execute("INSERT INTO one_tx VALUES (1)")
+        with pytest.raises(RuntimeError), one_transaction(own):
+            own.execute("INSERT INTO one_tx VALUES (3)")
+            raise RuntimeError("the block gave up")
+        assert own.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    with psycopg.connect(dsn) as caller:  # not autocommit: its transaction is the caller's
+        caller.execute("INSERT INTO one_tx VALUES (4)")
+        with one_transaction(caller):
+            caller.execute("INSERT INTO one_tx VALUES (5)")
+        caller.rollback()
+    rows = conn.execute("SELECT id FROM one_tx ORDER BY id").fetchall()
+    assert rows == [(1,)]
+
+
+def test_a_gated_claim_asks_its_gate_with_the_operation_locked_and_claims_nothing_on_no(
+    configured: str, conn: psycopg.Connection[Any]
+) -> None:
+    from dramatiq_bbo.jobs.claims import ClaimGivenUp, claim
+
+    make_items(conn, 20)
+    operation = enqueue(Counting, batch_size=20, sub_batch_size=10)
+    job = first_job(operation)
+    seen: list[tuple[Any, bool]] = []
+
+    def gate(gate_conn: psycopg.Connection[Any], locked: Any) -> bool:
+        with psycopg.connect(REGISTRY.get("main").dsn, autocommit=True) as other:
+            other.execute("SET lock_timeout = '50ms'")
+            try:
+                other.execute(
+                    "SELECT 1 FROM bbo.background_operation_workers_cell_local"
+                    " WHERE id = %s FOR UPDATE",
+                    [locked.id],
+                )
+                free = True
+            except psycopg.errors.LockNotAvailable:
+                free = False
+        seen.append((locked.id, free))
+        gate_conn.execute(
+            "UPDATE bbo.background_operation_workers_cell_local SET hold_reason = 'gate'"
+            " WHERE id = %s",
+            [locked.id],
+        )
+        return True
+
+    def no_gate(gate_conn: psycopg.Connection[Any], locked: Any) -> bool:
+        return False
+
+    with REGISTRY.connection() as bookkeeping_conn:
+        with pytest.raises(ClaimGivenUp):
+            claim(bookkeeping_conn, "main", operation.id, job.id, "runner-1", gate=gate)
+        assert seen == [(operation.id, False)]  # asked with the operation row locked
+        assert bbo.get_operation(operation.id).hold_reason == "gate"  # what it wrote commits
+        row = job_row(conn, job.id)
+        assert (row["status"], row["attempts"], row["lease_owner"]) == (0, 0, None)
+
+        claimed = claim(bookkeeping_conn, "main", operation.id, job.id, "runner-1", gate=no_gate)
+    assert (claimed.job.status, claimed.job.attempts) == (JobStatus.RUNNING, 1)
+    assert claimed.table_oid is not None  # the table's identity read in the same trips
