@@ -143,8 +143,7 @@ def _send(
 
 def _send_at_once(conn: psycopg.Connection[Any], key: Any, params: dict[str, Any]) -> _Sent:
     """The whole claim in one round trip, its ``COMMIT`` included."""
-    with one_transaction(conn):
-        conn.execute(query("pipeline_generic_plans"), prepare=eager(conn))
+    with one_transaction(conn, generic_plans=True):
         found, oid = _send(conn, key, _READ, params)
         before, claimed, _ = _send(conn, key, _CLAIM, params)
     return found, oid, before, claimed

@@ -197,6 +197,12 @@ class Keyset:
         found = statements[key] = (first, last, tail)
         return found
 
+    @property
+    def unscoped(self) -> bool:
+        """Whether the walk has no scope: its probes are plain index range scans, which a
+        generic plan serves as well as a custom one (a scope's conditions may not)."""
+        return self._scope is None
+
     def batch_probes(
         self, *, after: bool, bounded: bool = True
     ) -> tuple[Compiled, Compiled, Compiled]:

@@ -21,6 +21,8 @@ from typing import Any
 
 import psycopg
 
+from ..queries import query
+
 
 class Slot:
     """A placeholder value in a query compiled once, filled per call (see :class:`Compiled`)."""
@@ -78,7 +80,9 @@ def pipelined(conn: psycopg.Connection[Any]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def one_transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
+def one_transaction(
+    conn: psycopg.Connection[Any], *, generic_plans: bool = False
+) -> Iterator[None]:
     """The block as one transaction of :func:`pipelined` statements: ``BEGIN``, the block's
     statements and ``COMMIT`` queued together, so a block that reads nothing before its end
     costs one round trip. (psycopg's ``conn.transaction()`` syncs the pipeline as it begins
@@ -86,7 +90,9 @@ def one_transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
     statement, or an exception the block raises — rolls the transaction back and
     propagates. A connection already in a transaction (a caller's), or not in autocommit
     mode, gets ``conn.transaction()`` as before: a savepoint, never a ``COMMIT`` of the
-    caller's work."""
+    caller's work. ``generic_plans``: the transaction's prepared statements run their generic
+    plans (``SET LOCAL plan_cache_mode``), only in a transaction of its own (a caller's keeps
+    its plans)."""
     idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     if not psycopg.Pipeline.is_supported() or not conn.autocommit or not idle:
         with pipelined(conn), conn.transaction():
@@ -95,6 +101,8 @@ def one_transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
     try:
         with conn.pipeline():
             conn.execute("BEGIN")
+            if generic_plans:
+                conn.execute(query("pipeline_generic_plans"), prepare=eager(conn))
             yield
             conn.execute("COMMIT")
     except BaseException:

@@ -5,6 +5,7 @@ claim would leave them; an operator's size kept; a retried end recognised."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from typing import Any
@@ -219,3 +220,31 @@ def test_an_operator_size_is_kept_for_the_next_job(configured: str, conn) -> Non
     assert chained.next_job is not None
     assert chained.next_job.batch_size == 7
     assert (chained.next_job.min_cursor, chained.next_job.max_cursor) == ([11], [17])
+
+
+@pytest.mark.parametrize(("old", "new"), [(5, 12), (5, 30), (25, 40), (5, 5)])
+def test_a_probe_grown_to_a_larger_size_finds_the_range_a_fresh_probe_finds(
+    configured: str, conn: psycopg.Connection[Any], old: int, new: int
+) -> None:
+    """The optimizer grows the size after the range was probed at the old one: the larger
+    range is probed on from the old probe's last row, and must be the same range."""
+    from dramatiq_bbo.jobs.creation import _Probe
+    from dramatiq_bbo.jobs.instance import build_operation
+
+    conn.execute("CREATE TABLE items (id bigint PRIMARY KEY, visits int NOT NULL DEFAULT 0)")
+    conn.execute("INSERT INTO items (id) SELECT g * 3 FROM generate_series(1, 30) AS g")
+    operation = bbo.get_operation(enqueue(batch_size=5, sub_batch_size=5).id)
+    _, keyset = build_operation(operation)
+    with REGISTRY.connection() as pooled:
+        for cursor in (None, [15], [84]):  # from the start, mid-range, near the end
+            at = dataclasses.replace(operation, next_cursor=cursor)
+            probe = _Probe(pooled, keyset, at, old)
+            grown = probe.grown(pooled, at, new)
+            fresh = _Probe(pooled, keyset, at, new).bounds()
+            if new <= old:
+                assert grown is None
+                continue
+            assert grown is not None and grown.fits(at, new)
+            assert grown.bounds() == fresh, (cursor, grown.bounds(), fresh)
+        moved = dataclasses.replace(operation, next_cursor=[30])
+        assert _Probe(pooled, keyset, operation, old).grown(pooled, moved, new) is None
