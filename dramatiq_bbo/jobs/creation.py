@@ -26,7 +26,6 @@ and nothing is written).
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass, replace
 from typing import Any
@@ -40,12 +39,12 @@ from ..pipeline.runtime import transitioned
 from ..queries import query
 from ..state.records import JobRecord, JobStatus, OperationRecord, OperationStatus
 from ..state.store import insert_job, tables_for
-from ..walk.catalog import json_values
 from ..walk.keyset import Keyset, Range
-from ..walk.statements import eager, one_transaction
+from ..walk.statements import one_transaction
 from . import sizing
 from .bookkeeping import earlier_end, finish_if_exhausted, roll_up_counters
 from .instance import build_operation, identity_holds, identity_query
+from .range_probe import RangeProbe
 
 __all__ = ["Chained", "create_next_job", "end_and_next"]
 
@@ -68,82 +67,6 @@ class Chained:
     #: the optimizer's window (recent successful jobs, latest first) after job N: what the
     #: next end of the same chain passes as ``recent`` instead of reading it again
     recent: tuple[JobRecord, ...] = ()
-
-
-class _Probe:
-    """The three index probes of the next job's range, sent before any is read (in the
-    caller's pipeline), for one resume cursor and batch size (see
-    :func:`~dramatiq_bbo.walk.keyset.next_batch_bounds`, which answers the same question
-    with the tail probe sent only when needed). Prepared, with generic plans for an
-    unscoped walk: planning a range probe makes Postgres look up the index's actual end,
-    through every entry the operation deleted and vacuum has not removed yet."""
-
-    def __init__(
-        self, conn: psycopg.Connection[Any], keyset: Keyset, op: OperationRecord, size: int
-    ) -> None:
-        self.keyset = keyset
-        self.basis = (op.min_cursor, op.max_cursor, op.next_cursor, size)
-        self._cursors: list[Cur] = []
-        self._rows: tuple[Any, Any, Any] | None = None
-        if op.max_cursor is None:  # the table (or scope) was empty at enqueue
-            self._rows = (None, None, None)
-            return
-        lower = op.next_cursor if op.next_cursor is not None else op.min_cursor
-        probes = keyset.batch_probes(after=op.next_cursor is not None, bounded=bool(lower))
-        values = [*(lower or []), *op.max_cursor]
-        offsets = (0, max(size, 1) - 1, 0)
-        self._cursors = [
-            _send_probe(conn, keyset, probe, [*values, offset])
-            for probe, offset in zip(probes, offsets, strict=True)
-        ]
-
-    def fits(self, op: OperationRecord, size: int) -> bool:
-        return self.basis == (op.min_cursor, op.max_cursor, op.next_cursor, size)
-
-    def rows(self) -> tuple[Any, Any, Any]:
-        """(first row, ``size``-th row, last row of the range), each None when missing."""
-        if self._rows is None:
-            first, last, tail = (cur.fetchone() for cur in self._cursors)
-            self._rows = (first, last, tail)
-        return self._rows
-
-    def grown(self, conn: psycopg.Connection[Any], op: OperationRecord, size: int) -> _Probe | None:
-        """This range probed at a larger ``size`` by walking on from this probe's
-        ``size``-th row (the index entries before it are not read twice: the optimizer
-        grows a job's size after the probe at the old one was sent); None when the cursor
-        moved or the size shrank (probe afresh)."""
-        old = self.basis
-        if old[:3] != (op.min_cursor, op.max_cursor, op.next_cursor) or size <= old[3]:
-            return None
-        first, last, tail = self.rows()
-        grown = copy.copy(self)
-        grown.basis = (*old[:3], size)
-        if first is None or last is None or op.max_cursor is None:
-            return grown  # fewer rows than the old size left: the same range
-        probe = self.keyset.batch_probes(after=True, bounded=True)[1]
-        values = [*last, *op.max_cursor, size - old[3] - 1]
-        grown._rows, grown._cursors = None, [_send_probe(conn, self.keyset, probe, values)]
-        further = grown._cursors[0].fetchone()
-        grown._rows = (first, further, tail)
-        return grown
-
-    def bounds(self) -> Range | None:
-        """The range (first, last), or None when no row remains."""
-        first, last, tail = self.rows()
-        if first is None:
-            return None
-        if last is None:  # fewer than batch_size rows left: the range's last row ends it
-            last = tail if tail is not None else first  # rows deleted meanwhile
-        return json_values(first), json_values(last)
-
-
-def _send_probe(
-    conn: psycopg.Connection[Any], keyset: Keyset, probe: Any, values: list[Any]
-) -> Cur:
-    """One range probe (``values`` fill its slots); an unscoped walk's prepared, to run its
-    generic plan (the transaction's ``plan_cache_mode``, see ``one_transaction``)."""
-    prepare = eager(conn) if keyset.unscoped else None
-    return conn.execute(probe.text, probe.params(values), prepare=prepare)
 
 
 def _keyset_and_identity(
@@ -248,7 +171,7 @@ def _create(
         found = _lock(conn, operation, guards)
         live = _live(conn, operation) if claim_for is not None else None
         checked = conn.execute(*identity) if identity is not None else None
-        probe = _Probe(conn, keyset, operation, operation.batch_size)
+        probe = RangeProbe(conn, keyset, operation, operation.batch_size)
         locked = _locked(found, operation)
         if not _identity_holds(conn, operation, checked):
             raise _TableMoved()
@@ -257,7 +180,7 @@ def _create(
                 f"operation {locked.id} already runs a job under a live lease; one at a time"
             )
         if not probe.fits(locked, locked.batch_size):
-            probe = _Probe(conn, keyset, locked, locked.batch_size)
+            probe = RangeProbe(conn, keyset, locked, locked.batch_size)
         range_ = probe.bounds()
         if range_ is None:
             return None
@@ -309,7 +232,7 @@ def end_and_next(
         if keyset is not None:
             window = _read_window(conn, operation) if recent is None else None
             live = _live(conn, operation)
-            probe = _Probe(conn, keyset, operation, operation.batch_size)
+            probe = RangeProbe(conn, keyset, operation, operation.batch_size)
         locked = _locked(found, operation)
         row = ended.fetchone()
         if row is None and retried:
@@ -374,7 +297,7 @@ def _after_end(
 def _next(
     conn: psycopg.Connection[Any],
     keyset: Keyset,
-    probe: _Probe,
+    probe: RangeProbe,
     locked: OperationRecord,
     done: JobRecord,
     recent: list[JobRecord],
@@ -389,7 +312,7 @@ def _next(
         size = decision.new
     new_size = size if size != locked.batch_size else None
     if not probe.fits(locked, size):
-        probe = probe.grown(conn, locked, size) or _Probe(conn, keyset, locked, size)
+        probe = probe.grown(conn, locked, size) or RangeProbe(conn, keyset, locked, size)
     range_ = probe.bounds()
     if range_ is None:
         return _exhausted(conn, locked, done, decision, new_size)

@@ -265,12 +265,7 @@ def _run_claimed(
         instance._engine = engine
         instance.perform()
         _close(engine)
-        if engine.started and not engine.exhausted and engine.interrupted_reason is None:
-            raise IncompleteJob(
-                f"{type(instance).__name__}.perform() returned before each_sub_batch() reached "
-                f"the end of job {job.id}'s range (a break in the loop?); the last sub-batch "
-                "rolled back and the job will be retried from its checkpoint"
-            )
+        _check_complete(instance, engine, job)
     except LeaseLost:
         _close(engine)
         raise
@@ -290,6 +285,15 @@ def _run_claimed(
             logger.exception("could not give job %s back after an interrupt", job.id)
         raise
     return end(engine, started)
+
+
+def _check_complete(instance: Any, engine: SubBatchEngine, job: JobRecord) -> None:
+    if engine.started and not engine.exhausted and engine.interrupted_reason is None:
+        raise IncompleteJob(
+            f"{type(instance).__name__}.perform() returned before each_sub_batch() reached "
+            f"the end of job {job.id}'s range (a break in the loop?); the last sub-batch "
+            "rolled back and the job will be retried from its checkpoint"
+        )
 
 
 def _close(engine: SubBatchEngine | None) -> None:

@@ -23,6 +23,30 @@ FROM pg_catalog.pg_attribute AS a
 WHERE a.attrelid = %(oid)s::oid AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum;
 
+-- name: catalog_reflect_columns
+-- description: What peewee's reflection asks of a table's columns (dramatiq_bbo.walk.tables), from the catalog by oid: name, type, nullability, primary key membership, default, full type, identity. information_schema answers the same, but planning its views costs milliseconds per table.
+SELECT a.attname AS name,
+       format_type(a.atttypid, NULL) AS data_type,
+       NOT a.attnotnull AS nullable,
+       coalesce(a.attnum = ANY (pk.indkey), false) AS primary_key,
+       pg_get_expr(d.adbin, d.adrelid) AS column_default,
+       format_type(a.atttypid, a.atttypmod) AS full_type,
+       a.attidentity <> '' OR coalesce(pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%%', false)
+           AS identity
+FROM pg_catalog.pg_attribute AS a
+LEFT JOIN pg_catalog.pg_attrdef AS d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+LEFT JOIN pg_catalog.pg_index AS pk ON pk.indrelid = a.attrelid AND pk.indisprimary
+WHERE a.attrelid = %(oid)s::oid AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum;
+
+-- name: catalog_reflect_primary_key
+-- description: A table's primary key columns in key order (peewee's reflection), from the catalog by oid.
+SELECT a.attname AS name
+FROM pg_catalog.pg_index AS i
+JOIN pg_catalog.pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+WHERE i.indrelid = %(oid)s::oid AND i.indisprimary
+ORDER BY array_position(i.indkey::int2[], a.attnum);
+
 -- name: catalog_table_indexes
 -- description: Every index of a table with what the cursor checks need (method, keys, flags).
 SELECT ic.relname AS name,

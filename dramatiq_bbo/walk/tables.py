@@ -32,11 +32,11 @@ from typing import Any
 
 import peewee
 import psycopg
-from playhouse.reflection import Introspector, PostgresqlMetadata
+from playhouse.reflection import Introspector, Metadata, PostgresqlMetadata
 
 from ..db import REGISTRY, database_for
 from ..errors import OperationDefinitionError, TableNotFound
-from ..queries import query
+from ..queries import query, raw
 from ..reconnect import heal, is_connection_error
 from .catalog import TableInfo, TableRef, display_name, resolve_stored, resolve_table
 
@@ -47,11 +47,68 @@ _infos: weakref.WeakKeyDictionary[Any, dict[TableRef, TableInfo]] = weakref.Weak
 _lock = threading.Lock()
 
 
+#: the type map reflection reads from ``pg_type`` (several hundred rows), once per database
+_type_maps: weakref.WeakKeyDictionary[Any, dict[int, Any]] = weakref.WeakKeyDictionary()
+
+
 class _OneTableMetadata(PostgresqlMetadata):  # type: ignore[misc]
-    """Reflection metadata that reports no foreign keys (see the module docstring)."""
+    """Reflection metadata for the one table an operation walks: no foreign keys (see the
+    module docstring), no indexes (the model queries its table, it never creates one), and
+    the type map read from ``pg_type`` once per database rather than for every table
+    (:func:`forget` drops it too: after ``CREATE EXTENSION hstore``, say)."""
+
+    def __init__(self, database: Any, table: TableInfo) -> None:
+        with _lock:
+            known = _type_maps.get(database)
+        if known is None:
+            super().__init__(database)
+            types: dict[int, Any] = getattr(self, "column_map")  # noqa: B009 (untyped base)
+            with _lock:
+                _type_maps[database] = dict(types)
+        else:
+            Metadata.__init__(self, database)
+            self.column_map = dict(known)
+        self.database = _OneTableDatabase(database, table)
 
     def get_foreign_keys(self, table: str, schema: str | None = None) -> list[Any]:
         return []
+
+    def get_indexes(self, table: str, schema: str | None = None) -> list[Any]:
+        return []
+
+
+#: peewee's column description (its fields past ``default`` came in peewee 3.17)
+_COLUMN: Any = peewee.ColumnMetadata
+
+
+class _OneTableDatabase:
+    """The peewee database as reflection sees it: its schema holds the one table (reflection
+    lists every table of the schema first, which costs as much as the rest in a schema of
+    thousands), whose columns and primary key are read from the catalog by oid (peewee's
+    own queries read ``information_schema``, whose views take milliseconds to plan). A
+    table that vanished meanwhile reflects no column: :func:`_reflect` says so."""
+
+    def __init__(self, database: Any, table: TableInfo) -> None:
+        self._database, self._table = database, table
+
+    def get_tables(self, schema: str | None = None) -> list[str]:
+        return [self._table.name]
+
+    def get_columns(self, table: str, schema: str | None = None) -> list[Any]:
+        cursor = self._database.execute_sql(
+            raw("catalog_reflect_columns"), {"oid": self._table.oid}
+        )
+        names = ("name", "data_type", "null", "primary_key", "default", "full_type", "identity")
+        return [_COLUMN(table=table, **dict(zip(names, row, strict=True))) for row in cursor]
+
+    def get_primary_keys(self, table: str, schema: str | None = None) -> list[str]:
+        cursor = self._database.execute_sql(
+            raw("catalog_reflect_primary_key"), {"oid": self._table.oid}
+        )
+        return [row[0] for row in cursor]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._database, name)
 
 
 class _AnyNameIntrospector(Introspector):  # type: ignore[misc]
@@ -149,10 +206,12 @@ def forget(database_name: str | None = None) -> None:
         if database_name is None:
             _cache.clear()
             _infos.clear()
+            _type_maps.clear()
         else:
             database = peewee_database(database_name)
             _cache.pop(database, None)
             _infos.pop(database, None)
+            _type_maps.pop(database, None)
 
 
 def _reflect(database: peewee.Database, info: TableInfo) -> type[peewee.Model]:
@@ -167,7 +226,7 @@ def _reflect(database: peewee.Database, info: TableInfo) -> type[peewee.Model]:
             raise
         models = _generate(database, info)
     model = models.get(info.name)
-    if model is None:
+    if model is None or not model._meta.columns:
         raise TableNotFound(
             f"table {info.display} could not be reflected (it disappeared, or the role may "
             "not read its catalog entries)"
@@ -177,7 +236,8 @@ def _reflect(database: peewee.Database, info: TableInfo) -> type[peewee.Model]:
 
 def _generate(database: peewee.Database, info: TableInfo) -> dict[str, Any]:
     # the metadata object reads pg_type as it is built: on the connection too
-    introspector = _AnyNameIntrospector(_OneTableMetadata(database), schema=info.schema)
+    metadata = _OneTableMetadata(database, info)
+    introspector = _AnyNameIntrospector(metadata, schema=info.schema)
     return introspector.generate_models(  # type: ignore[no-any-return]
         table_names=[info.name], literal_column_names=True
     )

@@ -228,8 +228,8 @@ def test_a_probe_grown_to_a_larger_size_finds_the_range_a_fresh_probe_finds(
 ) -> None:
     """The optimizer grows the size after the range was probed at the old one: the larger
     range is probed on from the old probe's last row, and must be the same range."""
-    from dramatiq_bbo.jobs.creation import _Probe
     from dramatiq_bbo.jobs.instance import build_operation
+    from dramatiq_bbo.jobs.range_probe import RangeProbe
 
     conn.execute("CREATE TABLE items (id bigint PRIMARY KEY, visits int NOT NULL DEFAULT 0)")
     conn.execute("INSERT INTO items (id) SELECT g * 3 FROM generate_series(1, 30) AS g")
@@ -238,13 +238,13 @@ def test_a_probe_grown_to_a_larger_size_finds_the_range_a_fresh_probe_finds(
     with REGISTRY.connection() as pooled:
         for cursor in (None, [15], [84]):  # from the start, mid-range, near the end
             at = dataclasses.replace(operation, next_cursor=cursor)
-            probe = _Probe(pooled, keyset, at, old)
+            probe = RangeProbe(pooled, keyset, at, old)
             grown = probe.grown(pooled, at, new)
-            fresh = _Probe(pooled, keyset, at, new).bounds()
+            fresh = RangeProbe(pooled, keyset, at, new).bounds()
             if new <= old:
                 assert grown is None
                 continue
             assert grown is not None and grown.fits(at, new)
             assert grown.bounds() == fresh, (cursor, grown.bounds(), fresh)
         moved = dataclasses.replace(operation, next_cursor=[30])
-        assert _Probe(pooled, keyset, operation, old).grown(pooled, moved, new) is None
+        assert RangeProbe(pooled, keyset, operation, old).grown(pooled, moved, new) is None
