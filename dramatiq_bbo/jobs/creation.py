@@ -44,7 +44,7 @@ from ..walk.statements import one_transaction
 from . import sizing
 from .bookkeeping import earlier_end, finish_if_exhausted, roll_up_counters
 from .instance import build_operation, identity_holds, identity_query
-from .range_probe import RangeProbe
+from .range_probe import RangeProbe, operation_density
 
 __all__ = ["Chained", "create_next_job", "end_and_next"]
 
@@ -171,7 +171,9 @@ def _create(
         found = _lock(conn, operation, guards)
         live = _live(conn, operation) if claim_for is not None else None
         checked = conn.execute(*identity) if identity is not None else None
-        probe = RangeProbe(conn, keyset, operation, operation.batch_size)
+        probe = RangeProbe(
+            conn, keyset, operation, operation.batch_size, operation_density(operation)
+        )
         locked = _locked(found, operation)
         if not _identity_holds(conn, operation, checked):
             raise _TableMoved()
@@ -180,7 +182,7 @@ def _create(
                 f"operation {locked.id} already runs a job under a live lease; one at a time"
             )
         if not probe.fits(locked, locked.batch_size):
-            probe = RangeProbe(conn, keyset, locked, locked.batch_size)
+            probe = RangeProbe(conn, keyset, locked, locked.batch_size, operation_density(locked))
         range_ = probe.bounds()
         if range_ is None:
             return None
@@ -205,6 +207,7 @@ def end_and_next(
     create_next: bool = True,
     retried: bool = False,
     recent: tuple[JobRecord, ...] | None = None,
+    density: float | None = None,
 ) -> Chained:
     """Record the end of ``job`` (``finish``: the parameters of ``execution_finish_job``,
     lease owner included) with what it means for its operation, and — ``create_next``, when
@@ -217,7 +220,9 @@ def end_and_next(
     is exhausted (the operation then ends here when nothing is left to run). ``operation`` is
     best the record the job was created from: its cursor and size are what the range is
     probed with before the lock answers. ``recent``: the previous end's ``Chained.recent``
-    when no other runner ran a job since (a chain), so the window is not read again."""
+    when no other runner ran a job since (a chain), so the window is not read again.
+    ``density``: rows per key value in the range job N walked (sizes an estimated next
+    range, :mod:`~dramatiq_bbo.jobs.range_probe`)."""
     operations, jobs = tables_for(operation)
     chained = create_next and finish["status"] == JobStatus.SUCCEEDED
     keyset, identity = _keyset_and_identity(conn, operation) if chained else (None, None)
@@ -232,7 +237,7 @@ def end_and_next(
         if keyset is not None:
             window = _read_window(conn, operation) if recent is None else None
             live = _live(conn, operation)
-            probe = RangeProbe(conn, keyset, operation, operation.batch_size)
+            probe = RangeProbe(conn, keyset, operation, operation.batch_size, density)
         locked = _locked(found, operation)
         row = ended.fetchone()
         if row is None and retried:
@@ -312,7 +317,8 @@ def _next(
         size = decision.new
     new_size = size if size != locked.batch_size else None
     if not probe.fits(locked, size):
-        probe = probe.grown(conn, locked, size) or RangeProbe(conn, keyset, locked, size)
+        grown = probe.grown(conn, locked, size)
+        probe = grown or RangeProbe(conn, keyset, locked, size, probe.density)
     range_ = probe.bounds()
     if range_ is None:
         return _exhausted(conn, locked, done, decision, new_size)

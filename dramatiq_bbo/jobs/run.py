@@ -62,6 +62,7 @@ from .ending import StopCheck
 from .heartbeat import HEARTBEAT, lease_lost_check
 from .instance import build_operation
 from .outcomes import JobOutcome, job_event
+from .range_probe import density
 from .verdict import verdict
 
 __all__ = [
@@ -319,7 +320,8 @@ def _end(
     (or an interrupt) hands the job over: an interruption, not an attempt."""
     duration = time.monotonic() - started
     ended = verdict(job, owner, engine, duration, exception, release)
-    final = _record_end(name, connection, operation, job, ended.params, chain)
+    walked = density(job.min_cursor, job.max_cursor, engine.processed) if engine else None
+    final = _record_end(name, connection, operation, job, ended.params, chain, walked)
     job_event(operation, final, JobStatus.RUNNING, interrupted_reason=ended.interrupted)
     outcome = ended.outcome(final, engine, duration)
     current().after_job(operation, outcome)
@@ -333,9 +335,11 @@ def _record_end(
     job: JobRecord,
     params: dict[str, Any],
     chain: _Chain | None,
+    walked: float | None = None,
 ) -> JobRecord:
     """Write the end (``params``) in one transaction with what it means for the operation,
-    and the next job's creation when ``chain`` asks for it (:func:`end_and_next`). Postgres
+    and the next job's creation when ``chain`` asks for it (:func:`end_and_next`; ``walked``:
+    the density of the keys the job walked, which sizes the next range). Postgres
     may be restarting: the end is written once it answers, recognising an earlier try whose
     answer was lost (and the next job it created, if it did)."""
     tries: list[int] = []
@@ -352,6 +356,7 @@ def _record_end(
                 create_next=chain is not None,
                 retried=len(tries) > 1,
                 recent=chain.recent if chain and len(tries) == 1 else None,
+                density=walked,
             )
             if chain is not None and chained.next_job is None and len(tries) > 1:
                 found = recover_claimed(conn, operation, chain.owner)
