@@ -113,7 +113,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dsn", help="admin DSN of a server (default: embedded Postgres)")
     parser.add_argument("--quick", action="store_true", help="every section smaller (minutes)")
     parser.add_argument("--only", help=f"comma-separated sections among: {', '.join(SECTIONS)}")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of the throughput sides")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        help="rounds of the throughput sides (default 5; 3 with --quick): each round's order"
+        " is rotated, and the median of more rounds moves less with the machine's noise",
+    )
     parser.add_argument("--threads", type=int, default=4, help="threads of the worker process")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     args = parser.parse_args(argv)
@@ -121,6 +126,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
         parser.error(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    if args.repeat is None:
+        args.repeat = 3 if args.quick else 5
     if args.repeat < 3:
         parser.error("--repeat must be at least 3 (the figures are medians of >= 3 rounds)")
     args.names = names
