@@ -148,9 +148,10 @@ def enqueue(table: str, sub_batch: int, connection: Any = None) -> Any:
 
 
 def in_process(dsn: str, table: str, sub_batch: int) -> float:
-    started = time.perf_counter()
-    # enqueued inside our own transaction: no wake-up, so no worker ever sees this operation
+    # enqueued inside our own transaction: no wake-up, so no worker ever sees this operation;
+    # the clock starts once connected, as the hand loop's does
     with psycopg.connect(dsn) as conn:
+        started = time.perf_counter()
         operation = enqueue(table, sub_batch, connection=conn)
         conn.commit()
     final = bbo.run_to_completion(operation.id)

@@ -88,14 +88,20 @@ def one_transaction(
     costs one round trip. (psycopg's ``conn.transaction()`` syncs the pipeline as it begins
     and again as it commits: three round trips for the same block.) An error — a failed
     statement, or an exception the block raises — rolls the transaction back and
-    propagates. A connection already in a transaction (a caller's), or not in autocommit
-    mode, gets ``conn.transaction()`` as before: a savepoint, never a ``COMMIT`` of the
-    caller's work. ``generic_plans``: the transaction's prepared statements run their generic
-    plans (``SET LOCAL plan_cache_mode``), only in a transaction of its own (a caller's keeps
-    its plans)."""
-    idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    if not psycopg.Pipeline.is_supported() or not conn.autocommit or not idle:
+    propagates. On an autocommit connection already in a transaction (the caller's), the
+    block is a savepoint queued the same way (``SAVEPOINT``, the block, ``RELEASE``), rolled
+    back to on an error: never a ``COMMIT`` of the caller's work. A connection not in
+    autocommit mode gets ``conn.transaction()``. ``generic_plans``: the transaction's prepared
+    statements run their generic plans (``SET LOCAL plan_cache_mode``), only in a transaction
+    of its own (a caller's keeps its plans)."""
+    status = conn.info.transaction_status
+    known = status in (psycopg.pq.TransactionStatus.IDLE, psycopg.pq.TransactionStatus.INTRANS)
+    if not psycopg.Pipeline.is_supported() or not conn.autocommit or not known:
         with pipelined(conn), conn.transaction():
+            yield
+        return
+    if status == psycopg.pq.TransactionStatus.INTRANS:
+        with _savepoint(conn):
             yield
         return
     try:
@@ -107,6 +113,24 @@ def one_transaction(
             conn.execute("COMMIT")
     except BaseException:
         rollback(conn)
+        raise
+
+
+#: the savepoint of a :func:`one_transaction` block inside a caller's transaction
+_SAVEPOINT = "bbo_step"
+
+
+@contextlib.contextmanager
+def _savepoint(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    try:
+        with conn.pipeline():
+            conn.execute(f"SAVEPOINT {_SAVEPOINT}")
+            yield
+            conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+    except BaseException:
+        if not conn.closed and not conn.broken:
+            conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+            conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
         raise
 
 

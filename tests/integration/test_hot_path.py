@@ -251,8 +251,16 @@ def test_one_transaction_commits_the_block_and_rolls_it_back_on_any_error(
         with one_transaction(caller):
             caller.execute("INSERT INTO one_tx VALUES (5)")
         caller.rollback()
+    with psycopg.connect(dsn, autocommit=True) as caller, caller.transaction():
+        caller.execute("INSERT INTO one_tx VALUES (6)")
+        with pytest.raises(psycopg.errors.UniqueViolation), one_transaction(caller):
+            caller.execute("INSERT INTO one_tx VALUES (7)")  # a savepoint: only it is undone
+            caller.execute("INSERT INTO one_tx VALUES (6)")
+        with one_transaction(caller):
+            caller.execute("INSERT INTO one_tx VALUES (8)")
+        assert caller.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
     rows = conn.execute("SELECT id FROM one_tx ORDER BY id").fetchall()
-    assert rows == [(1,)]
+    assert rows == [(1,), (6,), (8,)]
 
 
 def test_a_gated_claim_asks_its_gate_with_the_operation_locked_and_claims_nothing_on_no(
