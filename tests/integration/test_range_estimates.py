@@ -15,16 +15,9 @@ from dramatiq_bbo.db import REGISTRY
 from dramatiq_bbo.jobs.instance import build_operation
 from dramatiq_bbo.jobs.range_probe import ESTIMATE_FROM, RangeProbe, density
 
+from .test_job_chaining import Visit
+
 SIZE = ESTIMATE_FROM
-
-
-class Visit(bbo.BaseOperation):
-    name = "test_range_estimates.visit"
-    pause_ms = 0
-
-    def perform(self) -> None:
-        for sub_batch in self.each_sub_batch():
-            sub_batch.update(visits=self.table.visits + 1)
 
 
 def make_items(conn: psycopg.Connection[Any], keys: str, column: str = "id bigint") -> None:
