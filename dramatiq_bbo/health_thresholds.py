@@ -34,7 +34,7 @@ _BIG = float(2**62)
 
 def _threshold(default: Any, *, high: float | None = None, kind: str = "number") -> Any:
     """A threshold field: its default, and what it accepts (``kind``; numbers in
-    ``0..high``)."""
+    ``0..high``, whole ones for a ``count``: xids, segments, bytes)."""
     return field(default=default, metadata={"kind": kind, "high": high})
 
 
@@ -59,7 +59,7 @@ class HealthSettings(Mapping[str, Any]):
     max_transaction_age_seconds: float = _threshold(600.0, high=30 * _DAY_S)
     #: stop when a backend, prepared transaction or replication slot holds the xmin horizon
     #: this many transaction ids back
-    max_xmin_age_xids: int = _threshold(10_000_000, high=2**32)
+    max_xmin_age_xids: int = _threshold(10_000_000, high=2**32, kind="count")
     # -- saturation: client backends ÷ max_connections ---------------------------------------
     #: stop above this ratio of the server's max_connections in use (1: never before full)
     max_connection_ratio: float = _threshold(0.9, high=1.0)
@@ -68,17 +68,17 @@ class HealthSettings(Mapping[str, Any]):
     autovacuum_stop_on_any: bool = _threshold(True, kind="bool")
     # -- wal_archive: segments waiting for archival (dramatiq_bbo.health.archive)
     #: stop above this many WAL segments not yet archived
-    max_archive_backlog_segments: int = _threshold(42, high=_BIG)
+    max_archive_backlog_segments: int = _threshold(42, high=_BIG, kind="count")
     # -- wal_rate: WAL generated per second (dramatiq_bbo.health.wal_rate)
     #: stop above this rate of WAL generation, in bytes per second
-    max_wal_bytes_per_second: int = _threshold(64 * 1024 * 1024, high=_BIG)
+    max_wal_bytes_per_second: int = _threshold(64 * 1024 * 1024, high=_BIG, kind="count")
     #: a check sooner than this after the previous WAL sample repeats the previous answer
     min_wal_rate_interval_seconds: float = _threshold(1.0, high=_DAY_S)
     # -- replication_lag: standbys of the primary (dramatiq_bbo.health.replication)
     #: stop when any standby's replay lag exceeds this many seconds
     max_replication_lag_seconds: float = _threshold(60.0, high=30 * _DAY_S)
     #: stop when any standby has this many bytes of WAL not yet replayed
-    max_replication_lag_bytes: int = _threshold(1024 * 1024 * 1024, high=_BIG)
+    max_replication_lag_bytes: int = _threshold(1024 * 1024 * 1024, high=_BIG, kind="count")
     # -- prometheus: an SLI compared with its SLO (off unless prometheus_url is set) ---------
     #: base URL of the Prometheus server, e.g. "http://prometheus:9090"; None: indicator off
     prometheus_url: str | None = _threshold(None, kind="text")
@@ -169,6 +169,13 @@ def _checked(f: dataclasses.Field[Any], value: Any) -> Any:
                 f"health setting {name!r} must be a list of indicator names, got {value!r}"
             )
         return tuple(value)
+    elif kind == "count":
+        if not _number(value) or not float(value).is_integer() or not 0 <= value <= high:
+            raise ConfigurationError(
+                f"health setting {name!r} must be a whole number, got {value!r}; "
+                f"accepted: 0..{high:g}"
+            )
+        return int(value)
     elif not (value is None and kind == "optional number"):
         if not _number(value) or not 0 <= value <= high:
             raise ConfigurationError(

@@ -155,6 +155,7 @@ def accepted(field: dataclasses.Field[Any]) -> str:
         upto = f" in 0..{_number(high)}" if high is not None and high < 2**62 else " ≥ 0"
         return {
             "number": f"a number{upto}",
+            "count": f"a whole number{upto}",
             "optional number": f"None or a number{upto}",
             "text": "None or text",
             "bool": "True or False",

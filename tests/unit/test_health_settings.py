@@ -55,6 +55,8 @@ def test_an_unknown_threshold_name_is_refused_naming_the_known_ones() -> None:
         ("max_connection_ratio", -0.1),
         ("indicator_timeout_seconds", float("inf")),
         ("max_xmin_age_xids", "many"),
+        ("max_xmin_age_xids", 1.5),
+        ("max_wal_bytes_per_second", 1024.25),
         ("autovacuum_stop_on_any", 1),
         ("disabled_indicators", "wal_rate"),
         ("cache_seconds", {"long_transaction": -1}),
@@ -68,6 +70,11 @@ def test_a_threshold_of_the_wrong_kind_or_out_of_bounds_is_refused_by_name(
         Settings().replace(health={name: value})
     with pytest.raises(ConfigurationError, match=name):
         HealthSettings(**{name: value})  # type: ignore[arg-type]
+
+
+def test_a_whole_number_given_as_a_float_is_kept_as_an_int() -> None:
+    assert HealthSettings(max_replication_lag_bytes=1e9).max_replication_lag_bytes == 10**9  # type: ignore[arg-type]
+    assert isinstance(HealthSettings(max_xmin_age_xids=2e6).max_xmin_age_xids, int)  # type: ignore[arg-type]
 
 
 def test_a_prometheus_url_without_its_query_and_slo_is_refused() -> None:
