@@ -63,6 +63,8 @@ class BaseOperation:
     - ``batch_size``, ``sub_batch_size``, ``pause_ms``, ``interval_seconds``,
       ``min_batch_size``, ``max_batch_size``: per-class defaults over the settings;
       ``enqueue()`` may override them.
+    - ``priority``: the default of ``enqueue(priority=...)`` for the class (else 0); higher
+      runs first among operations of the same kind.
     """
 
     name: ClassVar[str]
@@ -81,6 +83,7 @@ class BaseOperation:
     interval_seconds: ClassVar[float | None] = None
     min_batch_size: ClassVar[int | None] = None
     max_batch_size: ClassVar[int | None] = None
+    priority: ClassVar[int | None] = None
 
     #: set by the framework before ``perform`` (or ``process``) runs
     table: Any

@@ -48,6 +48,7 @@ def check_class(cls: Any, base: Any) -> None:
     _check_name(cls)
     _check_cursor(cls)
     _check_sizes(cls)
+    _check_priority(cls)
     _check_tables(cls)
     _check_entry_point(cls, base)
 
@@ -91,6 +92,16 @@ def _check_sizes(cls: Any) -> None:
             raise OperationDefinitionError(
                 f"{cls.__qualname__}: {attribute} must be an int, got {value!r}"
             )
+
+
+def _check_priority(cls: Any) -> None:
+    value = cls.priority
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not -32768 <= value <= 32767:
+        raise OperationDefinitionError(
+            f"{cls.__qualname__}: priority must be an int in -32768..32767, got {value!r}"
+        )
 
 
 def _check_tables(cls: Any) -> None:

@@ -123,7 +123,7 @@ def enqueue(
     interval_seconds: float | None = None,
     min_batch_size: int | None = None,
     max_batch_size: int | None = None,
-    priority: int = 0,
+    priority: int | None = None,
     connection: Any = None,
 ) -> EnqueueResult:
     """Create an operation over ``table_name`` batched on ``column_name`` (or return the
@@ -133,7 +133,8 @@ def enqueue(
     (:mod:`dramatiq_bbo.jobs.learned_sizes`). Scope: ``organization_id`` + ``user_id`` (or
     ``user=``), or neither for a cell-local operation — then the current organization's, if a
     :func:`~dramatiq_bbo.current_organization` block is in force (explicit arguments win).
-    See the module docstring for ``connection=`` and duplicates."""
+    ``priority``: this call's, else the class attribute's, else 0. See the module docstring
+    for ``connection=`` and duplicates."""
     organization_id, user_id, user = scope_arguments(organization_id, user_id, user)
     request = check_request(
         resolve(operation_class_or_name),

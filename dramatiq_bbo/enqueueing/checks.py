@@ -92,7 +92,7 @@ def check_request(
         user_id=user_key,
         database=_database(operation_class, database),
         sizes=_sizes(operation_class, REGISTRY.settings, sizes),
-        priority=_priority(priority),
+        priority=_priority(operation_class, priority),
         batch_size_given=sizes.get("batch_size") is not None,
     )
 
@@ -264,9 +264,18 @@ def _checked_size(name: str, value: Any, origin: str) -> Any:
     return check_value(name, value, origin=origin, error=InvalidBatchSizes)
 
 
-def _priority(priority: Any) -> int:
+def _priority(cls: type[BaseOperation], priority: Any) -> int:
+    """The call's priority, else the class's, else 0."""
+    origin = "priority"
+    if priority is None:
+        priority, origin = getattr(cls, "priority", None), f"{cls.__name__}.priority"
+    return 0 if priority is None else check_priority(priority, origin)
+
+
+def check_priority(priority: Any, origin: str = "priority") -> int:
+    """``priority`` as an int in Postgres's smallint range, or InvalidPriority naming it."""
     if isinstance(priority, bool) or not isinstance(priority, int) or priority not in _SMALLINT:
-        raise InvalidPriority(f"priority must be an int in -32768..32767, got {priority!r}")
+        raise InvalidPriority(f"{origin} must be an int in -32768..32767, got {priority!r}")
     return priority
 
 

@@ -54,7 +54,7 @@ from ..enqueueing.checks import (
     _arguments_json,
     _checked_size,
     _cursor_columns,
-    _priority,
+    check_priority,
     check_request,
 )
 from ..enqueueing.table_policy import check_name_allowed
@@ -122,7 +122,7 @@ class CronOperation:
             user=None,
             database=self.database,
             sizes={name: self.options.get(name) for name in SIZES},
-            priority=self.options.get("priority", 0),
+            priority=self.options.get("priority"),
         )
         recent: OperationRecord | None = None
         with REGISTRY.connection(request.database) as conn:
@@ -347,7 +347,7 @@ def _checked_options(options: Mapping[str, Any]) -> dict[str, Any]:
         if value is None:
             continue
         if key == "priority":
-            checked[key] = _priority(value)
+            checked[key] = check_priority(value, "schedule(priority=...)")
         else:
             checked[key] = _checked_size(key, value, f"schedule({key}=...)")
     return checked

@@ -216,6 +216,20 @@ def test_enqueue_refuses_bad_priority(conn, todos, define_operation):
     )
 
 
+def test_the_class_priority_is_the_default_and_the_call_wins(conn, todos, define_operation):
+    op = define_operation(priority=7)
+    assert bbo.enqueue(op, todos, "id").operation.priority == 7
+    assert bbo.enqueue(op, todos, "id", arguments={"x": 1}, priority=-3).operation.priority == -3
+    plain = define_operation()
+    assert bbo.enqueue(plain, todos, "id").operation.priority == 0
+
+
+@pytest.mark.parametrize("value", [40000, 1.5, True, "high"])
+def test_a_bad_class_priority_is_refused_when_the_class_is_defined(define_operation, value):
+    with pytest.raises(errors.OperationDefinitionError, match="priority must be an int"):
+        define_operation(priority=value)
+
+
 # -- the scope ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("scope", "offending"),
