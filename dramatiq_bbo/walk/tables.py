@@ -68,7 +68,9 @@ class _OneTableMetadata(PostgresqlMetadata):  # type: ignore[misc]
         else:
             Metadata.__init__(self, database)
             self.column_map = dict(known)
-        self.database = _OneTableDatabase(database, table)
+        #: what the metadata reads the catalog through while the introspector asks it
+        #: (:meth:`_AnyNameIntrospector.introspect`); the models are bound to ``database``
+        self.one_table = _OneTableDatabase(database, table)
 
     def get_foreign_keys(self, table: str, schema: str | None = None) -> list[Any]:
         return []
@@ -113,7 +115,17 @@ class _OneTableDatabase:
 
 class _AnyNameIntrospector(Introspector):  # type: ignore[misc]
     """peewee names the model class after the table, and fails on a table name with no
-    letter or digit in it (``"✓"``, ``" "``): any table name must reflect."""
+    letter or digit in it (``"✓"``, ``" "``): any table name must reflect. The catalog is
+    read through the one-table view of the database (:class:`_OneTableDatabase`) while the
+    tables are introspected; the models made afterwards are bound to the database itself."""
+
+    def introspect(self, *args: Any, **kwargs: Any) -> Any:
+        database = self.metadata.database
+        self.metadata.database = self.metadata.one_table
+        try:
+            return super().introspect(*args, **kwargs)
+        finally:
+            self.metadata.database = database
 
     def make_model_name(self, table: str, snake_case: bool = True) -> str:
         try:

@@ -62,6 +62,7 @@ def test_the_model_has_the_fields_peewee_reflection_gives_the_same_table(
     )["reflected"]
 
     assert fields(ours) == fields(stock)
+    assert ours._meta.database is database  # bound to the database, not to a view of it
     assert type(ours._meta.primary_key).__name__ == "CompositeKey"
     assert ours._meta.primary_key.field_names == ("tenant", "id")
     assert fields(ours)["Mixed_Name"][3] == "Mixed Name"
