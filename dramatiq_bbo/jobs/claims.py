@@ -74,7 +74,8 @@ class Claimed(NamedTuple):
     table_oid: int | None
 
 
-#: Asked in the claim's transaction, the operation row locked, before the job is claimed:
+#: Asked in the claim's transaction, the operation row locked, before the job is claimed
+#: (whatever the operation's status: the gate decides what it means):
 #: True gives the claim up (:class:`ClaimGivenUp`); what the gate wrote on the connection
 #: (a hold, the job given back) commits all the same.
 ClaimGate = Callable[[psycopg.Connection[Any], OperationRecord], bool]
@@ -163,7 +164,7 @@ def _send_gated(
             conn.execute(query("pipeline_generic_plans"), prepare=eager(conn))
             found, oid = _send(conn, key, _READ, params)
         operation = _operation(found, key, name)
-        if operation.unfinished and gate(conn, operation):
+        if gate(conn, operation):
             conn.execute("COMMIT")
             return None
         with pipelined(conn):

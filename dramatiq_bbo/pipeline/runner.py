@@ -109,6 +109,8 @@ class _Start:
     def gate(self, conn: psycopg.Connection[Any], operation: OperationRecord) -> bool:
         self.operation = operation
         self._check = _stop_check(self.database, operation, self.started, _budget(operation))
+        if not operation.unfinished:  # the claim decides; the stop check ends the job
+            return False
         if give_back_if_unknown(conn, self.database, operation, self.job_id):
             return True
         if not self.middleware or not held_by_middleware(conn, operation):

@@ -515,3 +515,21 @@ def test_a_shorter_interval_applies_without_waiting_out_the_old_one(
 
     assert str(operation_id) in scheduler.tick("main").dispatched
     assert bbo.update(operation_id, interval_seconds=10).lease_owner is not None  # longer: kept
+
+
+def test_a_runner_message_of_an_operation_cancelled_meanwhile_runs_one_sub_batch_at_most(
+    steered: str, conn: psycopg.Connection[Any], no_broker: None
+) -> None:
+    """The claim reads the operation whatever its status; the job's stop check, made from
+    that read, ends it at its first boundary."""
+    make_counters(conn, 300)
+    operation_id = enqueue(batch_size=300, sub_batch_size=50)
+    assert orchestrate("main", operation_id) == Decision.DISPATCHED
+    token = operation_row(conn, operation_id)["lease_owner"]
+    job_id = dispatched_job_id(bbo.get_operation(operation_id))
+    bbo.cancel(operation_id)
+
+    runner.run("main", operation_id, job_id, token)
+
+    assert visits(conn).get(1, 0) <= 50
+    assert bbo.get_operation(operation_id).status == bbo.OperationStatus.CANCELLED
