@@ -320,7 +320,9 @@ def _end(
     (or an interrupt) hands the job over: an interruption, not an attempt."""
     duration = time.monotonic() - started
     ended = verdict(job, owner, engine, duration, exception, release)
-    walked = density(job.min_cursor, job.max_cursor, engine.processed) if engine else None
+    # rows per key value over the job's range: what earlier runs of it walked, and this one
+    rows = int(job.processed_tuple_count or 0) + (engine.processed if engine else 0)
+    walked = density(job.min_cursor, job.max_cursor, rows)
     final = _record_end(name, connection, operation, job, ended.params, chain, walked)
     job_event(operation, final, JobStatus.RUNNING, interrupted_reason=ended.interrupted)
     outcome = ended.outcome(final, engine, duration)
