@@ -43,14 +43,16 @@ _INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
 
 def density(first: Any, last: Any, rows: int) -> float | None:
     """Rows per key value over the inclusive range of single-column cursors ``first`` to
-    ``last``: what an estimated probe is sized with (None when it tells nothing)."""
-    if not first or not last or len(first) != 1 or len(last) != 1 or rows <= 0:
+    ``last`` holding ``rows`` rows, counted from one row to the next (rows at every third key
+    are a density of 1/3, exactly): what an estimated probe is sized with (None when it
+    tells nothing)."""
+    if not first or not last or len(first) != 1 or len(last) != 1 or rows < 2:
         return None
     try:
-        span = int(last[0]) - int(first[0]) + 1
+        steps = int(last[0]) - int(first[0])
     except (TypeError, ValueError):
         return None
-    return rows / span if span > 0 else None
+    return (rows - 1) / steps if steps > 0 else None
 
 
 def operation_density(op: OperationRecord) -> float | None:

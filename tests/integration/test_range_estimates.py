@@ -15,6 +15,8 @@ from dramatiq_bbo.db import REGISTRY
 from dramatiq_bbo.jobs.instance import build_operation
 from dramatiq_bbo.jobs.range_probe import ESTIMATE_FROM, RangeProbe, density
 
+from .pipeline_support import drive
+from .pipeline_support import no_broker as no_broker  # a fixture
 from .test_job_chaining import Visit
 
 SIZE = ESTIMATE_FROM
@@ -35,8 +37,9 @@ def probe_at(operation: Any, cursor: Any, size: int, dense: float | None) -> Any
 
 
 def test_the_density_of_a_range_is_its_rows_per_key_value() -> None:
-    assert density([1], [100], 50) == 0.5
-    assert density([1], [1], 1) == 1.0
+    assert density([2], [200], 100) == 0.5  # every second key
+    assert density([1], [100], 100) == 1.0
+    assert density([1], [1], 1) is None  # one row: no step to measure
     assert density(None, [100], 50) is None
     assert density([1, 2], [3, 4], 5) is None  # a composite cursor spans no number of keys
     assert density(["a"], ["z"], 5) is None
@@ -113,3 +116,24 @@ def _forget_models() -> Any:
     from dramatiq_bbo.walk import tables
 
     tables.forget()
+
+
+@pytest.mark.usefixtures("no_broker")
+def test_the_pipeline_estimates_from_the_operations_walked_range_and_visits_every_row_once(
+    configured: str, conn: psycopg.Connection[Any]
+) -> None:
+    """Through the orchestrator (job creation after the end of the job before, the density
+    read from the operation's counters): the same exactly-once walk."""
+    make_items(conn, "SELECT g * 2 FROM generate_series(1, 70000) AS g")
+    total = 70000
+    operation = bbo.enqueue(
+        Visit, "items", "id", batch_size=SIZE, sub_batch_size=5000, pause_ms=0,
+        interval_seconds=0, min_batch_size=SIZE, max_batch_size=SIZE,
+    ).operation  # fmt: skip
+    final, outcomes = drive(operation.id)
+    assert final.status == bbo.OperationStatus.FINISHED
+    assert conn.execute("SELECT visits, count(*) FROM items GROUP BY visits").fetchall() == [
+        (1, total)
+    ]
+    jobs = sorted(bbo.list_jobs(operation.id), key=lambda job: job.min_cursor[0])
+    assert [job.processed_tuple_count for job in jobs] == [SIZE, SIZE, SIZE, total - 3 * SIZE]
