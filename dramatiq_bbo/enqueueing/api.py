@@ -127,14 +127,13 @@ def enqueue(
     connection: Any = None,
 ) -> EnqueueResult:
     """Create an operation over ``table_name`` batched on ``column_name`` (or return the
-    unfinished duplicate). Sizes: this call's value, else the class attribute, else the
-    setting — except batch_size, for which the size an earlier operation of the same class,
-    table, column and database learned comes before the class's and the setting's
-    (:mod:`dramatiq_bbo.jobs.learned_sizes`). Scope: ``organization_id`` + ``user_id`` (or
-    ``user=``), or neither for a cell-local operation — then the current organization's, if a
-    :func:`~dramatiq_bbo.current_organization` block is in force (explicit arguments win).
-    ``priority``: this call's, else the class attribute's, else 0. See the module docstring
-    for ``connection=`` and duplicates."""
+    unfinished duplicate). Sizes and priority: this call's value, else the class attribute,
+    else the setting (priority: 0) — except batch_size, for which the size an earlier
+    operation of the same class, table, column and database learned comes before the class's
+    and the setting's (:mod:`dramatiq_bbo.jobs.learned_sizes`). Scope: ``organization_id`` +
+    ``user_id`` (or ``user=``), or neither for a cell-local operation — then the current
+    organization's in a :func:`~dramatiq_bbo.current_organization` block (explicit arguments
+    win). See the module docstring for ``connection=`` and duplicates."""
     organization_id, user_id, user = scope_arguments(organization_id, user_id, user)
     request = check_request(
         resolve(operation_class_or_name),
