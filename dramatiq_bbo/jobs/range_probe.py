@@ -77,8 +77,9 @@ class RangeProbe:
         size: int,
         density: float | None = None,
     ) -> None:
-        self.keyset, self._conn, self._op, self.density = keyset, conn, op, density
+        self.keyset, self._conn, self.density = keyset, conn, density
         self.estimate: int | None = None
+        self._walk: tuple[Any, list[Any]] | None = None  # the OFFSET probe and its values
         self.basis = (op.min_cursor, op.max_cursor, op.next_cursor, size)
         self._cursors: list[Cur] = []
         self._rows: tuple[Any, Any, Any] | None = None
@@ -89,11 +90,12 @@ class RangeProbe:
         after = op.next_cursor is not None
         first, offset, tail = keyset.batch_probes(after=after, bounded=bool(lower))
         values = [*(lower or []), *op.max_cursor]
+        self._walk = (offset, [*values, max(size, 1) - 1])
         self.estimate = _estimate(keyset, lower, after, op.max_cursor, size, density)
         if self.estimate is not None:  # the tail probe below the estimated key
             last, last_values = tail, [*(lower or []), self.estimate, 0]
         else:
-            last, last_values = offset, [*values, max(size, 1) - 1]
+            last, last_values = self._walk
         self._cursors = [
             _send_probe(conn, keyset, first, [*values, 0]),
             _send_probe(conn, keyset, last, last_values),
@@ -114,11 +116,8 @@ class RangeProbe:
 
     def _walked(self) -> Any:
         """The ``size``-th row found by the exact ``OFFSET`` walk (an estimate's fallback)."""
-        op, size = self._op, self.basis[3]
-        lower = op.next_cursor if op.next_cursor is not None else op.min_cursor
-        offset = self.keyset.batch_probes(after=op.next_cursor is not None, bounded=bool(lower))[1]
-        values = [*(lower or []), *(op.max_cursor or []), max(size, 1) - 1]
-        return _send_probe(self._conn, self.keyset, offset, values).fetchone()
+        assert self._walk is not None
+        return _send_probe(self._conn, self.keyset, *self._walk).fetchone()
 
     def grown(
         self, conn: psycopg.Connection[Any], op: OperationRecord, size: int

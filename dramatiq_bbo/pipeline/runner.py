@@ -63,7 +63,7 @@ from .orchestrator import (
 from .refill import free_slots
 from .runtime import current, transitioned
 from .shutdown import shutting_down
-from .unknown_class import give_back_if_unknown, hold_before_run
+from .unknown_class import give_back_if_unknown, hold_before_run, undispatch
 
 __all__ = ["chain", "run", "shutting_down"]
 
@@ -115,12 +115,7 @@ class _Start:
             return True
         if not self.middleware or not held_by_middleware(conn, operation):
             return False
-        _, jobs = tables_for(operation)
-        given_back = conn.execute(
-            query("unknown_class_undispatch_job", jobs=jobs),
-            {"worker_id": operation.id, "id": self.job_id},
-        ).fetchone()
-        if given_back is not None:  # else a stale message: the job is not waiting for us
+        if undispatch(conn, operation, self.job_id):  # else a stale message: not ours to run
             call_back_after_hold(conn, self.database, operation)
         return True
 

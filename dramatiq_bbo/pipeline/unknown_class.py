@@ -87,12 +87,8 @@ def give_back_if_unknown(
     runner's claim asks it so before claiming): True when the class is unknown here."""
     if importable(locked.job_class_name):
         return False
-    operations, jobs = tables_for(locked)
-    given_back = conn.execute(
-        query("unknown_class_undispatch_job", jobs=jobs),
-        {"worker_id": locked.id, "id": job_id},
-    ).fetchone()
-    if given_back is None:  # a stale message: the job is not waiting for this runner
+    operations, _ = tables_for(locked)
+    if not undispatch(conn, locked, job_id):  # a stale message: the job is not waiting for us
         return True
     _hold(conn, locked)
     where = {"partition": locked.partition, "id": locked.id}
@@ -103,6 +99,16 @@ def give_back_if_unknown(
         return True
     lease_and_send(conn, database, locked)
     return True
+
+
+def undispatch(conn: psycopg.Connection[Any], locked: OperationRecord, job_id: Any) -> bool:
+    """Give back a job dispatched to this runner, unclaimed: pending, no lease, attempts
+    untouched. False when it was not waiting for a runner (a stale message)."""
+    _, jobs = tables_for(locked)
+    given_back = conn.execute(
+        query("unknown_class_undispatch_job", jobs=jobs), {"worker_id": locked.id, "id": job_id}
+    ).fetchone()
+    return given_back is not None
 
 
 def _hold(conn: psycopg.Connection[Any], operation: OperationRecord) -> None:

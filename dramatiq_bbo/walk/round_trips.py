@@ -79,7 +79,7 @@ class RoundTrips:
         self._guarded: psycopg.Connection[Any] | None = None
         # an unscoped walk's probes are index range scans: planned once (generic), like the
         # walk's other statements (batching_session_guards); a scoped walk's as the app plans
-        self.generic = keyset._scope is None
+        self.generic = keyset.unscoped
 
     # -- beginning a sub-batch ------------------------------------------------------------------
     def begin(self, conn: psycopg.Connection[Any], checkpoint: list[Any] | None) -> Found:

@@ -156,8 +156,7 @@ def table_info(
     if isinstance(table, TableInfo):
         return table
     if isinstance(table, TableRef) and current_oid is not None:
-        with _lock:
-            cached = _infos.get(peewee_database(database_name), {}).get(table)
+        cached = _cached_info(peewee_database(database_name), table)
         if cached is not None and cached.oid == current_oid:
             return cached
     with contextlib.ExitStack() as stack:
@@ -171,8 +170,7 @@ def table_info(
 
 def _checked_info(database_name: str, table: TableRef, conn: psycopg.Connection[Any]) -> TableInfo:
     database = peewee_database(database_name)
-    with _lock:
-        cached = _infos.get(database, {}).get(table)
+    cached = _cached_info(database, table)
     if cached is not None:
         row = conn.execute(
             query("catalog_table_oid"), {"schema": table.schema, "name": table.name}
@@ -183,6 +181,11 @@ def _checked_info(database_name: str, table: TableRef, conn: psycopg.Connection[
     with _lock:
         _infos.setdefault(database, {})[table] = info
     return info
+
+
+def _cached_info(database: Any, table: TableRef) -> TableInfo | None:
+    with _lock:
+        return _infos.get(database, {}).get(table)
 
 
 def table_model(
