@@ -13,7 +13,7 @@ SELECT set_config('statement_timeout', %(statement_timeout)s, true),
        set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, true);
 
 -- name: batching_begin_sub_batch
--- description: Read who holds the job (its lease owner) and probe the sub-batch's first and last rows, in one statement; {first} and {last} are the keyset probes (dramatiq_bbo.walk.keyset.Keyset.sub_batch_probes); parameters are positional, in textual order.
+-- description: Read who holds the job (its lease owner) and its checkpoint, and probe the sub-batch's first and last rows, in one statement; {first} and {last} are the keyset probes (dramatiq_bbo.walk.keyset.Keyset.sub_batch_probes); parameters are positional, in textual order.
 -- The job row is not locked: the heartbeat renews its lease while the sub-batch runs, and the
 -- checkpoint re-checks the lease before the sub-batch commits (batching_checkpoint_job).
 -- Its first column puts the application's plan_cache_mode back for the rest of the sub-batch
@@ -24,6 +24,7 @@ SELECT set_config('plan_cache_mode',
                            current_setting('plan_cache_mode')), true) AS bbo_plan_cache_mode,
        j.status,
        j.lease_owner,
+       j.checkpoint_cursor,
        bbo_first.*,
        bbo_last.*
 FROM {jobs} AS j

@@ -147,8 +147,9 @@ class RoundTrips:
                 f"status {row[1] if row else 'deleted'}, lease owner {row[2] if row else None!r};"
                 " another runner recovered it after its lease expired, so this one stops"
             )
+        _check_durable(job, row[3], checkpoint)
         width = len(self.keyset.fields)
-        first_row, last_row = row[3 : 3 + width], row[3 + width :]
+        first_row, last_row = row[4 : 4 + width], row[4 + width :]
         if first_row[0] is None:  # cursor columns are NOT NULL: no row left
             return None
         if last_row[0] is not None:
@@ -246,6 +247,20 @@ class RoundTrips:
 
 
 _RAN = (psycopg.pq.ExecStatus.COMMAND_OK, psycopg.pq.ExecStatus.TUPLES_OK)
+
+
+def _check_durable(job: JobRecord, stored: Any, checkpoint: list[Any] | None) -> None:
+    """The checkpoint the job row holds must be the one this walk last committed. Sub-batches
+    commit without waiting for the WAL flush (``sub_batch_synchronous_commit``): a server
+    crash can lose a commit the walk was told had succeeded. A walk that reconnects after
+    one would go on past rows that were never changed; it stops instead, as on a lost
+    connection (an ``OperationalError``), and the job resumes from the stored checkpoint."""
+    if json.loads(json.dumps(checkpoint)) != stored:
+        raise psycopg.OperationalError(
+            f"job {job.id}'s checkpoint on the server ({stored!r}) is not the one this walk "
+            f"committed last ({checkpoint!r}): a commit was lost with the server; the job "
+            "resumes from the stored checkpoint"
+        )
 
 
 def _ran(cursor: Any) -> bool:
